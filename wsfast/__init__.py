@@ -1,0 +1,34 @@
+"""wsfast: a fast, conformant WebSocket library for asyncio.
+
+``wsfast.IMPLEMENTATION`` says which frame codec is in use: ``"cython"`` (the
+compiled extension) or ``"python"`` (the pure-Python twin).
+"""
+
+from .codec import IMPLEMENTATION
+from .enums import CloseCode, Opcode
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeError,
+    InvalidUTF8,
+    PayloadTooBig,
+    ProtocolError,
+    WebSocketError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMPLEMENTATION",
+    "CloseCode",
+    "Opcode",
+    "ConnectionClosed",
+    "ConnectionClosedError",
+    "ConnectionClosedOK",
+    "HandshakeError",
+    "InvalidUTF8",
+    "PayloadTooBig",
+    "ProtocolError",
+    "WebSocketError",
+]

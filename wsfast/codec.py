@@ -1,0 +1,62 @@
+"""Pick the frame codec: the Cython extension ``wsfast._frame`` or its
+pure-Python twin ``wsfast._frame_py`` (same names, same behaviour).
+
+* ``WSFAST_NO_EXTENSIONS=1`` forces the Python twin.
+* ``WSFAST_REQUIRE_EXTENSIONS=1`` turns a missing or broken extension into an
+  ``ImportError`` (CI sets it, so a broken build cannot pass on the fallback).
+
+Everything above the codec takes a ``codec=`` module argument; ``get_codec()``
+returns one by name, and the tests run every codec test on ``AVAILABLE``.
+"""
+
+import os
+
+from . import _frame_py
+
+__all__ = ["IMPLEMENTATION", "AVAILABLE", "get_codec", "default"]
+
+
+def _flag(name):
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+_cython = None
+_import_error = None
+try:
+    from . import _frame as _cython
+except ImportError as exc:  # no compiler at install time, or a broken build
+    _import_error = exc
+
+if _cython is None and _flag("WSFAST_REQUIRE_EXTENSIONS"):
+    raise ImportError(
+        "WSFAST_REQUIRE_EXTENSIONS is set but the Cython extension wsfast._frame "
+        f"cannot be imported: {_import_error}"
+    )
+
+#: The importable codecs, by name.
+AVAILABLE = {"python": _frame_py}
+if _cython is not None:
+    AVAILABLE["cython"] = _cython
+
+if _cython is not None and not _flag("WSFAST_NO_EXTENSIONS"):
+    default = _cython
+    IMPLEMENTATION = "cython"
+else:
+    default = _frame_py
+    IMPLEMENTATION = "python"
+
+
+def get_codec(name=None):
+    """Return the codec module called ``name`` ("cython" or "python"), or the
+    default one when ``name`` is None. Raises ``ValueError`` for an unknown or
+    unavailable name."""
+    if name is None:
+        return default
+    if hasattr(name, "FrameParser"):  # already a codec module
+        return name
+    try:
+        return AVAILABLE[name]
+    except KeyError:
+        raise ValueError(
+            f"codec {name!r} is not available (available: {sorted(AVAILABLE)})"
+        ) from _import_error
