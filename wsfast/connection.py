@@ -1,0 +1,573 @@
+"""The sans-IO WebSocket state machine (RFC 6455 §5-§7), after the handshake.
+
+Theory of operation
+-------------------
+
+A :class:`Connection` is one endpoint of an open WebSocket. It does no I/O:
+
+* bytes read from the network go into :meth:`Connection.receive_data`, which
+  returns the events they completed, in order: ``str`` (a text message),
+  ``bytes`` (a binary message), :class:`Ping`, :class:`Pong`, :class:`Close`;
+* replies the protocol makes by itself (a pong for each ping, the reply to a
+  close, the close frame that fails the connection) are queued and fetched
+  with :meth:`Connection.data_to_send`; call it after every ``receive_data``;
+* messages the application sends go through ``send_text`` / ``send_binary`` /
+  ``send_ping`` / ``send_pong`` / ``send_close`` / ``fail``, which return the
+  bytes to write (preceded by any queued reply, so that writing what each call
+  returns, in call order, keeps the wire order right).
+
+States (``Connection.state``)::
+
+    OPEN ──(close sent or received)──> CLOSING ──(both)──────────────> CLOSED
+      └───────────(protocol error, fail(), or receive_eof())─────────────┘
+
+Receiving a close queues the reply at once, so a received close goes straight
+to CLOSED. After a close is received nothing more is processed (RFC 6455
+§5.5.1); after a close is sent no data frame may be sent (``ConnectionClosed``).
+A protocol error (``ProtocolError`` from the frame codec or from the rules
+here) *fails* the connection (RFC 6455 §7.1.7): the events before it are still
+returned, a close frame with the error's code is queued, ``failed`` records the
+error, the state is CLOSED and further input is ignored. The I/O adapter closes
+TCP once ``state is State.CLOSED`` and ``data_to_send()`` is empty.
+
+Hot path: ``receive_data`` hands the bytes to the codec's ``FrameParser`` and
+turns each complete single-frame text/binary message into its ``str``/``bytes``
+event inline; everything else (control frames, fragments, extensions, a
+message limit below 125 bytes) goes through ``_handle_frame``.
+"""
+
+import os
+from enum import Enum
+
+from . import codec as _codec_module
+from .exceptions import (
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidUTF8,
+    PayloadTooBig,
+    ProtocolError,
+)
+
+__all__ = ["Side", "State", "Ping", "Pong", "Close", "Connection"]
+
+
+class Side(Enum):
+    """Which end of the connection this is (decides masking, RFC 6455 §5.3)."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class State(Enum):
+    """Connection states; CONNECTING lives in the handshake layer."""
+
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# -- events -------------------------------------------------------------------
+
+
+class Ping:
+    """A ping arrived (the pong is queued already). ``data``: its payload."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data=b""):
+        self.data = data
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.data == other.data
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.data!r})"
+
+
+class Pong(Ping):
+    """A pong arrived (solicited or not). ``data``: its payload."""
+
+    __slots__ = ()
+
+
+# Close codes a close frame may carry (RFC 6455 §7.4.1, §7.4.2).
+# 1004, 1005, 1006 and 1015 are reserved and never on the wire; 1016-2999 are
+# unassigned and reserved for future RFCs. Decision on 1012-1014: accepted.
+# They are registered in the IANA "WebSocket Close Code Number Registry"
+# (Service Restart, Try Again Later, Bad Gateway), docs/DESIGN.md lists them
+# as the exception to "1012-2999 invalid" (CONFORMANCE.md's one-line summary
+# predates that), browsers and websockets/wsproto accept them, and the Autobahn
+# testsuite's current case 7.9.x (invalid codes 0, 999, 1004, 1005, 1006, 1016,
+# 1100, 2000, 2999) no longer tests them; older suites listed them as invalid.
+_VALID_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
+
+
+def _is_valid_code(code):
+    return code in _VALID_CODES or 3000 <= code <= 4999
+
+
+def _truncate_reason(reason, limit=123):
+    """``reason`` as UTF-8, cut to ``limit`` bytes without splitting a
+    character (a close payload is at most 125 bytes, RFC 6455 §5.5)."""
+    data = reason.encode("utf-8")
+    if len(data) > limit:
+        # The cut can only split the last character; "ignore" drops its bytes.
+        data = data[:limit].decode("utf-8", "ignore").encode("utf-8")
+    return data
+
+
+class Close:
+    """A close frame: as an event (received), and as a record (``close_sent``,
+    ``close_received``). ``code`` is 1005 (NO_STATUS_RCVD) for a close frame
+    without a payload, ``reason`` the decoded reason ("" if none)."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code=1000, reason=""):
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def parse(cls, payload):
+        """Decode a close frame's payload (RFC 6455 §5.5.1).
+
+        Raises ``ProtocolError(1002)`` for a 1-byte payload or a code that may
+        not be on the wire, ``InvalidUTF8`` (1007) for a reason that is not
+        UTF-8.
+        """
+        n = len(payload)
+        if n == 0:
+            return cls(1005, "")
+        if n == 1:
+            raise ProtocolError(1002, "close frame payload of 1 byte")
+        code = (payload[0] << 8) | payload[1]
+        if not _is_valid_code(code):  # RFC 6455 §7.4
+            raise ProtocolError(1002, f"invalid close code {code}")
+        try:
+            reason = payload[2:].decode("utf-8")  # RFC 6455 §5.5.1, §8.1
+        except UnicodeDecodeError as exc:
+            raise InvalidUTF8(f"invalid UTF-8 in close reason at byte {exc.start}") from None
+        return cls(code, reason)
+
+    def serialize(self):
+        """The close frame's payload: code and reason, the reason truncated to
+        123 bytes at a character boundary; ``b""`` for code 1005 (a close
+        without a status). Raises ``ValueError`` for a code that may not be
+        sent (1004, 1006, 1015, unassigned ones)."""
+        code = self.code
+        if code == 1005:
+            if self.reason:
+                raise ValueError("a close without a status code (1005) cannot carry a reason")
+            return b""
+        if not _is_valid_code(code):
+            raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
+        return code.to_bytes(2, "big") + _truncate_reason(self.reason)
+
+    def __eq__(self, other):
+        if type(other) is not Close:
+            return NotImplemented
+        return self.code == other.code and self.reason == other.reason
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Close({self.code}, {self.reason!r})"
+
+
+# -- the connection -------------------------------------------------------------
+
+_MASK_POOL_SIZE = 4096  # 1024 masking keys per os.urandom() call
+_EMPTY = b""
+
+
+class Connection:
+    """One open WebSocket endpoint, sans I/O (see the module docstring).
+
+    ``side``: :class:`Side`. ``max_message_size``: the largest message (over
+    all its fragments) accepted; a bigger one fails the connection with 1009.
+    ``codec``: a frame codec module or its name (default: the fastest one
+    importable, ``wsfast.codec.get_codec()``). ``extensions``: negotiated
+    extension objects, in the order they were negotiated (see
+    :meth:`_decode_extensions` for what they must provide).
+    """
+
+    def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=()):
+        if not isinstance(side, Side):
+            raise TypeError(f"side must be a Side, not {side!r}")
+        codec = _codec_module.get_codec(codec)
+        self.side = side
+        self.codec = codec
+        self.max_message_size = max_message_size
+        self.extensions = list(extensions)
+        self.state = State.OPEN
+        self.close_sent = None
+        self.close_received = None
+        self.failed = None
+
+        # Control frames are at most 125 bytes anyway; a frame bigger than the
+        # message limit fails in the parser, before its payload arrives.
+        self._max_frame_size = max(max_message_size, 125)
+        self._parser = codec.FrameParser(
+            mask_required=side is Side.SERVER,
+            max_frame_size=self._max_frame_size,
+            allow_rsv1=any(getattr(ext, "uses_rsv1", False) for ext in self.extensions),
+        )
+        self._build_frame = codec.build_frame
+        self._utf8 = None  # codec.Utf8Validator, created for the first fragmented text
+        self._out = []  # queued automatic replies (bytes)
+        self._input_closed = False  # close received, failed, or EOF
+        self._can_send = True  # False once a close was sent (or the connection ended)
+        self._client = side is Side.CLIENT
+        self._mask_pool = _EMPTY
+        self._mask_pos = 0
+
+        # A fragmented message in progress: its opcode (1 or 2), or 0 if none.
+        self._frag_opcode = 0
+        self._frag_parts = []
+        self._frag_size = 0
+        # The inline path in receive_data handles complete text/binary frames
+        # when this is True: no fragmented message in progress, no extension,
+        # and the parser's frame limit is the message limit.
+        self._fast_base = not self.extensions and max_message_size >= 125
+        self._fast = self._fast_base
+
+    # -- receiving -------------------------------------------------------------
+
+    def receive_data(self, data):
+        """Feed bytes read from the network; return the events they complete.
+
+        Then call :meth:`data_to_send` and write what it returns (pongs, the
+        close reply, or the close frame failing the connection). Once
+        ``state is State.CLOSED``, input is ignored and ``[]`` returned.
+        """
+        if self._input_closed:
+            return []
+        events = []
+        append = events.append
+        try:
+            parser = self._parser
+            frames = parser.feed(data)
+            fast = self._fast
+            for frame in frames:
+                if fast and frame.fin:
+                    op = frame.opcode
+                    if op == 1:  # TEXT, RFC 6455 §5.6: must be UTF-8
+                        append(frame.payload.decode("utf-8"))
+                        continue
+                    if op == 2:  # BINARY
+                        append(frame.payload)
+                        continue
+                if self._handle_frame(frame, append):
+                    return events  # a close arrived: nothing after it counts
+                fast = self._fast
+            # FrameParser stores a violation found after complete frames of
+            # this read; they were processed above, now fail (RFC 6455 §7.1.7).
+            if parser.error is not None:
+                raise parser.error
+        except ProtocolError as exc:
+            self._fail(exc)
+        except UnicodeDecodeError as exc:  # a single-frame text message
+            self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
+        return events
+
+    def _handle_frame(self, frame, append):
+        """Everything but a complete text/binary frame on the fast path.
+        Returns True when a close frame ended the input."""
+        op = frame.opcode
+        if op >= 8:  # control frames, RFC 6455 §5.5; the parser checked size and FIN
+            payload = frame.payload
+            if op == 9:  # PING, RFC 6455 §5.5.2: answer as soon as possible
+                append(Ping(payload))
+                if self._can_send:
+                    self._out.append(self._frame(10, payload))
+                return False
+            if op == 10:  # PONG, RFC 6455 §5.5.3: an unsolicited one needs no reply
+                append(Pong(payload))
+                return False
+            # CLOSE, RFC 6455 §5.5.1
+            close = Close.parse(payload)
+            self._reset_fragments()
+            self.close_received = close
+            self._input_closed = True
+            append(close)
+            if self.close_sent is None:
+                # Echo the code (1000 for a close without one), RFC 6455 §5.5.1.
+                reply = Close(1000 if close.code == 1005 else close.code, "")
+                self._out.append(self._frame(8, reply.serialize()))
+                self.close_sent = reply
+                self._can_send = False
+            self.state = State.CLOSED  # RFC 6455 §7.1.4: the closing handshake is complete
+            return True
+
+        # Data frames: fragment sequencing, RFC 6455 §5.4.
+        frag_opcode = self._frag_opcode
+        if op == 0:
+            if not frag_opcode:
+                raise ProtocolError(1002, "continuation frame without a message in progress")
+        elif frag_opcode:
+            raise ProtocolError(1002, "new data frame inside a fragmented message")
+
+        if self.extensions:
+            frame = self._decode_extensions(frame)
+        payload = frame.payload
+        fin = frame.fin
+        size = self._frag_size + len(payload)
+        if size > self.max_message_size:
+            self._reset_fragments()
+            if fin and not frag_opcode:
+                raise PayloadTooBig(
+                    f"message of {size} bytes exceeds the limit of {self.max_message_size} bytes"
+                )
+            raise PayloadTooBig(
+                f"message of at least {size} bytes exceeds the limit of "
+                f"{self.max_message_size} bytes"
+            )
+
+        if op:  # the first frame of a message
+            if fin:
+                append(payload.decode("utf-8") if op == 1 else payload)
+                return False
+            self._frag_opcode = op
+            self._frag_parts.append(payload)
+            self._frag_size = size
+            self._fast = False
+            if op == 1:  # RFC 6455 §8.1: fail fast, in the fragment with the bad byte
+                utf8 = self._utf8
+                if utf8 is None:
+                    utf8 = self._utf8 = self.codec.Utf8Validator()
+                else:
+                    utf8.reset()
+                utf8.feed(payload)
+        else:  # a continuation frame
+            self._frag_parts.append(payload)
+            self._frag_size = size
+            if frag_opcode == 1:
+                self._utf8.feed(payload, fin)
+            if fin:
+                message = _EMPTY.join(self._frag_parts)
+                self._reset_fragments()
+                # Validated fragment by fragment already; decode cannot fail.
+                append(message.decode("utf-8") if frag_opcode == 1 else message)
+                return False
+        if not self.extensions:
+            # A fragment bigger than what is left fails in the parser, before
+            # its payload arrives (control frames are 125 bytes at most).
+            self._parser.max_frame_size = max(self.max_message_size - size, 125)
+        return False
+
+    def _reset_fragments(self):
+        if self._frag_opcode:
+            self._frag_opcode = 0
+            self._frag_parts = []
+            self._frag_size = 0
+            self._fast = self._fast_base
+            if not self.extensions:
+                self._parser.max_frame_size = self._max_frame_size
+
+    def _decode_extensions(self, frame):
+        """Pass a received data frame through the extensions, last negotiated
+        first (RFC 6455 §9.1). An extension provides::
+
+            uses_rsv1: bool                      # it defines RSV1 (permessage-deflate)
+            decode(frame, *, max_size) -> Frame  # a received data frame (opcode 0-2)
+            encode(frame) -> Frame               # a data frame to send
+
+        Frames are ``codec.Frame`` objects; ``decode`` sees continuation frames
+        too (it tracks its own message state), and must not produce more than
+        ``max_size`` payload bytes (raise ``PayloadTooBig``). Control frames
+        never go through extensions.
+        """
+        max_size = self.max_message_size - self._frag_size
+        for ext in reversed(self.extensions):
+            frame = ext.decode(frame, max_size=max_size)
+        return frame
+
+    def receive_eof(self):
+        """The peer closed TCP. The state becomes CLOSED; without a close frame
+        received first, ``close_code`` is 1006 (RFC 6455 §7.1.5)."""
+        self._input_closed = True
+        self._can_send = False
+        self._reset_fragments()
+        self.state = State.CLOSED
+
+    # -- the close record --------------------------------------------------------
+
+    @property
+    def close_code(self):
+        """What the application should see as the close code: the peer's code
+        (1005 when its close had none); the code we failed the connection with
+        (``failed.code``); 1006 when TCP closed without a close frame; None
+        while the connection is not closed."""
+        if self.close_received is not None:
+            return self.close_received.code
+        if self.failed is not None:
+            return self.failed.code
+        if self.state is State.CLOSED:
+            return 1006  # RFC 6455 §7.1.5: abnormal closure
+        return None
+
+    @property
+    def close_reason(self):
+        """The reason going with :attr:`close_code` ("" if none; None while
+        the connection is not closed)."""
+        if self.close_received is not None:
+            return self.close_received.reason
+        if self.failed is not None:
+            return self.failed.reason
+        if self.state is State.CLOSED:
+            return ""
+        return None
+
+    def _closed_error(self):
+        code = self.close_code
+        reason = self.close_reason
+        if code is None:  # we sent a close, the peer has not answered yet
+            code = self.close_sent.code
+            reason = self.close_sent.reason
+        cls = ConnectionClosedOK if code in (1000, 1001) else ConnectionClosedError
+        return cls(code, reason)
+
+    # -- sending -------------------------------------------------------------
+
+    def _mask_key(self):
+        # RFC 6455 §5.3: a fresh unpredictable key per frame; one os.urandom()
+        # call per 1024 keys instead of one per frame.
+        pos = self._mask_pos
+        if pos >= len(self._mask_pool):
+            self._mask_pool = os.urandom(_MASK_POOL_SIZE)
+            pos = 0
+        self._mask_pos = pos + 4
+        return self._mask_pool[pos : pos + 4]
+
+    def _frame(self, opcode, payload):
+        if self._client:
+            return self._build_frame(opcode, payload, mask_key=self._mask_key())
+        return self._build_frame(opcode, payload)
+
+    def _send_data(self, opcode, payload):
+        # The slow path of send_text/send_binary: extensions.
+        frame = self.codec.Frame(opcode, payload)
+        for ext in self.extensions:
+            frame = ext.encode(frame)
+        mask_key = self._mask_key() if self._client else None
+        return self._build_frame(
+            frame.opcode, frame.payload, fin=frame.fin, rsv1=frame.rsv1, mask_key=mask_key
+        )
+
+    def _take_out(self, data):
+        out = self._out
+        if out:
+            out.append(data)
+            data = _EMPTY.join(out)
+            self._out = []
+        return data
+
+    def send_text(self, text):
+        """Return the bytes of a text message carrying ``text`` (a str).
+        Raises ``ConnectionClosed`` once a close was sent or the connection
+        ended (RFC 6455 §5.5.1)."""
+        if not self._can_send:
+            raise self._closed_error()
+        if self.extensions:
+            data = self._send_data(1, text.encode("utf-8"))
+        elif self._client:
+            data = self._build_frame(1, text, mask_key=self._mask_key())
+        else:
+            data = self._build_frame(1, text)
+        if self._out:
+            return self._take_out(data)
+        return data
+
+    def send_binary(self, data):
+        """Return the bytes of a binary message carrying ``data`` (bytes-like).
+        Raises ``ConnectionClosed`` once a close was sent or the connection
+        ended."""
+        if not self._can_send:
+            raise self._closed_error()
+        if self.extensions:
+            data = self._send_data(2, data)
+        elif self._client:
+            data = self._build_frame(2, data, mask_key=self._mask_key())
+        else:
+            data = self._build_frame(2, data)
+        if self._out:
+            return self._take_out(data)
+        return data
+
+    def _send_control(self, opcode, data):
+        if not self._can_send:
+            raise self._closed_error()
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if len(data) > 125:  # RFC 6455 §5.5
+            raise ValueError("a control frame payload is at most 125 bytes")
+        return self._take_out(self._frame(opcode, data))
+
+    def send_ping(self, data=b""):
+        """Return the bytes of a ping carrying ``data`` (≤ 125 bytes); the
+        peer's pong arrives as a :class:`Pong` event."""
+        return self._send_control(9, data)
+
+    def send_pong(self, data=b""):
+        """Return the bytes of an unsolicited pong (a heartbeat, RFC 6455
+        §5.5.3); pings are answered automatically."""
+        return self._send_control(10, data)
+
+    def send_close(self, code=1000, reason=""):
+        """Start (or finish) the closing handshake: return the bytes of a close
+        frame with ``code`` and ``reason`` (truncated to 123 UTF-8 bytes;
+        code 1005 sends a close without a status). Returns ``b""`` if a close
+        was sent already or the connection ended. Then keep calling
+        ``receive_data`` until the state is CLOSED (the peer's close), and
+        bound the wait (RFC 6455 §7.1.1)."""
+        if self.close_sent is not None or self.state is State.CLOSED:
+            return self._take_out(_EMPTY)
+        close = Close(code, reason)
+        payload = close.serialize()  # ValueError for a code that may not be sent
+        if len(payload) > 2:  # record what was actually sent
+            close.reason = payload[2:].decode("utf-8")
+        self.close_sent = close
+        self._can_send = False
+        self.state = State.CLOSING
+        return self._take_out(self._frame(8, payload))
+
+    def fail(self, code, reason):
+        """Fail the connection (RFC 6455 §7.1.7): return the bytes of a close
+        frame with ``code`` (unless a close was sent already), set ``failed``,
+        and go to CLOSED, ignoring further input. Close TCP once written."""
+        if self.state is State.CLOSED:
+            return self._take_out(_EMPTY)
+        self._fail(ProtocolError(code, reason))
+        return self._take_out(_EMPTY)
+
+    def _fail(self, exc):
+        # Queue the close frame; the caller returns or flushes the queue.
+        if self.close_sent is None:
+            close = Close(exc.code, exc.reason)
+            payload = close.serialize()
+            if len(payload) > 2:
+                close.reason = payload[2:].decode("utf-8")
+            self._out.append(self._frame(8, payload))
+            self.close_sent = close
+        self.failed = exc
+        self._input_closed = True
+        self._can_send = False
+        self._reset_fragments()
+        self.state = State.CLOSED
+
+    def data_to_send(self):
+        """Return the queued automatic replies (pongs, the close reply, the
+        close frame failing the connection), ``b""`` if none. Write them
+        right away."""
+        out = self._out
+        if not out:
+            return _EMPTY
+        self._out = []
+        return _EMPTY.join(out) if len(out) > 1 else out[0]
+
+    def __repr__(self):
+        return f"<Connection {self.side.name} {self.state.name}>"
