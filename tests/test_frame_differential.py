@@ -1,0 +1,150 @@
+"""Differential tests: the Cython codec and its Python twin, fed the same
+random frames in the same random chunkings, must give identical frames or
+identical errors (type, close code, reason), call by call."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wsfast import codec
+from wsfast.exceptions import ProtocolError
+
+pytestmark = pytest.mark.skipif(
+    "cython" not in codec.AVAILABLE, reason="the Cython extension is not built"
+)
+
+PY = codec.AVAILABLE["python"]
+CY = codec.AVAILABLE.get("cython")
+
+LENGTH_EDGES = [0, 1, 7, 8, 15, 16, 31, 32, 33, 125, 126, 127, 128, 65535, 65536]
+lengths = st.one_of(st.sampled_from(LENGTH_EDGES), st.integers(0, 300))
+
+
+@st.composite
+def raw_frame(draw):
+    """A frame header + payload, sometimes breaking a rule on purpose."""
+    opcode = draw(st.one_of(st.sampled_from([0, 1, 2, 8, 9, 10]), st.integers(0, 15)))
+    fin = draw(st.booleans()) if draw(st.integers(0, 4)) == 0 else True
+    rsv = draw(st.sampled_from([0, 0, 0, 0, 0x40, 0x20, 0x10]))
+    masked = draw(st.booleans()) if draw(st.integers(0, 5)) == 0 else True
+    n = draw(lengths)
+    payload = draw(st.binary(min_size=n, max_size=n)) if n < 512 else bytes(range(256)) * (n // 256) + bytes(n % 256)
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    mbit = 0x80 if masked else 0
+    form = draw(st.sampled_from(["minimal", "minimal", "minimal", "16", "64", "64msb"]))
+    if form == "minimal":
+        if n < 126:
+            header = bytes([b0, mbit | n])
+        elif n < 65536:
+            header = bytes([b0, mbit | 126]) + n.to_bytes(2, "big")
+        else:
+            header = bytes([b0, mbit | 127]) + n.to_bytes(8, "big")
+    elif form == "16" and n < 65536:
+        header = bytes([b0, mbit | 126]) + n.to_bytes(2, "big")
+    elif form == "64msb":
+        header = bytes([b0, mbit | 127]) + (n | (1 << 63)).to_bytes(8, "big")
+    else:
+        header = bytes([b0, mbit | 127]) + n.to_bytes(8, "big")
+    if masked:
+        key = draw(st.binary(min_size=4, max_size=4))
+        header += key
+        payload = PY.apply_mask(payload, key)
+    return header + payload
+
+
+def outcome(parser, chunks):
+    """What a parser does with each chunk: frames, or the error it raised."""
+    result = []
+    for chunk in chunks:
+        try:
+            frames = parser.feed(chunk)
+            result.append([(f.opcode, f.fin, f.rsv1, f.payload) for f in frames])
+        except ProtocolError as exc:
+            result.append((type(exc).__name__, exc.code, exc.reason))
+        except Exception as exc:  # anything else is a bug in either twin
+            result.append(("UNEXPECTED", type(exc).__name__, str(exc)))
+    err = parser.error
+    result.append(None if err is None else (type(err).__name__, err.code, err.reason))
+    return result
+
+
+def chunked(data, cuts):
+    cuts = sorted({c % (len(data) + 1) for c in cuts})
+    pieces, last = [], 0
+    for c in cuts:
+        pieces.append(data[last:c])
+        last = c
+    pieces.append(data[last:])
+    return pieces + [b""]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.lists(raw_frame(), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 10**6), max_size=8),
+    mask_required=st.booleans(),
+    allow_rsv1=st.booleans(),
+    max_frame_size=st.sampled_from([0, 1, 125, 126, 65535, 65536, 16 * 2**20]),
+)
+def test_parsers_agree(frames, cuts, mask_required, allow_rsv1, max_frame_size):
+    data = b"".join(frames)
+    chunks = chunked(data, cuts)
+    kw = dict(mask_required=mask_required, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size)
+    py = outcome(PY.FrameParser(**kw), chunks)
+    cy = outcome(CY.FrameParser(**kw), chunks)
+    assert py == cy
+    assert not any(isinstance(r, tuple) and r[0] == "UNEXPECTED" for r in py)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.text(max_size=20).map(lambda s: s.encode("utf-8", "surrogatepass")),
+            st.binary(max_size=12),
+            st.sampled_from([b"\xed\xa0", b"\xf4\x90", b"\xe0\x9f", b"\xf0\x8f", b"\xc0", b"\x80"]),
+        ),
+        max_size=8,
+    ),
+    final=st.booleans(),
+)
+def test_utf8_validators_agree(pieces, final):
+    results = []
+    for impl in (PY, CY):
+        v = impl.Utf8Validator()
+        out = []
+        for i, piece in enumerate(pieces):
+            try:
+                v.feed(piece, final=final and i == len(pieces) - 1)
+                out.append("ok")
+            except ProtocolError as exc:
+                out.append((type(exc).__name__, exc.code, exc.reason))
+        results.append(out)
+    assert results[0] == results[1]
+    whole = b"".join(pieces)
+    assert PY.validate_utf8(whole) == CY.validate_utf8(whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=3000), mask=st.binary(min_size=4, max_size=4), start=st.integers(0, 40))
+def test_masks_agree(data, mask, start):
+    view = memoryview(data)[min(start, len(data)) :]
+    assert PY.apply_mask(view, mask) == CY.apply_mask(view, mask)
+    a, b = bytearray(data), bytearray(data)
+    PY.apply_mask_inplace(memoryview(a)[min(start, len(a)) :], mask)
+    CY.apply_mask_inplace(memoryview(b)[min(start, len(b)) :], mask)
+    assert a == b
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    opcode=st.sampled_from([0, 1, 2, 8, 9, 10]),
+    payload=st.binary(max_size=300),
+    fin=st.booleans(),
+    rsv1=st.booleans(),
+    mask=st.one_of(st.none(), st.binary(min_size=4, max_size=4)),
+)
+def test_builders_agree(opcode, payload, fin, rsv1, mask):
+    assert PY.build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask) == CY.build_frame(
+        opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask
+    )
