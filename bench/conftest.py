@@ -1,0 +1,1 @@
+"""Micro-benchmarks run with pytest-benchmark: `python -m pytest bench`."""

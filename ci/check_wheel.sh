@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Packaging check: `python -m build` makes an sdist and a wheel holding the
+# compiled wsfast._frame; the wheel installs into a fresh venv where
+# wsfast.IMPLEMENTATION == "cython". The sdist builds in a second fresh venv too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+"$PYTHON" -m venv "$work/build-env"
+"$work/build-env/bin/python" -m pip install -q --upgrade pip build
+"$work/build-env/bin/python" -m build --outdir "$work/dist" . >"$work/build.log" 2>&1 || {
+    cat "$work/build.log"; exit 1; }
+ls -l "$work/dist"
+wheel=$(ls "$work"/dist/*.whl)
+sdist=$(ls "$work"/dist/*.tar.gz)
+case "$wheel" in
+    *-none-any.whl) echo "FAIL: $wheel is a pure-Python wheel: the extension was not built"; exit 1;;
+esac
+"$PYTHON" -m zipfile -l "$wheel" | grep -E 'wsfast/_frame\..*\.so' >/dev/null || {
+    echo "FAIL: no compiled wsfast/_frame module in $wheel"; exit 1; }
+
+check() {  # $1: venv dir, $2: what to install
+    "$PYTHON" -m venv "$1"
+    "$1/bin/python" -m pip install -q --upgrade pip
+    WSFAST_REQUIRE_EXTENSIONS=1 "$1/bin/python" -m pip install -q "$2"
+    (cd "$work" && WSFAST_REQUIRE_EXTENSIONS=1 "$1/bin/python" - <<'PY'
+import wsfast
+from wsfast import _frame
+assert wsfast.IMPLEMENTATION == "cython", wsfast.IMPLEMENTATION
+assert _frame.build_frame(1, b"Hello", mask_key=b"\x37\xfa\x21\x3d") == bytes.fromhex("818537fa213d7f9f4d5158")
+print("ok:", wsfast.__file__, "IMPLEMENTATION =", wsfast.IMPLEMENTATION)
+PY
+    )
+}
+check "$work/wheel-env" "$wheel"
+check "$work/sdist-env" "$sdist"
+echo "wheel check passed: $(basename "$wheel")"

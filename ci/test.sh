@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The test command: installs everything the tests need on a fresh machine
+# (Debian packages, a virtualenv with wsfast built in place and the test
+# extras), then runs pytest. Extra arguments go to pytest.
+#
+#   bash ci/test.sh              # the default, fast run
+#   bash ci/test.sh -m slow      # the soak and load tests
+#
+# Set WSFAST_REQUIRE_EXTENSIONS=1 (as .ci/run does) to fail when the Cython
+# extension cannot be built or imported, instead of testing the fallback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# -- system packages: Chromium for the browser tests ---------------------------
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "ci/test.sh: installing Debian packages: ${need[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# -- Python environment ---------------------------------------------------------
+VENV="${WSFAST_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip setuptools wheel "Cython>=3.0"
+python -m pip install -q -e ".[test]"
+# Build the extension next to the sources so the tests import the fresh one.
+python setup.py -q build_ext --inplace
+python -c "import wsfast, sys; print('wsfast', wsfast.__version__, 'codec:', wsfast.IMPLEMENTATION, 'python', sys.version.split()[0])"
+
+exec python -m pytest "$@"
