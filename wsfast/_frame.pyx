@@ -1,0 +1,603 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The frame codec, compiled: masking, frame building and parsing, UTF-8 checks.
+
+Same names and behaviour as the pure-Python twin ``wsfast/_frame_py.py``; the
+contract both follow is in docs/DESIGN.md ("Frame codec"). The byte loops
+(masking, ASCII runs, the UTF-8 automaton) are C in ``_wsfast_simd.h``, with
+SSE2 / AVX2 versions picked at import time.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from libc.string cimport memcpy
+
+from wsfast.exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
+
+__all__ = [
+    "OP_CONT",
+    "OP_TEXT",
+    "OP_BINARY",
+    "OP_CLOSE",
+    "OP_PING",
+    "OP_PONG",
+    "Frame",
+    "FrameParser",
+    "Utf8Validator",
+    "apply_mask",
+    "apply_mask_inplace",
+    "build_frame",
+    "validate_utf8",
+]
+
+OP_CONT = 0
+OP_TEXT = 1
+OP_BINARY = 2
+OP_CLOSE = 8
+OP_PING = 9
+OP_PONG = 10
+
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+
+cdef extern from "_wsfast_simd.h" nogil:
+    void wsf_init()
+    void wsf_utf8_init()
+    int wsf_set_level(int level)
+    int wsf_level
+    int wsf_max_level
+    void wsf_mask(unsigned char *dst, const unsigned char *src, size_t n,
+                  const unsigned char *key, size_t phase)
+    size_t wsf_utf8_check(const unsigned char *p, size_t n, unsigned char *state)
+    unsigned char WSF_UTF8_ACCEPT
+    unsigned char WSF_UTF8_REJECT
+
+
+cdef extern from "Python.h":
+    # Not in Cython's declarations with a PyObject** we can use directly: grows
+    # (or shrinks) a bytes object we own alone; on failure *pv becomes NULL.
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize) except -1
+    bint PyBytes_CheckExact(object o)
+    Py_ssize_t PyBytes_GET_SIZE(object o)
+    bint PyByteArray_CheckExact(object o)
+    char *PyByteArray_AS_STRING(object o)
+    Py_ssize_t PyByteArray_GET_SIZE(object o)
+    char *_bytes_ptr "PyBytes_AS_STRING" (PyObject *o)
+
+
+wsf_init()
+wsf_utf8_init()
+
+cdef enum:
+    # Masking at least this long releases the GIL (a few µs of work and more).
+    NOGIL_FROM = 65536
+    # A partial frame up to this size gets its whole payload allocated at once;
+    # larger ones grow geometrically as their bytes arrive, so a header alone
+    # cannot make the parser reserve 16 MiB.
+    PREALLOC_MAX = 1048576
+
+
+# -- buffers -------------------------------------------------------------------
+
+cdef int _get_buffer(object obj, Py_buffer *view) except -1:
+    """A flat, C-contiguous byte view of ``obj`` (release with PyBuffer_Release).
+
+    PyBUF_SIMPLE accepts bytes, bytearray, memoryview slices at any offset and
+    any contiguous exporter whatever its item format. When the exporter refuses
+    (e.g. a non-contiguous memoryview), fall back to what the Python twin does,
+    ``memoryview(obj).cast("B")``, so both raise the same TypeError.
+    """
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    except BufferError:
+        PyObject_GetBuffer(memoryview(obj).cast("B"), view, PyBUF_SIMPLE)
+    return 0
+
+
+cdef int _read_key(object mask, unsigned char *key) except -1:
+    """Copy a 4-byte masking key into ``key``; ValueError for any other length."""
+    cdef Py_buffer view
+    if PyBytes_CheckExact(mask):
+        if PyBytes_GET_SIZE(mask) != 4:
+            raise ValueError("mask must be 4 bytes")
+        memcpy(key, PyBytes_AS_STRING(mask), 4)
+        return 0
+    _get_buffer(mask, &view)
+    try:
+        if view.len != 4:
+            raise ValueError("mask must be 4 bytes")
+        memcpy(key, view.buf, 4)
+    finally:
+        PyBuffer_Release(&view)
+    return 0
+
+
+cdef inline void _mask_into(unsigned char *dst, const unsigned char *src, Py_ssize_t n,
+                            const unsigned char *key, Py_ssize_t phase) noexcept:
+    if n >= NOGIL_FROM:
+        with nogil:
+            wsf_mask(dst, src, <size_t>n, key, <size_t>phase)
+    else:
+        wsf_mask(dst, src, <size_t>n, key, <size_t>phase)
+
+
+# -- masking (RFC 6455 §5.3) ---------------------------------------------------
+
+def apply_mask(data, mask):
+    """Return ``data`` XOR-ed with the 4-byte masking key ``mask``, as bytes."""
+    cdef Py_buffer view
+    cdef unsigned char key[4]
+    cdef bytes out
+    _get_buffer(data, &view)
+    try:
+        _read_key(mask, key)
+        # Allocate the result uninitialised and XOR straight into it: one pass.
+        out = PyBytes_FromStringAndSize(NULL, view.len)
+        _mask_into(<unsigned char *>PyBytes_AS_STRING(out),
+                   <const unsigned char *>view.buf, view.len, key, 0)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+def apply_mask_inplace(buf, mask):
+    """XOR the writable buffer ``buf`` with the 4-byte key ``mask`` in place."""
+    cdef Py_buffer view
+    cdef unsigned char key[4]
+    _get_buffer(buf, &view)
+    try:
+        if view.readonly:
+            raise TypeError("apply_mask_inplace needs a writable buffer")
+        _read_key(mask, key)
+        _mask_into(<unsigned char *>view.buf, <const unsigned char *>view.buf,
+                   view.len, key, 0)
+    finally:
+        PyBuffer_Release(&view)
+
+
+# -- frames (RFC 6455 §5.2) ----------------------------------------------------
+
+@cython.final
+@cython.freelist(256)
+cdef class Frame:
+    """One WebSocket frame, payload unmasked. Attributes are read-only."""
+
+    cdef readonly int opcode
+    cdef readonly bint fin
+    cdef readonly bint rsv1
+    cdef readonly bytes payload
+
+    def __init__(self, opcode, payload, fin=True, rsv1=False):
+        self.opcode = int(opcode)
+        self.payload = bytes(payload)
+        self.fin = bool(fin)
+        self.rsv1 = bool(rsv1)
+
+    def __eq__(self, other):
+        if not isinstance(other, Frame):
+            return NotImplemented
+        cdef Frame o = <Frame>other
+        return (self.opcode == o.opcode and self.fin == o.fin
+                and self.rsv1 == o.rsv1 and self.payload == o.payload)
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        if result is NotImplemented:
+            return result
+        return not result
+
+    __hash__ = None
+
+    def __repr__(self):
+        payload = self.payload
+        shown = repr(payload[:32]) + ("..." if len(payload) > 32 else "")
+        return (
+            f"Frame(opcode={self.opcode}, fin={self.fin}, rsv1={self.rsv1}, "
+            f"payload={shown})"
+        )
+
+
+cdef inline Frame _new_frame(int opcode, bint fin, bint rsv1, bytes payload):
+    # Frame.__new__ calls tp_new directly (from the freelist): no __init__.
+    cdef Frame frame = Frame.__new__(Frame)
+    frame.opcode = opcode
+    frame.fin = fin
+    frame.rsv1 = rsv1
+    frame.payload = payload
+    return frame
+
+
+def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
+    """Return one frame, header and payload in one buffer; masked when a
+    4-byte ``mask_key`` is given (client to server, RFC 6455 §5.3)."""
+    cdef Py_buffer view
+    cdef unsigned char key[4]
+    cdef unsigned char *out_p
+    cdef Py_ssize_t n, hlen
+    cdef long b0
+    cdef int i
+    cdef bint masked = mask_key is not None
+    cdef bytes out
+    if type(payload) is str:
+        payload = (<str>payload).encode("utf-8")
+    _get_buffer(payload, &view)
+    try:
+        b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | <long>opcode
+        if b0 < 0 or b0 > 255:
+            raise ValueError("bytes must be in range(0, 256)")
+        n = view.len
+        if masked:
+            _read_key(mask_key, key)
+        hlen = (2 if n < 126 else 4 if n < 65536 else 10) + (4 if masked else 0)
+        out = PyBytes_FromStringAndSize(NULL, hlen + n)
+        out_p = <unsigned char *>PyBytes_AS_STRING(out)
+        out_p[0] = <unsigned char>b0
+        if n < 126:
+            out_p[1] = <unsigned char>n
+            hlen = 2
+        elif n < 65536:
+            out_p[1] = 126
+            out_p[2] = <unsigned char>(n >> 8)
+            out_p[3] = <unsigned char>n
+            hlen = 4
+        else:
+            out_p[1] = 127
+            for i in range(8):
+                out_p[2 + i] = <unsigned char>((<unsigned long long>n) >> (56 - 8 * i))
+            hlen = 10
+        if masked:
+            out_p[1] |= 0x80
+            memcpy(out_p + hlen, key, 4)
+            _mask_into(out_p + hlen + 4, <const unsigned char *>view.buf, n, key, 0)
+        elif n:
+            memcpy(out_p + hlen, view.buf, n)
+    finally:
+        PyBuffer_Release(&view)
+    return out
+
+
+@cython.final
+cdef class FrameParser:
+    """Incremental frame parser: ``feed()`` bytes in any chunking, get the
+    completed frames back. Only an unfinished frame is copied into the
+    parser's own storage, so the caller may reuse the buffer it fed.
+
+    ``mask_required`` is True on a server (client frames must be masked) and
+    False on a client (server frames must not be), RFC 6455 §5.1.
+
+    Theory of operation: between frames the parser reads headers and whole
+    payloads straight from the fed buffer, unmasking each payload into a new
+    bytes object (one copy). A frame cut off by the end of the buffer leaves
+    either a partial header (``_hdr``, at most 14 bytes) or a partial payload
+    (``_part``, a bytes object only the parser holds, unmasked as it fills);
+    the next ``feed()`` completes it first.
+    """
+
+    cdef readonly bint mask_required
+    cdef public bint allow_rsv1
+    cdef readonly object error
+    cdef object _max_obj            # max_frame_size as given
+    cdef long long _max             # ... as a C number (clamped to 2**63 - 1)
+    # the header being read
+    cdef unsigned char _hdr[14]
+    cdef Py_ssize_t _hdr_len
+    # the frame whose header is complete
+    cdef int _opcode
+    cdef bint _fin
+    cdef bint _rsv1
+    cdef bint _masked
+    cdef unsigned char _key[4]
+    cdef Py_ssize_t _size           # payload length
+    # its partial payload: an owned bytes object, _cap bytes allocated, _filled used
+    cdef PyObject *_part
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _filled
+
+    def __cinit__(self):
+        self._part = NULL
+        self._hdr_len = 0
+
+    def __dealloc__(self):
+        Py_XDECREF(self._part)
+        self._part = NULL
+
+    def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                 allow_rsv1=False):
+        self.mask_required = bool(mask_required)
+        self.max_frame_size = max_frame_size
+        self.allow_rsv1 = allow_rsv1
+        self.error = None
+
+    @property
+    def max_frame_size(self):
+        return self._max_obj
+
+    @max_frame_size.setter
+    def max_frame_size(self, value):
+        # A frame length is below 2**63 once check 8 passed, so clamping a
+        # larger limit changes nothing; the reason string shows the value given.
+        if value >= 0x7FFFFFFFFFFFFFFF:
+            self._max = 0x7FFFFFFFFFFFFFFF
+        elif value < -1:
+            self._max = -1
+        else:
+            self._max = value
+        self._max_obj = value
+
+    def feed(self, data):
+        """Parse ``data``; return the list of frames it completed.
+
+        On a violation, the frames completed before it in this call are
+        returned and the ``ProtocolError`` is raised by the next call (so
+        ``feed(b"")`` flushes it); with no frame before it, it is raised now.
+        """
+        cdef Py_buffer view
+        cdef list frames = []
+        if self.error is not None:
+            raise self.error
+        if PyBytes_CheckExact(data):
+            self._parse(<const unsigned char *>PyBytes_AS_STRING(data),
+                        PyBytes_GET_SIZE(data), frames)
+        else:
+            _get_buffer(data, &view)
+            try:
+                self._parse(<const unsigned char *>view.buf, view.len, frames)
+            finally:
+                PyBuffer_Release(&view)
+        if self.error is not None and not frames:
+            raise self.error
+        return frames
+
+    cdef int _fail(self, exc) except -1:
+        self.error = exc
+        self._hdr_len = 0
+        Py_XDECREF(self._part)
+        self._part = NULL
+        return 0
+
+    cdef Py_ssize_t _header(self, const unsigned char *p, Py_ssize_t avail) except -2:
+        """Check the header at ``p`` (``avail`` bytes there) and, once it is
+        complete, record it. Returns its length, 0 while bytes are missing, or
+        -1 after storing a violation in ``self.error``.
+
+        The checks of docs/DESIGN.md, in that order. Like the twin, they start
+        once the first two bytes are there; the MSB check wants all 8 length
+        bytes; the size check comes before the masking key arrives.
+        """
+        cdef unsigned char b0, b1
+        cdef int opcode, length7
+        cdef Py_ssize_t hlen
+        cdef unsigned long long length
+        cdef int i
+        if avail < 2:
+            return 0
+        b0 = p[0]
+        b1 = p[1]
+        opcode = b0 & 0x0F
+        length7 = b1 & 0x7F
+        if (opcode > 2 and opcode < 8) or opcode > 10:  # RFC 6455 §5.2
+            self._fail(ProtocolError(1002, f"reserved opcode {opcode}"))
+            return -1
+        if b0 & 0x30:
+            self._fail(ProtocolError(1002, "reserved bits RSV2/RSV3 must be 0"))
+            return -1
+        if b0 & 0x40:
+            if not self.allow_rsv1:
+                self._fail(ProtocolError(
+                    1002, "reserved bit RSV1 set without a negotiated extension"))
+                return -1
+            if opcode >= 8:  # RFC 7692 §6.1: RSV1 only on a message's first frame
+                self._fail(ProtocolError(1002, "RSV1 set on a control frame"))
+                return -1
+            if opcode == 0:
+                self._fail(ProtocolError(1002, "RSV1 set on a continuation frame"))
+                return -1
+        if opcode >= 8:  # RFC 6455 §5.5
+            if not b0 & 0x80:
+                self._fail(ProtocolError(1002, "fragmented control frame"))
+                return -1
+            if length7 > 125:
+                self._fail(ProtocolError(1002, "control frame payload longer than 125 bytes"))
+                return -1
+        if b1 & 0x80:
+            if not self.mask_required:
+                self._fail(ProtocolError(1002, "server frame is masked"))
+                return -1
+        elif self.mask_required:
+            self._fail(ProtocolError(1002, "client frame is not masked"))
+            return -1
+        if length7 == 126:
+            if avail < 4:
+                return 0
+            length = (<unsigned long long>p[2] << 8) | p[3]
+            hlen = 4
+        elif length7 == 127:
+            if avail < 10:
+                return 0
+            length = 0
+            for i in range(2, 10):
+                length = (length << 8) | p[i]
+            if length >> 63:
+                self._fail(ProtocolError(1002, "frame length has the most significant bit set"))
+                return -1
+            hlen = 10
+        else:
+            length = length7
+            hlen = 2
+        if <long long>length > self._max:
+            self._fail(PayloadTooBig(
+                f"frame of {length} bytes exceeds the limit of {self._max_obj} bytes"))
+            return -1
+        if b1 & 0x80:
+            if avail < hlen + 4:
+                return 0
+            memcpy(self._key, p + hlen, 4)
+            hlen += 4
+        self._opcode = opcode
+        self._fin = (b0 & 0x80) != 0
+        self._rsv1 = (b0 & 0x40) != 0
+        self._masked = (b1 & 0x80) != 0
+        self._size = <Py_ssize_t>length
+        return hlen
+
+    cdef inline bytes _payload_from(self, const unsigned char *src):
+        """The whole payload of the current frame, unmasked, from ``src``."""
+        cdef Py_ssize_t n = self._size
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+        if self._masked:
+            _mask_into(<unsigned char *>PyBytes_AS_STRING(out), src, n, self._key, 0)
+        else:
+            memcpy(PyBytes_AS_STRING(out), src, n)
+        return out
+
+    cdef int _fill(self, const unsigned char *src, Py_ssize_t take) except -1:
+        """Append ``take`` payload bytes to the partial payload, unmasked."""
+        cdef Py_ssize_t need = self._filled + take, cap
+        cdef unsigned char *dst
+        cdef object first
+        if self._part == NULL:
+            cap = self._size if self._size <= PREALLOC_MAX else max(need, PREALLOC_MAX)
+            first = PyBytes_FromStringAndSize(NULL, cap)
+            Py_INCREF(first)  # the parser's own reference, released in _take_part
+            self._part = <PyObject *>first
+            self._cap = cap
+        elif need > self._cap:
+            cap = max(need, min(2 * self._cap, self._size))
+            _PyBytes_Resize(&self._part, cap)  # we hold the only reference
+            self._cap = cap
+        dst = <unsigned char *>_bytes_ptr(self._part) + self._filled
+        if self._masked:
+            _mask_into(dst, src, take, self._key, self._filled & 3)
+        else:
+            memcpy(dst, src, take)
+        self._filled = need
+        return 0
+
+    cdef inline bytes _take_part(self):
+        """Hand over the completed partial payload."""
+        cdef bytes payload = <bytes>self._part
+        Py_DECREF(payload)  # the parser's reference; ``payload`` keeps one
+        self._part = NULL
+        return payload
+
+    cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1:
+        cdef Py_ssize_t i = 0, h, take, old
+        cdef bytes payload
+        while True:
+            if self._part != NULL:
+                # Continue a partial payload.
+                take = self._size - self._filled
+                if take > n - i:
+                    take = n - i
+                self._fill(p + i, take)
+                i += take
+                if self._filled < self._size:
+                    return 0
+                payload = self._take_part()
+                frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
+                continue
+            if self._hdr_len:
+                # Continue a partial header: add what can belong to it (a
+                # header is at most 14 bytes) and try again.
+                old = self._hdr_len
+                take = 14 - old
+                if take > n - i:
+                    take = n - i
+                memcpy(self._hdr + old, p + i, take)
+                h = self._header(self._hdr, old + take)
+                if h < 0:
+                    return 0
+                if h == 0:  # then take == n - i: everything is in _hdr
+                    self._hdr_len = old + take
+                    return 0
+                self._hdr_len = 0
+                i += h - old
+            else:
+                if i >= n:
+                    return 0
+                h = self._header(p + i, n - i)
+                if h < 0:
+                    return 0
+                if h == 0:
+                    memcpy(self._hdr, p + i, n - i)
+                    self._hdr_len = n - i
+                    return 0
+                i += h
+            # A header is complete: take the payload from the buffer if it
+            # is all there (the common case, one copy), else start a partial.
+            if n - i >= self._size:
+                payload = self._payload_from(p + i)
+                i += self._size
+                frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
+            else:
+                self._filled = 0
+                self._fill(p + i, n - i)
+                return 0
+
+
+
+
+# -- UTF-8 (RFC 3629; RFC 6455 §5.6, §8.1) -------------------------------------
+
+@cython.final
+cdef class Utf8Validator:
+    """Incremental, fail-fast UTF-8 check: ``feed()`` raises ``InvalidUTF8``
+    at the first byte that can no longer be part of valid UTF-8."""
+
+    cdef unsigned char _state   # automaton state between calls (_wsfast_simd.h)
+    cdef object _error
+
+    def __cinit__(self):
+        self._state = WSF_UTF8_ACCEPT
+        self._error = None
+
+    def reset(self):
+        """Start over, for the next message."""
+        self._state = WSF_UTF8_ACCEPT
+        self._error = None
+
+    def feed(self, data, final=False):
+        """Check the next piece of a message; ``final=True`` on its last piece
+        also rejects a sequence truncated at the end."""
+        cdef Py_buffer view
+        cdef size_t at
+        if self._error is not None:
+            raise self._error
+        _get_buffer(data, &view)
+        try:
+            at = wsf_utf8_check(<const unsigned char *>view.buf, <size_t>view.len, &self._state)
+        finally:
+            PyBuffer_Release(&view)
+        if self._state == WSF_UTF8_REJECT:
+            self._error = InvalidUTF8(f"invalid UTF-8 at byte {at}")
+            raise self._error
+        if final and self._state != WSF_UTF8_ACCEPT:
+            self._error = InvalidUTF8("truncated UTF-8 sequence at end of message")
+            raise self._error
+
+
+def validate_utf8(data):
+    """Return True when ``data`` is entirely valid UTF-8."""
+    cdef Py_buffer view
+    cdef unsigned char state = WSF_UTF8_ACCEPT
+    _get_buffer(data, &view)
+    try:
+        wsf_utf8_check(<const unsigned char *>view.buf, <size_t>view.len, &state)
+    finally:
+        PyBuffer_Release(&view)
+    return state == WSF_UTF8_ACCEPT
+
+
+# -- for tests and benchmarks ------------------------------------------------------
+
+def _simd_level():
+    """The vector level in use: 0 = uint64 words, 1 = SSE2, 2 = AVX2."""
+    return wsf_level
+
+
+def _set_simd_level(level):
+    """Use at most ``level`` (see _simd_level); returns the level now in use.
+    ``_set_simd_level(2)`` goes back to the best the CPU has."""
+    return wsf_set_level(level)
