@@ -1,0 +1,710 @@
+"""Tests of the sans-IO state machine ``wsfast.connection.Connection``.
+
+Every wire case runs on both codecs (the ``codec`` fixture), on both sides
+(server: the peer's frames are masked; client: they are not), and fed three
+ways (h11's habit): whole, one byte at a time, and followed by the bytes of a
+next frame (a ping, which must be answered unless the case closed the input).
+"""
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from wsfast.connection import Close, Connection, Ping, Pong, Side, State
+from wsfast.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidUTF8,
+    PayloadTooBig,
+    ProtocolError,
+)
+
+MASK = b"\x37\xfa\x21\x3d"
+CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
+
+
+@pytest.fixture(params=[Side.SERVER, Side.CLIENT], ids=["server", "client"])
+def side(request):
+    return request.param
+
+
+@pytest.fixture(params=["whole", "bytewise", "next"])
+def chunking(request):
+    return request.param
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def peer_frame(codec, side, op, payload=b"", fin=True, rsv1=False, masked=None):
+    """A frame as the peer of a ``side`` connection sends it: masked to a
+    server, unmasked to a client (RFC 6455 §5.1), unless ``masked`` says."""
+    if masked is None:
+        masked = side is Side.SERVER
+    return codec.build_frame(op, payload, fin=fin, rsv1=rsv1, mask_key=MASK if masked else None)
+
+
+def written(codec, side, data):
+    """The (opcode, payload) frames a ``side`` connection wrote, parsed the way
+    its peer parses them (which checks the masking direction too)."""
+    parser = codec.FrameParser(mask_required=side is Side.CLIENT)
+    frames = parser.feed(data)
+    assert parser.error is None
+    assert all(f.fin and not f.rsv1 for f in frames)
+    return [(f.opcode, f.payload) for f in frames]
+
+
+def close_payload(code, reason=b""):
+    return code.to_bytes(2, "big") + reason
+
+
+def wire(codec, side, frames):
+    """Bytes of ``frames``: (op, payload[, fin]) tuples or raw bytes, or a
+    callable (codec, side) -> bytes."""
+    out = b""
+    for spec in frames:
+        if isinstance(spec, bytes):
+            out += spec
+        elif callable(spec):
+            out += spec(codec, side)
+        else:
+            out += peer_frame(codec, side, *spec)
+    return out
+
+
+def feed(conn, data, chunking):
+    """Feed ``data`` the ``chunking`` way; return (events, bytes written)."""
+    if chunking == "bytewise":
+        events, out = [], b""
+        for i in range(len(data)):
+            events += conn.receive_data(data[i : i + 1])
+            out += conn.data_to_send()
+        return events, out
+    events = conn.receive_data(data)
+    return events, conn.data_to_send()
+
+
+def run(codec, side, chunking, frames, **kwargs):
+    """Feed a wire case; return (connection, events, written frames), with the
+    trailing ping of the "next" chunking checked and removed."""
+    conn = Connection(side, codec=codec, **kwargs)
+    data = wire(codec, side, frames)
+    if chunking == "next":
+        data += peer_frame(codec, side, PING, b"next")
+    events, out = feed(conn, data, chunking)
+    sent = written(codec, side, out)
+    if chunking == "next" and conn.state is not State.CLOSED:
+        # The case left the input open: the next frame is processed too.
+        assert events[-1] == Ping(b"next")
+        assert sent[-1] == (PONG, b"next")
+        del events[-1], sent[-1]
+    return conn, events, sent
+
+
+def check(codec, side, chunking, frames, events, replies=(), fail=None, **kwargs):
+    conn, got, sent = run(codec, side, chunking, frames, **kwargs)
+    assert got == events
+    if fail is None:
+        assert conn.failed is None
+        assert sent == list(replies)
+    else:
+        assert conn.failed is not None, "the connection should have failed"
+        assert conn.failed.code == fail, conn.failed
+        assert conn.state is State.CLOSED
+        assert sent[:-1] == list(replies)
+        op, payload = sent[-1]
+        assert op == CLOSE and int.from_bytes(payload[:2], "big") == fail
+        assert len(payload) <= 125
+        payload[2:].decode("utf-8")
+        assert conn.close_sent.code == fail
+        assert conn.receive_data(wire(codec, side, [(TEXT, "ignored")])) == []
+        assert conn.data_to_send() == b""
+    return conn
+
+
+# -- wire cases ---------------------------------------------------------------
+
+LENGTHS = [0, 1, 7, 8, 15, 16, 125, 126, 127, 1000, 65535, 65536]
+VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014]
+VALID_CODES += [3000, 3001, 3999, 4000, 4998, 4999]
+INVALID_CODES = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999]
+INVALID_CODES += [5000, 5001, 65535]
+
+
+def P(frames, events, replies=(), fail=None, id=None):
+    return pytest.param(frames, events, list(replies), fail, id=id)
+
+
+CASES = [
+    # Messages of every length class (RFC 6455 §5.2).
+    *[P([(TEXT, "é" * (n // 2) + "x" * (n % 2))], ["é" * (n // 2) + "x" * (n % 2)], id=f"text-{n}")
+      for n in LENGTHS],
+    *[P([(BINARY, bytes(range(256)) * (n // 256) + bytes(n % 256))],
+        [bytes(range(256)) * (n // 256) + bytes(n % 256)], id=f"binary-{n}") for n in LENGTHS],
+    P([(TEXT, "a"), (BINARY, b"b"), (TEXT, "c")], ["a", b"b", "c"], id="three-messages"),
+    P([(TEXT, "\x00\x7f\x80\u07ff\u0800\uffff\U00010000\U0010ffff\ufffe")],
+      ["\x00\x7f\x80\u07ff\u0800\uffff\U00010000\U0010ffff\ufffe"], id="utf8-edges"),
+    # Fragmentation (RFC 6455 §5.4).
+    P([(TEXT, "he", False), (CONT, "l", False), (CONT, "lo", True)], ["hello"], id="frag-text"),
+    P([(BINARY, b"\x00", False), (CONT, b"\xff", True)], [b"\x00\xff"], id="frag-binary"),
+    P([(TEXT, "", False), (CONT, "", False), (CONT, "", True)], [""], id="frag-empty-text"),
+    P([(BINARY, b"", False), (CONT, b"x", False), (CONT, b"", True)], [b"x"], id="frag-empty"),
+    P([(TEXT, "x", False)] + [(CONT, "y", False)] * 50 + [(CONT, "z", True)],
+      ["x" + "y" * 50 + "z"], id="frag-52"),
+    P([(TEXT, b"\xe2", False), (CONT, b"\x82", False), (CONT, b"\xac", True)], ["\u20ac"],
+      id="frag-split-char"),
+    P([(TEXT, "a", False), (CONT, "b", True), (BINARY, b"c", False), (CONT, b"d", True)],
+      ["ab", b"cd"], id="frag-two-messages"),
+    P([(TEXT, "a", False), (PING, b"p"), (CONT, "b", True)], [Ping(b"p"), "ab"],
+      [(PONG, b"p")], id="frag-ping-between"),
+    P([(TEXT, "a", False), (PONG, b"p"), (PING, b""), (CONT, "b", True)],
+      [Pong(b"p"), Ping(b""), "ab"], [(PONG, b"")], id="frag-pong-ping-between"),
+    P([(CONT, "x", True)], [], fail=1002, id="cont-without-message"),
+    P([(CONT, "x", False)], [], fail=1002, id="cont-nofin-without-message"),
+    P([(TEXT, "a"), (CONT, "b", True)], ["a"], fail=1002, id="cont-after-message"),
+    P([(TEXT, "a", False), (TEXT, "b", True)], [], fail=1002, id="text-inside-fragmented"),
+    P([(BINARY, b"a", False), (TEXT, "b", False)], [], fail=1002, id="text-inside-binary"),
+    P([(TEXT, "a", False), (PING, b"p"), (BINARY, b"b")], [Ping(b"p")], [(PONG, b"p")],
+      fail=1002, id="binary-inside-fragmented-after-ping"),
+    # Control frames (RFC 6455 §5.5).
+    P([(PING, b"")], [Ping(b"")], [(PONG, b"")], id="ping-0"),
+    P([(PING, b"\xff" * 125)], [Ping(b"\xff" * 125)], [(PONG, b"\xff" * 125)], id="ping-125"),
+    P([(PING, b"\xff" * 126)], [], fail=1002, id="ping-126"),
+    P([(PING, b"a"), (PING, b"b"), (PING, b"c")], [Ping(b"a"), Ping(b"b"), Ping(b"c")],
+      [(PONG, b"a"), (PONG, b"b"), (PONG, b"c")], id="three-pings"),
+    P([(PONG, b"")], [Pong(b"")], id="pong-0"),
+    P([(PONG, b"x" * 125)], [Pong(b"x" * 125)], id="pong-125"),
+    P([(PONG, b"x" * 126)], [], fail=1002, id="pong-126"),
+    P([(PING, b"x", False)], [], fail=1002, id="fragmented-ping"),
+    P([(PONG, b"x", False)], [], fail=1002, id="fragmented-pong"),
+    P([(CLOSE, b"", False)], [], fail=1002, id="fragmented-close"),
+    # Reserved opcodes and bits (RFC 6455 §5.2): fail even after valid frames.
+    *[P([(op, b"")], [], fail=1002, id=f"opcode-{op}") for op in (3, 4, 5, 6, 7, 11, 12, 13, 14, 15)],
+    P([(TEXT, "a"), (5, b"")], ["a"], fail=1002, id="text-then-opcode-5"),
+    P([(PING, b"p"), (15, b"x")], [Ping(b"p")], [(PONG, b"p")], fail=1002,
+      id="ping-then-opcode-15"),
+    P([(TEXT, "a", True, True)], [], fail=1002, id="rsv1"),
+    P([lambda codec, side: bytes([0xA1 if side is Side.CLIENT else 0x21]) + peer_frame(codec, side, TEXT, "a")[1:]],
+      [], fail=1002, id="rsv2-nofin"),
+    P([lambda codec, side: bytes([0x81 | 0x20]) + peer_frame(codec, side, TEXT, "a")[1:]],
+      [], fail=1002, id="rsv2"),
+    P([lambda codec, side: bytes([0x81 | 0x10]) + peer_frame(codec, side, TEXT, "a")[1:]],
+      [], fail=1002, id="rsv3"),
+    P([(TEXT, "a"), lambda codec, side: bytes([0x81 | 0x70]) + peer_frame(codec, side, TEXT, "a")[1:]],
+      ["a"], fail=1002, id="text-then-rsv123"),
+    # Masking direction (RFC 6455 §5.1, §5.3).
+    P([lambda codec, side: peer_frame(codec, side, TEXT, "a", masked=side is Side.CLIENT)],
+      [], fail=1002, id="wrong-masking"),
+    P([(TEXT, "a"), lambda codec, side: peer_frame(codec, side, PING, b"", masked=side is Side.CLIENT)],
+      ["a"], fail=1002, id="text-then-wrong-masking"),
+    # 64-bit length with the most significant bit set.
+    P([lambda codec, side: bytes([0x82, (0x80 if side is Side.SERVER else 0) | 127])
+       + b"\x80" + bytes(7) + (MASK if side is Side.SERVER else b"")], [], fail=1002,
+      id="length-msb"),
+    # UTF-8 (RFC 6455 §5.6, §8.1).
+    P([(TEXT, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited")], [], fail=1007,
+      id="text-surrogate"),
+    P([(TEXT, b"\xc0\xaf")], [], fail=1007, id="text-overlong"),
+    P([(TEXT, b"\xf4\x90\x80\x80")], [], fail=1007, id="text-above-10ffff"),
+    P([(TEXT, b"\x80")], [], fail=1007, id="text-continuation-byte"),
+    P([(TEXT, b"ab\xe2\x82")], [], fail=1007, id="text-truncated"),
+    P([(TEXT, "ok"), (TEXT, b"\xff")], ["ok"], fail=1007, id="text-then-bad-text"),
+    P([(BINARY, b"\xff\xc0")], [b"\xff\xc0"], id="binary-not-utf8"),
+    P([(TEXT, b"a", False), (CONT, b"\xff", False), (CONT, b"b", True)], [], fail=1007,
+      id="frag-bad-middle"),
+    P([(TEXT, b"a", False), (CONT, b"\xe2\x82", True)], [], fail=1007, id="frag-truncated-end"),
+    P([(TEXT, b"\xed", False), (CONT, b"\xa0\x80", True)], [], fail=1007,
+      id="frag-split-surrogate"),
+    P([(BINARY, b"\xff", False), (CONT, b"\xfe", True)], [b"\xff\xfe"], id="frag-binary-not-utf8"),
+    # Closing handshake (RFC 6455 §5.5.1, §7.4).
+    P([(CLOSE, b"")], [Close(1005, "")], [(CLOSE, close_payload(1000))], id="close-empty"),
+    P([(CLOSE, b"\x03")], [], fail=1002, id="close-1-byte"),
+    *[P([(CLOSE, close_payload(code))], [Close(code, "")], [(CLOSE, close_payload(code))],
+        id=f"close-{code}") for code in VALID_CODES],
+    *[P([(CLOSE, close_payload(code))], [], fail=1002, id=f"close-invalid-{code}")
+      for code in INVALID_CODES],
+    P([(CLOSE, close_payload(1001, "bye ✓".encode()))], [Close(1001, "bye ✓")],
+      [(CLOSE, close_payload(1001))], id="close-reason"),
+    P([(CLOSE, close_payload(1000, b"x" * 123))], [Close(1000, "x" * 123)],
+      [(CLOSE, close_payload(1000))], id="close-reason-123"),
+    P([(CLOSE, close_payload(1000, b"x" * 124))], [], fail=1002, id="close-reason-124"),
+    P([(CLOSE, close_payload(1000, b"\xce\xba\xed\xa0\x80"))], [], fail=1007,
+      id="close-reason-invalid-utf8"),
+    P([(CLOSE, close_payload(1000, b"ok\xe2\x82"))], [], fail=1007, id="close-reason-truncated"),
+    P([(CLOSE, close_payload(1000)), (TEXT, "after")], [Close(1000, "")],
+      [(CLOSE, close_payload(1000))], id="data-after-close-ignored"),
+    P([(CLOSE, close_payload(1000)), (PING, b"p")], [Close(1000, "")],
+      [(CLOSE, close_payload(1000))], id="ping-after-close-ignored"),
+    P([(CLOSE, close_payload(1000)), (5, b"")], [Close(1000, "")],
+      [(CLOSE, close_payload(1000))], id="bad-frame-after-close-ignored"),
+    P([(TEXT, "a", False), (CLOSE, close_payload(1000))], [Close(1000, "")],
+      [(CLOSE, close_payload(1000))], id="close-inside-fragmented"),
+    P([(TEXT, "a"), (PING, b"p"), (CLOSE, b"")], ["a", Ping(b"p"), Close(1005, "")],
+      [(PONG, b"p"), (CLOSE, close_payload(1000))], id="text-ping-close"),
+]
+
+
+@pytest.mark.parametrize("frames, events, replies, fail", CASES)
+def test_wire(codec, side, chunking, frames, events, replies, fail):
+    check(codec, side, chunking, frames, events, replies, fail)
+
+
+def test_close_received_state(codec, side):
+    conn = check(codec, side, "whole", [(CLOSE, close_payload(4000, b"done"))], [Close(4000, "done")],
+                 [(CLOSE, close_payload(4000))])
+    assert conn.state is State.CLOSED
+    assert conn.close_received == Close(4000, "done")
+    assert conn.close_sent == Close(4000, "")
+    assert (conn.close_code, conn.close_reason) == (4000, "done")
+    with pytest.raises(ConnectionClosedError) as info:
+        conn.send_text("x")
+    assert (info.value.code, info.value.reason) == (4000, "done")
+    assert conn.send_close() == b""
+
+
+def test_close_without_code_record(codec, side):
+    conn = check(codec, side, "whole", [(CLOSE, b"")], [Close(1005, "")], [(CLOSE, close_payload(1000))])
+    assert (conn.close_code, conn.close_reason) == (1005, "")
+
+
+def test_failure_reason_sent(codec, side):
+    conn, events, sent = run(codec, side, "whole", [(5, b"")])
+    assert sent == [(CLOSE, close_payload(1002, b"reserved opcode 5"))]
+    assert type(conn.failed) is ProtocolError
+    assert (conn.failed.code, conn.failed.reason) == (1002, "reserved opcode 5")
+    assert (conn.close_code, conn.close_reason) == (1002, "reserved opcode 5")
+    assert conn.close_received is None
+
+
+# -- message size limit (1009) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frames, events, fail",
+    [
+        pytest.param([(BINARY, bytes(1000))], [bytes(1000)], None, id="one-frame-at-limit"),
+        pytest.param([(BINARY, bytes(1001))], [], 1009, id="one-frame-over"),
+        pytest.param([(TEXT, "x" * 1001)], [], 1009, id="one-text-frame-over"),
+        pytest.param([(BINARY, bytes(500), False), (CONT, bytes(500), True)], [bytes(1000)], None,
+                     id="fragments-at-limit"),
+        pytest.param([(BINARY, bytes(500), False), (CONT, bytes(501), True)], [], 1009,
+                     id="fragments-over"),
+        pytest.param([(TEXT, "x" * 400, False), (PING, b"p"), (CONT, "y" * 400, False),
+                      (CONT, "z" * 201, True)], [Ping(b"p")], 1009, id="three-fragments-over"),
+        pytest.param([(BINARY, bytes(1000), False), (CONT, b"", False), (PING, b"x" * 125),
+                      (CONT, b"", True)], [Ping(b"x" * 125), bytes(1000)], None,
+                     id="ping-at-full-message"),
+        pytest.param([(BINARY, b"", False)] + [(CONT, bytes(100), False)] * 10 + [(CONT, b"x", True)],
+                     [], 1009, id="many-fragments-over"),
+    ],
+)
+def test_max_message_size(codec, side, chunking, frames, events, fail):
+    replies = [(PONG, e.data) for e in events if isinstance(e, Ping)]
+    check(codec, side, chunking, frames, events, replies, fail, max_message_size=1000)
+
+
+def test_too_big_header_fails_before_payload(codec, side):
+    # The header alone says the frame is too big: fail before its payload.
+    conn = Connection(side, codec=codec, max_message_size=1000)
+    data = peer_frame(codec, side, BINARY, bytes(70000))
+    header = data[: 10 + (4 if side is Side.SERVER else 0)]
+    assert conn.receive_data(header) == []
+    assert isinstance(conn.failed, PayloadTooBig)
+    assert written(codec, side, conn.data_to_send())[0][1][:2] == close_payload(1009)
+
+
+def test_too_big_fragment_header_fails_before_payload(codec, side):
+    conn = Connection(side, codec=codec, max_message_size=1000)
+    assert conn.receive_data(peer_frame(codec, side, BINARY, bytes(600), fin=False)) == []
+    data = peer_frame(codec, side, CONT, bytes(500))
+    assert conn.receive_data(data[:4]) == []
+    assert isinstance(conn.failed, PayloadTooBig)
+    # Once the message is over, the whole limit applies again.
+    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn.receive_data(peer_frame(codec, side, BINARY, bytes(600), fin=False))
+    conn.receive_data(peer_frame(codec, side, CONT, bytes(400)))
+    assert conn.receive_data(peer_frame(codec, side, TEXT, "x" * 1000)) == ["x" * 1000]
+    assert conn.failed is None
+
+
+def test_small_message_limit_keeps_control_frames(codec, side, chunking):
+    # A limit below 125 bytes applies to messages, never to control frames.
+    frames = [(PING, b"p" * 125), (TEXT, "x" * 10), (TEXT, "y" * 11)]
+    check(codec, side, chunking, frames, [Ping(b"p" * 125), "x" * 10], [(PONG, b"p" * 125)], 1009,
+          max_message_size=10)
+
+
+def test_fragments_dropped_after_failure(codec, side):
+    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn.receive_data(peer_frame(codec, side, BINARY, bytes(900), fin=False))
+    conn.receive_data(peer_frame(codec, side, CONT, bytes(200), fin=False))
+    assert conn.failed.code == 1009
+    assert conn._frag_parts == [] and conn._frag_size == 0  # memory released
+
+
+# -- UTF-8: fail fast, in the fragment where the bad byte arrives --------------
+
+FAIL_FAST = [
+    # (fragments, index of the fragment that must fail)
+    ([b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5", b"\xf4\x90\x80\x80", b"edited"], 1),
+    ([b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4", b"\x90\x80\x80", b"edited"], 1),
+    ([b"hello", b"\xed", b"\xa0\x80", b"x"], 2),
+    ([b"\xed\xa0", b"\x80", b"x"], 0),
+    ([b"ok", b"", b"\xc0\xaf", b"x"], 2),
+    ([b"\xe0", b"\x80", b"x"], 1),
+    ([b"\xf0\x90", b"\x80", b"\x80", b"x\xff"], 3),
+    ([b"abc", b"\xe2\x82", b""], 2),  # truncated at the end of the message
+    ([b"\xf5", b"x"], 0),
+    ([b"a", b"b", b"\x80"], 2),
+]
+
+
+@pytest.mark.parametrize("fragments, bad", FAIL_FAST)
+def test_utf8_fail_fast(codec, side, fragments, bad):
+    conn = Connection(side, codec=codec)
+    last = len(fragments) - 1
+    for i, fragment in enumerate(fragments):
+        frame = peer_frame(codec, side, TEXT if i == 0 else CONT, fragment, fin=i == last)
+        assert conn.receive_data(frame) == []
+        if i < bad:
+            assert conn.failed is None, f"failed in fragment {i}, expected {bad}"
+        else:
+            assert isinstance(conn.failed, InvalidUTF8), f"not failed in fragment {bad}"
+            assert written(codec, side, conn.data_to_send())[0][1][:2] == close_payload(1007)
+            return
+    pytest.fail("unreachable")
+
+
+# -- sending ----------------------------------------------------------------------
+
+
+def test_send_server_unmasked(codec):
+    conn = Connection(Side.SERVER, codec=codec)
+    assert conn.send_text("héllo") == codec.build_frame(TEXT, "héllo".encode())
+    assert conn.send_binary(b"\x00" * 200) == codec.build_frame(BINARY, b"\x00" * 200)
+    assert conn.send_binary(bytearray(b"ab")) == codec.build_frame(BINARY, b"ab")
+    assert conn.send_binary(memoryview(b"abc")) == codec.build_frame(BINARY, b"abc")
+    assert conn.send_ping(b"p") == codec.build_frame(PING, b"p")
+    assert conn.send_pong(b"q") == codec.build_frame(PONG, b"q")
+    assert conn.send_close(1001, "bye") == codec.build_frame(CLOSE, close_payload(1001, b"bye"))
+
+
+def test_send_client_masked(codec):
+    conn = Connection(Side.CLIENT, codec=codec)
+    sizes = [0, 1, 125, 126, 65536]
+    data = b"".join(conn.send_binary(bytes([n % 256]) * n) for n in sizes)
+    data += conn.send_text("é" * 3)
+    data += conn.send_ping(b"p") + conn.send_pong(b"") + conn.send_close()
+    sent = written(codec, Side.CLIENT, data)  # a server's parser demands masks
+    assert sent == [(BINARY, bytes([n % 256]) * n) for n in sizes] + [
+        (TEXT, "é".encode() * 3), (PING, b"p"), (PONG, b""), (CLOSE, close_payload(1000))]
+
+
+def test_client_mask_keys_fresh(codec):
+    conn = Connection(Side.CLIENT, codec=codec)
+    keys = {conn.send_binary(b"x")[2:6] for _ in range(3000)}  # crosses the 4 KiB pool
+    assert len(keys) > 2990
+
+
+def test_send_after_close_sent(codec, side):
+    conn = Connection(side, codec=codec)
+    assert conn.state is State.OPEN and conn.close_code is None
+    data = conn.send_close(1000, "bye")
+    assert written(codec, side, data) == [(CLOSE, close_payload(1000, b"bye"))]
+    assert conn.state is State.CLOSING
+    assert conn.close_sent == Close(1000, "bye")
+    assert conn.close_code is None
+    for send in (conn.send_text, conn.send_binary, conn.send_ping, conn.send_pong):
+        with pytest.raises(ConnectionClosedOK) as info:
+            send("x" if send is conn.send_text else b"x")
+        assert info.value.code == 1000
+    assert conn.send_close() == b""
+    # The peer may still send messages; we do not answer pings any more.
+    data = wire(codec, side, [(TEXT, "late"), (PING, b"p"), (CLOSE, close_payload(1000))])
+    assert conn.receive_data(data) == ["late", Ping(b"p"), Close(1000, "")]
+    assert conn.data_to_send() == b""
+    assert conn.state is State.CLOSED
+    assert (conn.close_code, conn.close_reason) == (1000, "")
+
+
+def test_send_close_codes(codec):
+    conn = Connection(Side.SERVER, codec=codec)
+    assert conn.send_close(1005) == codec.build_frame(CLOSE, b"")  # no status
+    for code in (999, 1004, 1006, 1015, 2000, 5000):
+        with pytest.raises(ValueError):
+            Connection(Side.SERVER, codec=codec).send_close(code)
+    conn = Connection(Side.SERVER, codec=codec)
+    with pytest.raises(ValueError):
+        conn.send_close(1015)
+    assert conn.state is State.OPEN  # nothing changed
+
+
+def test_send_close_going_away_error_class(codec):
+    conn = Connection(Side.SERVER, codec=codec)
+    conn.send_close(4001)
+    with pytest.raises(ConnectionClosedError):
+        conn.send_text("x")
+
+
+def test_send_control_too_long(codec, side):
+    conn = Connection(side, codec=codec)
+    with pytest.raises(ValueError):
+        conn.send_ping(b"x" * 126)
+    with pytest.raises(ValueError):
+        conn.send_pong(b"x" * 126)
+    assert written(codec, side, conn.send_ping(b"x" * 125)) == [(PING, b"x" * 125)]
+
+
+def test_queued_replies_come_first(codec, side):
+    # A pong queued by receive_data is written before the next message.
+    conn = Connection(side, codec=codec)
+    assert conn.receive_data(peer_frame(codec, side, PING, b"p")) == [Ping(b"p")]
+    data = conn.send_text("after")
+    assert written(codec, side, data) == [(PONG, b"p"), (TEXT, b"after")]
+    assert conn.data_to_send() == b""
+
+
+def test_receive_eof(codec, side):
+    conn = Connection(side, codec=codec)
+    conn.receive_data(peer_frame(codec, side, TEXT, "a", fin=False))
+    conn.receive_eof()
+    assert conn.state is State.CLOSED
+    assert conn.close_received is None and conn.failed is None
+    assert (conn.close_code, conn.close_reason) == (1006, "")
+    assert conn.receive_data(peer_frame(codec, side, CONT, "b")) == []
+    with pytest.raises(ConnectionClosedError) as info:
+        conn.send_text("x")
+    assert info.value.code == 1006
+    assert conn.send_close() == b""
+
+
+def test_receive_eof_after_close(codec, side):
+    conn = Connection(side, codec=codec)
+    conn.receive_data(peer_frame(codec, side, CLOSE, close_payload(1001)))
+    conn.receive_eof()
+    assert (conn.close_code, conn.state) == (1001, State.CLOSED)
+
+
+def test_fail(codec, side):
+    conn = Connection(side, codec=codec)
+    conn.receive_data(peer_frame(codec, side, PING, b"p"))
+    data = conn.fail(1011, "é" * 100)  # 200 bytes: cut to 61 characters (122 bytes)
+    sent = written(codec, side, data)
+    assert sent == [(PONG, b"p"), (CLOSE, close_payload(1011, "é".encode() * 61))]
+    assert conn.state is State.CLOSED
+    assert conn.failed.code == 1011
+    assert conn.close_sent == Close(1011, "é" * 61)
+    assert (conn.close_code, conn.close_reason) == (1011, "é" * 100)
+    assert conn.receive_data(peer_frame(codec, side, TEXT, "x")) == []
+    assert conn.fail(1002, "again") == b""
+    assert conn.failed.code == 1011
+    with pytest.raises(ConnectionClosedError):
+        conn.send_binary(b"x")
+
+
+def test_fail_after_close_sent(codec, side):
+    conn = Connection(side, codec=codec)
+    conn.send_close()
+    assert conn.fail(1002, "x") == b""
+    assert conn.state is State.CLOSED and conn.failed.code == 1002
+
+
+def test_no_asyncio_or_socket():
+    import ast
+    import wsfast.connection as module
+
+    tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+    names = {alias.name.split(".")[0] for node in ast.walk(tree)
+             if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+    names |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module}
+    assert not names & {"asyncio", "socket", "selectors"}
+
+
+def test_codec_by_name():
+    from wsfast import codec as codec_module
+
+    conn = Connection(Side.SERVER, codec="python")
+    assert conn.codec is codec_module.AVAILABLE["python"]
+    assert Connection(Side.SERVER).codec is codec_module.get_codec()
+    with pytest.raises(TypeError):
+        Connection("server")
+
+
+# -- Close helper -----------------------------------------------------------------
+
+
+def test_close_parse_serialize():
+    assert Close.parse(b"") == Close(1005, "")
+    assert Close.parse(close_payload(1000, b"ok")) == Close(1000, "ok")
+    assert Close(1000, "ok").serialize() == close_payload(1000, b"ok")
+    assert Close(1005).serialize() == b""
+    assert Close(3000, "x" * 200).serialize() == close_payload(3000, b"x" * 123)
+    # Truncation never splits a character: "€" is 3 bytes, 41 of them = 123.
+    assert Close(1000, "€" * 50).serialize() == close_payload(1000, "€".encode() * 41)
+    assert Close(1000, "a" + "€" * 50).serialize() == close_payload(1000, b"a" + "€".encode() * 40)
+    with pytest.raises(ProtocolError) as info:
+        Close.parse(b"\x03")
+    assert info.value.code == 1002
+    with pytest.raises(InvalidUTF8):
+        Close.parse(close_payload(1000, b"\xff"))
+    for code in INVALID_CODES:
+        if code != 1005:  # 1005 serializes as the empty payload
+            with pytest.raises(ValueError):
+                Close(code).serialize()
+        with pytest.raises(ProtocolError):
+            Close.parse(close_payload(code))
+    for code in VALID_CODES:
+        assert Close.parse(Close(code, "r").serialize()) == Close(code, "r")
+    assert repr(Close(1000, "x")) == "Close(1000, 'x')"
+    assert repr(Ping(b"x")) == "Ping(b'x')" and repr(Pong(b"")) == "Pong(b'')"
+    assert Ping(b"x") != Pong(b"x")
+
+
+# -- extension hook -----------------------------------------------------------------
+
+
+class Reverser:
+    """A toy extension using RSV1: a message with RSV1 has its payload
+    reversed frame by frame."""
+
+    uses_rsv1 = True
+
+    def __init__(self, codec):
+        self.codec = codec
+        self.decoding = False
+
+    def decode(self, frame, *, max_size):
+        if frame.opcode != CONT:
+            self.decoding = frame.rsv1
+        if not self.decoding:
+            return frame
+        payload = frame.payload[::-1]
+        if len(payload) > max_size:
+            raise PayloadTooBig("too big")
+        return self.codec.Frame(frame.opcode, payload, frame.fin, False)
+
+    def encode(self, frame):
+        return self.codec.Frame(frame.opcode, frame.payload[::-1], frame.fin, True)
+
+
+def test_extension_hook(codec, side):
+    ext = Reverser(codec)
+    conn = Connection(side, codec=codec, extensions=[ext], max_message_size=100)
+    assert conn._parser.allow_rsv1
+    data = wire(codec, side, [(TEXT, "olleh", True, True), (BINARY, b"plain"),
+                              (TEXT, "ba", False, True), (PING, b"p"), (CONT, "dc", True)])
+    assert conn.receive_data(data) == ["hello", b"plain", Ping(b"p"), "abcd"]
+    assert written(codec, side, conn.data_to_send()) == [(PONG, b"p")]  # no RSV1 on control frames
+    parser = codec.FrameParser(mask_required=side is Side.CLIENT, allow_rsv1=True)
+    frames = parser.feed(conn.send_text("abc") + conn.send_binary(b"xy"))
+    assert [(f.opcode, f.rsv1, f.payload) for f in frames] == [(TEXT, True, b"cba"), (BINARY, True, b"yx")]
+    assert conn.receive_data(peer_frame(codec, side, BINARY, bytes(101), rsv1=True)) == []
+    assert conn.failed.code == 1009
+
+
+def test_no_extension_rejects_rsv1(codec, side):
+    conn = Connection(side, codec=codec)
+    assert not conn._parser.allow_rsv1
+
+
+# -- property tests ---------------------------------------------------------------
+
+messages = st.lists(
+    st.tuples(
+        st.one_of(st.text(max_size=300), st.binary(max_size=300)),
+        st.lists(st.integers(0, 300), max_size=4),  # fragment cut points
+        st.lists(st.binary(max_size=125), max_size=2),  # pings after the first fragment
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(msgs=messages, cuts=st.lists(st.integers(1, 400), max_size=30), client=st.booleans())
+def test_random_fragmentation_and_chunking(codec, msgs, cuts, client):
+    side = Side.CLIENT if client else Side.SERVER
+    data, expected, pongs = b"", [], []
+    for message, points, pings in msgs:
+        payload = message.encode() if isinstance(message, str) else message
+        bounds = sorted({min(p, len(payload)) for p in points} | {0, len(payload)})
+        pieces = [payload[a:b] for a, b in zip(bounds, bounds[1:])] or [b""]
+        for i, piece in enumerate(pieces):
+            op = CONT if i else (TEXT if isinstance(message, str) else BINARY)
+            data += peer_frame(codec, side, op, piece, fin=i == len(pieces) - 1)
+            if i == 0:
+                if len(pieces) == 1:  # the pings follow the message
+                    expected.append(message)
+                for ping in pings:
+                    data += peer_frame(codec, side, PING, ping)
+                    expected.append(Ping(ping))
+                    pongs.append((PONG, ping))
+        if len(pieces) > 1:
+            expected.append(message)
+    conn = Connection(side, codec=codec)
+    events, out, pos = [], b"", 0
+    for cut in cuts + [len(data)]:
+        events += conn.receive_data(data[pos : pos + cut])
+        out += conn.data_to_send()
+        pos += cut
+    events += conn.receive_data(data[pos:])
+    assert conn.failed is None
+    assert events == expected
+    assert written(codec, side, out + conn.data_to_send()) == pongs
+
+
+def _valid_prefix(data):
+    """Whether ``data`` can begin a valid UTF-8 string (a reference for the
+    fail-fast rule: at most 3 more bytes complete any valid prefix)."""
+    for tail in (b"", b"\x80", b"\x90", b"\xa0"):
+        for more in (b"", b"\x80", b"\x80\x80"):
+            try:
+                (data + tail + more).decode("utf-8")
+                return True
+            except UnicodeDecodeError:
+                pass
+    return False
+
+
+utf8ish = st.lists(
+    st.one_of(
+        st.text(max_size=4).map(lambda s: s.encode()),
+        st.sampled_from([b"\x80", b"\xbf", b"\xc0", b"\xc1", b"\xc2", b"\xe0", b"\xe0\x9f", b"\xe0\xa0",
+                         b"\xed", b"\xed\x9f", b"\xed\xa0", b"\xef\xbf", b"\xf0", b"\xf0\x8f",
+                         b"\xf0\x90", b"\xf4", b"\xf4\x8f", b"\xf4\x90", b"\xf5", b"\xff"]),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fragments=utf8ish)
+def test_utf8_fail_fast_property(codec, fragments):
+    # The connection fails in the first fragment after which the text so far
+    # cannot begin valid UTF-8 (or, on the last one, is not valid UTF-8).
+    conn = Connection(Side.CLIENT, codec=codec)
+    so_far = b""
+    last = len(fragments) - 1
+    for i, fragment in enumerate(fragments):
+        so_far += fragment
+        events = conn.receive_data(peer_frame(codec, Side.CLIENT, TEXT if i == 0 else CONT,
+                                              fragment, fin=i == last))
+        if i == last:
+            try:
+                expected = so_far.decode("utf-8")
+            except UnicodeDecodeError:
+                expected = None
+            if expected is None:
+                assert events == [] and conn.failed.code == 1007
+            else:
+                assert events == [expected] and conn.failed is None
+            return
+        if _valid_prefix(so_far):
+            assert conn.failed is None, (i, so_far)
+        else:
+            assert conn.failed is not None and conn.failed.code == 1007, (i, so_far)
+            return
