@@ -417,17 +417,23 @@ def test_send_after_close_sent(codec, side):
     assert conn.state is State.CLOSING
     assert conn.close_sent == Close(1000, "bye")
     assert conn.close_code is None
-    for send in (conn.send_text, conn.send_binary, conn.send_ping, conn.send_pong):
+    for send, arg in ((conn.send_text, "x"), (conn.send_binary, b"x")):
         with pytest.raises(ConnectionClosedOK) as info:
-            send("x" if send is conn.send_text else b"x")
+            send(arg)
         assert info.value.code == 1000
     assert conn.send_close() == b""
-    # The peer may still send messages; we do not answer pings any more.
+    # Control frames may follow our close (RFC 6455 §5.5.1 forbids data frames).
+    assert written(codec, side, conn.send_ping(b"a") + conn.send_pong(b"b")) == [
+        (PING, b"a"), (PONG, b"b")]
+    # The peer may still send messages, and its pings are answered (§5.5.2).
     data = wire(codec, side, [(TEXT, "late"), (PING, b"p"), (CLOSE, close_payload(1000))])
     assert conn.receive_data(data) == ["late", Ping(b"p"), Close(1000, "")]
-    assert conn.data_to_send() == b""
+    assert written(codec, side, conn.data_to_send()) == [(PONG, b"p")]
     assert conn.state is State.CLOSED
     assert (conn.close_code, conn.close_reason) == (1000, "")
+    for send in (conn.send_ping, conn.send_pong):
+        with pytest.raises(ConnectionClosedOK):
+            send(b"x")
 
 
 def test_send_close_codes(codec):

@@ -23,7 +23,8 @@ States (``Connection.state``)::
 
 Receiving a close queues the reply at once, so a received close goes straight
 to CLOSED. After a close is received nothing more is processed (RFC 6455
-§5.5.1); after a close is sent no data frame may be sent (``ConnectionClosed``).
+§5.5.1); after a close is sent no data frame may be sent (``ConnectionClosed``),
+while pings are still answered and control frames may still be sent.
 A protocol error (``ProtocolError`` from the frame codec or from the rules
 here) *fails* the connection (RFC 6455 §7.1.7): the events before it are still
 returned, a close frame with the error's code is queued, ``failed`` records the
@@ -223,7 +224,7 @@ class Connection:
         self._can_send = True  # False once a close was sent (or the connection ended)
         self._client = side is Side.CLIENT
         self._mask_pool = _EMPTY
-        self._mask_pos = 0
+        self._mask_pos = _MASK_POOL_SIZE  # drawn at the first masked frame
 
         # A fragmented message in progress: its opcode (1 or 2), or 0 if none.
         self._frag_opcode = 0
@@ -281,9 +282,10 @@ class Connection:
         if op >= 8:  # control frames, RFC 6455 §5.5; the parser checked size and FIN
             payload = frame.payload
             if op == 9:  # PING, RFC 6455 §5.5.2: answer as soon as possible
+                # "unless it already received a Close frame": having *sent* one
+                # does not exempt us (§5.5.1 forbids only data frames after it).
                 append(Ping(payload))
-                if self._can_send:
-                    self._out.append(self._frame(10, payload))
+                self._out.append(self._frame(10, payload))
                 return False
             if op == 10:  # PONG, RFC 6455 §5.5.3: an unsolicited one needs no reply
                 append(Pong(payload))
@@ -437,7 +439,7 @@ class Connection:
         # RFC 6455 §5.3: a fresh unpredictable key per frame; one os.urandom()
         # call per 1024 keys instead of one per frame.
         pos = self._mask_pos
-        if pos >= len(self._mask_pool):
+        if pos >= _MASK_POOL_SIZE:
             self._mask_pool = os.urandom(_MASK_POOL_SIZE)
             pos = 0
         self._mask_pos = pos + 4
@@ -475,7 +477,13 @@ class Connection:
         if self.extensions:
             data = self._send_data(1, text.encode("utf-8"))
         elif self._client:
-            data = self._build_frame(1, text, mask_key=self._mask_key())
+            # self._mask_key(), inlined: the client's hot path.
+            pos = self._mask_pos
+            if pos >= _MASK_POOL_SIZE:
+                self._mask_pool = os.urandom(_MASK_POOL_SIZE)
+                pos = 0
+            self._mask_pos = pos + 4
+            data = self._build_frame(1, text, mask_key=self._mask_pool[pos : pos + 4])
         else:
             data = self._build_frame(1, text)
         if self._out:
@@ -491,7 +499,13 @@ class Connection:
         if self.extensions:
             data = self._send_data(2, data)
         elif self._client:
-            data = self._build_frame(2, data, mask_key=self._mask_key())
+            # self._mask_key(), inlined: the client's hot path.
+            pos = self._mask_pos
+            if pos >= _MASK_POOL_SIZE:
+                self._mask_pool = os.urandom(_MASK_POOL_SIZE)
+                pos = 0
+            self._mask_pos = pos + 4
+            data = self._build_frame(2, data, mask_key=self._mask_pool[pos : pos + 4])
         else:
             data = self._build_frame(2, data)
         if self._out:
@@ -499,7 +513,9 @@ class Connection:
         return data
 
     def _send_control(self, opcode, data):
-        if not self._can_send:
+        # Control frames may follow our close frame (RFC 6455 §5.5.1 forbids
+        # only data frames), not the end of the connection.
+        if self.state is State.CLOSED:
             raise self._closed_error()
         if isinstance(data, str):
             data = data.encode("utf-8")
@@ -509,7 +525,8 @@ class Connection:
 
     def send_ping(self, data=b""):
         """Return the bytes of a ping carrying ``data`` (≤ 125 bytes); the
-        peer's pong arrives as a :class:`Pong` event."""
+        peer's pong arrives as a :class:`Pong` event. Allowed until the
+        state is CLOSED (also after our close), then ``ConnectionClosed``."""
         return self._send_control(9, data)
 
     def send_pong(self, data=b""):
