@@ -1,0 +1,504 @@
+"""HTTP/1.1 messages for the opening handshake and for plain HTTP requests.
+
+Sans-IO, like the layers below: parsers take bytes and return messages, and
+``build_response`` returns bytes. Parsing is done by httptools (llhttp), never
+by hand; this module adds what a server needs around it: size limits
+(431 for a head that is too large, 413 for a body), keep-alive, pipelining
+and the switch to another protocol after an ``Upgrade`` request.
+
+Theory of operation of :class:`RequestParser`: bytes go into ``feed()``, which
+returns the requests completed by them, in order. A request that asks for an
+upgrade (``Connection: Upgrade`` with an ``Upgrade`` header) ends HTTP on that
+connection: ``upgraded`` becomes true, the bytes after its head are kept in
+``trailing`` (the first WebSocket frames, if the client did not wait), and
+further ``feed()`` calls are refused. After a request without keep-alive the
+parser ignores anything else. Bad input raises :class:`HandshakeError` with
+the status to answer (400, 413, 431); the connection must then be closed.
+"""
+
+import http as _http
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httptools
+
+from .exceptions import HandshakeError
+
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "RequestParser",
+    "ResponseParser",
+    "build_response",
+    "status_reason",
+]
+
+
+class Headers:
+    """A case-insensitive multi-dict of HTTP headers that keeps their order.
+
+    ``headers["Name"]`` returns the first value (``KeyError`` if absent),
+    ``get(name, default)`` likewise, ``get_all(name)`` every value, in order.
+    ``items()`` yields ``(name, value)`` pairs as they were received or added.
+    """
+
+    __slots__ = ("_items", "_index")
+
+    def __init__(self, items=()):
+        self._items = []
+        self._index = {}
+        if hasattr(items, "items") and not isinstance(items, Headers):
+            items = items.items()
+        for name, value in items:
+            self.add(name, value)
+
+    def add(self, name, value):
+        """Append a header (a second value for a name does not replace the first)."""
+        name = str(name)
+        value = str(value)
+        self._items.append((name, value))
+        self._index.setdefault(name.lower(), []).append(value)
+
+    def __setitem__(self, name, value):
+        """Replace every value of ``name`` by ``value``."""
+        self.remove(name)
+        self.add(name, value)
+
+    def remove(self, name):
+        key = name.lower()
+        if key in self._index:
+            del self._index[key]
+            self._items = [(n, v) for n, v in self._items if n.lower() != key]
+
+    __delitem__ = remove
+
+    def __getitem__(self, name):
+        return self._index[name.lower()][0]
+
+    def get(self, name, default=None):
+        values = self._index.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name):
+        """Every value of ``name``, in order (an empty list if absent)."""
+        return list(self._index.get(name.lower(), ()))
+
+    def get_list(self, name):
+        """The comma-separated tokens of every ``name`` header, stripped, empty
+        ones dropped (``Connection: keep-alive, Upgrade`` → ``["keep-alive", "Upgrade"]``)."""
+        tokens = []
+        for value in self._index.get(name.lower(), ()):
+            for token in value.split(","):
+                token = token.strip()
+                if token:
+                    tokens.append(token)
+        return tokens
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __iter__(self):
+        return iter(name for name, _ in self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def items(self):
+        return list(self._items)
+
+    def copy(self):
+        return Headers(self._items)
+
+    def __eq__(self, other):
+        if isinstance(other, Headers):
+            return self._items == other._items
+        return NotImplemented
+
+    def __repr__(self):
+        return f"Headers({self._items!r})"
+
+
+class Request:
+    """One HTTP request as received.
+
+    ``method`` ("GET"), ``uri`` (the request target as sent), ``path``
+    (percent-decoding left to the router), ``query`` (the raw query string),
+    ``query_arguments`` (``{name: [values]}``), ``headers`` (:class:`Headers`),
+    ``body`` (bytes), ``version`` ("1.1"), ``keep_alive`` (whether the client
+    allows another request on this connection), ``upgrade`` (whether it asked
+    to switch protocols), ``remote`` (the peer's address) and ``connection``
+    (the :class:`~wsfast.protocol.WebSocketProtocol`; both set by the server).
+    """
+
+    __slots__ = (
+        "method",
+        "uri",
+        "path",
+        "query",
+        "headers",
+        "body",
+        "version",
+        "keep_alive",
+        "upgrade",
+        "remote",
+        "connection",
+        "_query_arguments",
+    )
+
+    def __init__(
+        self,
+        method="GET",
+        uri="/",
+        headers=None,
+        body=b"",
+        version="1.1",
+        keep_alive=True,
+        upgrade=False,
+        remote=None,
+    ):
+        self.method = method
+        self.uri = uri
+        if uri.startswith("/"):  # origin-form, the usual case (RFC 9112 §3.2.1)
+            path, _, query = uri.partition("?")
+            self.path = path
+            self.query = query.partition("#")[0]
+        else:  # absolute-form, or "*"
+            parts = urlsplit(uri)
+            self.path = parts.path or "/"
+            self.query = parts.query
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self.version = version
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.remote = remote
+        #: The server's protocol object for this connection (set by the server).
+        self.connection = None
+        self._query_arguments = None
+
+    @property
+    def query_arguments(self):
+        """``{name: [value, ...]}`` from the query string, decoded."""
+        if self._query_arguments is None:
+            self._query_arguments = parse_qs(self.query, keep_blank_values=True)
+        return self._query_arguments
+
+    @property
+    def host(self):
+        """The ``Host`` header ("" if absent)."""
+        return self.headers.get("Host", "")
+
+    @property
+    def remote_ip(self):
+        """The peer's IP address, or None (Tornado's name for it)."""
+        if isinstance(self.remote, tuple) and self.remote:
+            return self.remote[0]
+        return self.remote
+
+    @property
+    def full_path(self):
+        """``path`` with ``?query`` if there is one, decoded for display."""
+        return unquote(self.path) + ("?" + self.query if self.query else "")
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.uri} HTTP/{self.version}>"
+
+
+class Response:
+    """One HTTP response as received by the client: ``status``, ``reason``,
+    ``headers``, ``version`` and ``body`` (what arrived of it)."""
+
+    __slots__ = ("status", "reason", "headers", "version", "body")
+
+    def __init__(self, status, reason="", headers=None, version="1.1", body=b""):
+        self.status = status
+        self.reason = reason
+        self.headers = headers if headers is not None else Headers()
+        self.version = version
+        self.body = body
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.reason}>"
+
+
+def status_reason(status):
+    """The standard reason phrase for ``status`` ("Unknown" if none)."""
+    try:
+        return _http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+# RFC 9110 §6.4.1: no body (and no Content-Length) in 1xx, 204 and 304.
+_NO_BODY = frozenset((204, 304))
+
+
+def build_response(status, headers=(), body=b"", reason=None, *, head=False):
+    """Serialise a response: status line, headers, blank line, body.
+
+    ``headers``: ``(name, value)`` pairs or a :class:`Headers`. A
+    ``Content-Length`` is added for responses that carry a body unless one is
+    given. ``head=True`` (an answer to HEAD) keeps the headers of ``body`` but
+    sends no body.
+    """
+    if reason is None:
+        reason = status_reason(status)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if isinstance(headers, Headers):
+        headers = headers.items()
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    has_length = False
+    for name, value in headers:
+        name = str(name)
+        value = str(value)
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"invalid header {name!r}: {value!r}")
+        if name.lower() == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}\r\n")
+    carries_body = status >= 200 and status not in _NO_BODY
+    if carries_body and not has_length:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    out = "".join(lines).encode("latin-1")
+    if carries_body and body and not head:
+        out += body
+    return out
+
+
+class _ParserBase:
+    """Shared httptools callbacks: a head that grows past ``max_header_size``
+    is refused with 431; a body past ``max_body_size`` with 413."""
+
+    def __init__(self, max_header_size, max_body_size):
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self._error = None
+        self._reset_message()
+
+    def _reset_message(self):
+        self._in_head = False
+        self._head_size = 0
+        self._pending = 0
+        self._headers = None
+        self._body = None
+        self._body_size = 0
+
+    # httptools callbacks --------------------------------------------------
+
+    def on_message_begin(self):
+        self._reset_message()
+        self._in_head = True
+        self._headers = Headers()
+
+    def _grow_head(self, n):
+        self._head_size += n
+        if self._head_size > self.max_header_size:
+            self._error = HandshakeError(
+                431, f"HTTP head larger than {self.max_header_size} bytes"
+            )
+            raise self._error
+
+    def on_header(self, name, value):
+        self._grow_head(len(name) + len(value) + 4)
+        try:
+            self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        except Exception:  # pragma: no cover - latin-1 decodes any byte
+            self._error = HandshakeError(400, "undecodable header")
+            raise self._error
+        if len(self._headers) > 256:
+            self._error = HandshakeError(431, "too many header fields")
+            raise self._error
+
+    def on_body(self, data):
+        self._body_size += len(data)
+        if self._body_size > self.max_body_size:
+            self._error = HandshakeError(
+                413, f"body larger than {self.max_body_size} bytes"
+            )
+            raise self._error
+        if self._body is None:
+            self._body = [data]
+        else:
+            self._body.append(data)
+
+    def _check_content_length(self):
+        length = self._headers.get("Content-Length")
+        if length is not None and length.strip().isdigit():
+            if int(length) > self.max_body_size:
+                self._error = HandshakeError(
+                    413, f"body larger than {self.max_body_size} bytes"
+                )
+                raise self._error
+
+    def _grow_pending(self, n):
+        # Called after a feed() that began and ended inside one message head.
+        # llhttp holds no bytes but httptools accumulates the current header
+        # line, so a line that never ends shows in no callback: count the
+        # chunks that went into the head instead. All their bytes belong to
+        # the head, so this never refuses a head under the limit; a head
+        # over it is refused at most one chunk late.
+        self._pending += n
+        if self._pending > self.max_header_size:
+            self._error = HandshakeError(
+                431, f"HTTP head larger than {self.max_header_size} bytes"
+            )
+            raise self._error
+
+    def _take_body(self):
+        body = b"".join(self._body) if self._body else b""
+        self._body = None
+        return body
+
+    def _raise_parse_error(self, exc):
+        if self._error is not None:
+            raise self._error from None
+        raise HandshakeError(400, f"malformed HTTP: {exc}") from None
+
+
+class RequestParser(_ParserBase):
+    """Incremental HTTP/1.1 request parser over ``httptools.HttpRequestParser``.
+
+    ``feed(data)`` returns the list of :class:`Request` objects completed by
+    ``data`` (possibly several: pipelining) and raises :class:`HandshakeError`
+    with status 400 (malformed), 413 (body too large) or 431 (head too large).
+    It never keeps a reference to ``data``: the caller may reuse its buffer.
+    """
+
+    def __init__(self, max_header_size=64 * 1024, max_body_size=1024 * 1024):
+        super().__init__(max_header_size, max_body_size)
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = None
+        self._done = []
+        #: True once a request asked to switch protocols; see ``trailing``.
+        self.upgraded = False
+        #: The bytes after the head of the upgrade request (bytes).
+        self.trailing = b""
+        #: True once a request without keep-alive was completed: ignore the rest.
+        self.finished = False
+
+    def on_message_begin(self):
+        super().on_message_begin()
+        self._url = []
+
+    def on_url(self, data):
+        self._grow_head(len(data))
+        self._url.append(data)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        self._check_content_length()
+
+    def on_message_complete(self):
+        p = self._parser
+        try:
+            uri = b"".join(self._url).decode("ascii")
+        except UnicodeDecodeError:
+            # RFC 9112 §3.2: the target is ASCII; llhttp lets some bytes through.
+            self._error = HandshakeError(400, "request target is not ASCII")
+            raise self._error
+        request = Request(
+            method=p.get_method().decode("ascii"),
+            uri=uri,
+            headers=self._headers,
+            body=self._take_body(),
+            version=p.get_http_version(),
+            keep_alive=p.should_keep_alive(),
+            upgrade=p.should_upgrade(),
+        )
+        self._done.append(request)
+        if not request.keep_alive:
+            self.finished = True
+        self._reset_message()
+
+    def feed(self, data):
+        """Parse ``data``; return the requests it completed (see the class doc)."""
+        if self.upgraded or self.finished:
+            return []
+        if self._error is not None:
+            raise self._error
+        in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.upgraded = True
+            self.trailing = bytes(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            if self._error is None and self.finished:
+                pass  # bytes after a "Connection: close" request: ignored
+            else:
+                done, self._done = self._done, []
+                if self._error is None:
+                    self._error = HandshakeError(400, f"malformed HTTP request: {exc}")
+                if done:
+                    # Answer what was complete first; raise on the next feed.
+                    return done
+                raise self._error from None
+        if in_head and self._in_head:
+            self._grow_pending(len(data))
+        done, self._done = self._done, []
+        return done
+
+
+
+class ResponseParser(_ParserBase):
+    """Parser for the server's answer to the client's opening handshake.
+
+    ``feed(data)`` returns None until the response head is complete, then the
+    :class:`Response`. For a 101 the bytes after the head (the server's first
+    frames) are in ``trailing``. For another status, the body bytes that came
+    with the head are in ``Response.body`` (enough for an error message).
+    """
+
+    def __init__(self, max_header_size=64 * 1024, max_body_size=64 * 1024):
+        super().__init__(max_header_size, max_body_size)
+        self._parser = httptools.HttpResponseParser(self)
+        self._reason = []
+        self._head_done = False
+        self._complete = False
+        self.response = None
+        self.trailing = b""
+
+    def on_status(self, data):
+        self._grow_head(len(data))
+        self._reason.append(data)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        self._head_done = True
+
+    def on_body(self, data):
+        # Keep at most max_body_size of an error body; ignore the rest.
+        if self._body_size < self.max_body_size:
+            super().on_body(data[: self.max_body_size - self._body_size])
+
+    def on_message_complete(self):
+        self._complete = True
+
+    def feed(self, data):
+        if self.response is not None:
+            return self.response
+        if self._error is not None:
+            raise self._error
+        in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.trailing = bytes(data[exc.args[0] :])
+        except httptools.HttpParserError as exc:
+            if not self._head_done:
+                self._raise_parse_error(exc)
+        if not self._head_done:
+            if in_head and self._in_head:
+                self._grow_pending(len(data))
+            return None
+        p = self._parser
+        self.response = Response(
+            status=p.get_status_code(),
+            reason=b"".join(self._reason).decode("latin-1"),
+            headers=self._headers,
+            version=p.get_http_version(),
+            body=self._take_body(),
+        )
+        return self.response
