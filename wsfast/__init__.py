@@ -19,6 +19,19 @@ from .exceptions import (
 
 __version__ = "0.1.0"
 
+from .client import ClientConnection, connect  # noqa: E402 (needs __version__)
+from .web import (  # noqa: E402
+    Application,
+    HTTPError,
+    RedirectHandler,
+    RequestHandler,
+    Server,
+    StaticFileHandler,
+    WebSocketClosedError,
+    WebSocketHandler,
+    run,
+)
+
 __all__ = [
     "IMPLEMENTATION",
     "CloseCode",
@@ -31,4 +44,15 @@ __all__ = [
     "PayloadTooBig",
     "ProtocolError",
     "WebSocketError",
+    "Application",
+    "HTTPError",
+    "RedirectHandler",
+    "RequestHandler",
+    "Server",
+    "StaticFileHandler",
+    "WebSocketClosedError",
+    "WebSocketHandler",
+    "run",
+    "connect",
+    "ClientConnection",
 ]

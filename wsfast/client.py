@@ -1,0 +1,400 @@
+"""The WebSocket client::
+
+    async with wsfast.connect("ws://localhost:8888/websocket") as ws:
+        await ws.send("Hello")
+        print(await ws.recv())
+        async for message in ws:      # ends when the server closes normally
+            ...
+
+``connect()`` is awaitable (``ws = await wsfast.connect(...)``) and an async
+context manager (closes on exit). It runs the opening handshake (RFC 6455
+§4.1), checking the 101 status, ``Upgrade``, ``Connection`` and
+``Sec-WebSocket-Accept`` and refusing subprotocols or extensions it did not
+offer (:class:`~wsfast.HandshakeError`), then drives the connection through
+the same adapter as the server (:mod:`wsfast.protocol`).
+"""
+
+import asyncio
+import collections
+import os
+import ssl as _ssl
+import time
+from urllib.parse import urlsplit
+
+from . import __version__ as _version
+from . import handshake as _hs
+from .connection import Side, State
+from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError
+from .protocol import Options, WebSocketProtocol
+
+__all__ = ["connect", "ClientConnection"]
+
+USER_AGENT = f"wsfast/{_version}"
+
+
+def parse_uri(uri):
+    """``(secure, host, port, resource, host_header)`` for a ws:// or wss:// URI."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URI (ws:// or wss://): {uri!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("user information in a WebSocket URI is not supported")
+    secure = parts.scheme == "wss"
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"no host in {uri!r}")
+    default_port = 443 if secure else 80
+    port = parts.port or default_port
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        host_header += f":{port}"
+    return secure, host, port, resource, host_header
+
+
+class ClientConnection:
+    """An open client WebSocket (from :func:`connect`).
+
+    ``await send(message)`` (str → text, bytes → binary), ``await recv()``,
+    ``async for message in ws``, ``await ping()``, ``await close(code, reason)``.
+    ``subprotocol``: the one the server chose (or None); ``response``: the
+    server's 101 (``.headers``); ``close_code``/``close_reason`` once closed.
+    """
+
+    def __init__(self, options, key, subprotocols, request):
+        self.options = options
+        self.protocol = None
+        self.subprotocol = None
+        self.response = None
+        self._request = request
+        self._key = key
+        self._subprotocols = list(subprotocols or ())
+        self._messages = collections.deque()
+        self._waiter = None
+        self._closed = False
+        self._pings = collections.OrderedDict()  # payload -> (future, sent at)
+        self._loop = asyncio.get_running_loop()
+        self._handshake = self._loop.create_future()
+        self._lost = self._loop.create_future()
+
+    # -- the public API --------------------------------------------------------
+
+    async def send(self, message):
+        """Send a message: ``str`` as text, bytes-like as binary. Waits while
+        the write buffer is above its high-water mark. Raises
+        :class:`~wsfast.ConnectionClosed` once the connection is closing."""
+        if self._closed:
+            raise self._closed_error()
+        await self.protocol.write_message(message)
+
+    async def recv(self):
+        """The next message (``str`` or ``bytes``). Raises
+        :class:`~wsfast.ConnectionClosedOK` after a normal close (1000/1001),
+        :class:`~wsfast.ConnectionClosedError` otherwise, once every message
+        received before the close was returned."""
+        messages = self._messages
+        while not messages:
+            if self._closed:
+                raise self._closed_error()
+            if self._waiter is not None:
+                raise RuntimeError("recv() is already waiting in another task")
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        message = messages.popleft()
+        protocol = self.protocol
+        if protocol._read_paused and len(messages) <= self.options.max_queue // 2:
+            protocol.resume_reading()
+        return message
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    async def ping(self, data=None):
+        """Send a ping and wait for its pong; return the round-trip time in
+        seconds. ``data``: the payload (≤ 125 bytes, random 4 bytes by default).
+        Raises ``ConnectionClosed`` if the connection closes first."""
+        if self._closed:
+            raise self._closed_error()
+        if data is None:
+            data = os.urandom(4)
+            while data in self._pings:
+                data = os.urandom(4)
+        elif isinstance(data, str):
+            data = data.encode("utf-8")
+        else:
+            data = bytes(data)
+        if data in self._pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        waiter = self._loop.create_future()
+        self._pings[data] = (waiter, time.monotonic())
+        self.protocol.send_ping(data)
+        return await waiter
+
+    async def close(self, code=1000, reason=""):
+        """Close with ``code`` and ``reason``, and wait (bounded by the close
+        timeout, twice: for the server's close frame, then for it to close TCP)."""
+        self.protocol.close(code, reason)
+        await self.wait_closed()
+
+    async def wait_closed(self):
+        """Wait until the TCP connection is closed."""
+        timeout = self.options.close_timeout
+        if timeout is None:
+            await asyncio.shield(self._lost)
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._lost), 2 * timeout + 1)
+        except asyncio.TimeoutError:
+            self.protocol.abort()
+            await asyncio.shield(self._lost)
+
+    @property
+    def closed(self):
+        """True once the closing handshake is done (or the connection was lost)."""
+        return self._closed
+
+    @property
+    def state(self):
+        conn = self.protocol.connection
+        return conn.state if conn is not None else None
+
+    @property
+    def close_code(self):
+        conn = self.protocol.connection
+        return conn.close_code if conn is not None else None
+
+    @property
+    def close_reason(self):
+        conn = self.protocol.connection
+        return conn.close_reason if conn is not None else None
+
+    @property
+    def remote_address(self):
+        return self.protocol.remote_address
+
+    @property
+    def local_address(self):
+        return self.protocol.local_address
+
+    def _closed_error(self):
+        return self.protocol.closed_error()
+
+    # -- handler interface (called by WebSocketProtocol) ----------------------------
+
+    def on_message(self, message):
+        messages = self._messages
+        messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(messages) >= self.options.max_queue:
+            self.protocol.pause_reading()  # recv() lags: let TCP push back
+
+    def on_ping(self, data):
+        pass
+
+    def on_pong(self, data):
+        pings = self._pings
+        if data not in pings:
+            return  # unsolicited
+        now = time.monotonic()
+        # RFC 6455 §5.5.3: a pong may answer only the latest ping; it
+        # answers every earlier one too.
+        while pings:
+            payload, (waiter, sent) = pings.popitem(last=False)
+            if not waiter.done():
+                waiter.set_result(now - sent)
+            if payload == data:
+                break
+
+    def _ws_closed(self):
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._pings:
+            error = self._closed_error()
+            for waiter, _ in self._pings.values():
+                if not waiter.done():
+                    waiter.set_exception(error)
+            self._pings.clear()
+
+    # -- owner interface (called by WebSocketProtocol) ---------------------------
+
+    def connection_made(self, protocol):
+        self.protocol = protocol
+        protocol.write(self._request)
+
+    def handshake_response(self, protocol, response):
+        self.response = response
+        try:
+            self.subprotocol = _hs.check_response(response, self._key, self._subprotocols)
+        except HandshakeError as exc:
+            self.handshake_failed(protocol, exc)
+            protocol.abort()
+            return
+        protocol.upgrade(self)
+        if not self._handshake.done():
+            self._handshake.set_result(None)
+
+    def handshake_failed(self, protocol, exc):
+        if not self._handshake.done():
+            self._handshake.set_exception(exc)
+
+    def connection_lost(self, protocol, exc):
+        self._closed = True
+        if not self._handshake.done():
+            self._handshake.set_exception(
+                ConnectionClosedError(1006, "connection lost during the opening handshake")
+            )
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def __repr__(self):
+        state = self.state.name if self.state is not None else "CONNECTING"
+        return f"<ClientConnection {state} {self.remote_address}>"
+
+
+class connect:
+    """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
+
+    Use ``async with connect(uri) as ws:`` or ``ws = await connect(uri)``.
+
+    ``subprotocols``: offered, in order of preference (``ws.subprotocol``
+    tells which was chosen); ``extra_headers``: dict or ``(name, value)``
+    pairs added to the request (e.g. ``Authorization``); ``origin``: the
+    ``Origin`` header; ``ssl``: an ``ssl.SSLContext`` for ``wss://`` (a
+    default verifying one if None); ``server_hostname``: for TLS;
+    ``max_message_size`` (16 MiB), ``open_timeout`` (10 s),
+    ``close_timeout`` (5 s), ``ping_interval`` (None: no keepalive) and
+    ``ping_timeout`` (20 s), ``max_queue`` (32 unread messages before reading
+    pauses), ``write_buffer_high``/``write_buffer_low``; ``codec``:
+    "cython"/"python"/None. ``host``/``port``/``sock`` connect somewhere else
+    than the URI says (the URI still gives ``Host`` and the path).
+
+    Raises :class:`~wsfast.HandshakeError` if the server refuses (``.status``),
+    ``TimeoutError`` if the handshake takes longer than ``open_timeout``,
+    ``OSError`` if the TCP connection fails.
+    """
+
+    def __init__(
+        self,
+        uri,
+        *,
+        subprotocols=None,
+        extra_headers=None,
+        additional_headers=None,
+        origin=None,
+        ssl=None,
+        server_hostname=None,
+        max_message_size=16 * 2**20,
+        open_timeout=10.0,
+        close_timeout=5.0,
+        ping_interval=None,
+        ping_timeout=20.0,
+        max_queue=32,
+        write_buffer_high=256 * 1024,
+        write_buffer_low=64 * 1024,
+        codec=None,
+        user_agent=USER_AGENT,
+        host=None,
+        port=None,
+        sock=None,
+    ):
+        self.uri = uri
+        secure, uri_host, uri_port, resource, host_header = parse_uri(uri)
+        if ssl is not None and not secure and ssl is not False:
+            raise ValueError("ssl= is only for wss:// URIs")
+        if secure and ssl is None:
+            ssl = _ssl.create_default_context()
+        self._ssl = ssl if secure else None
+        self._server_hostname = server_hostname
+        self._host = host if host is not None else uri_host
+        self._port = port if port is not None else uri_port
+        self._sock = sock
+        self._resource = resource
+        self._host_header = host_header
+        self._subprotocols = list(subprotocols or ())
+        headers = []
+        for extra in (extra_headers, additional_headers):
+            if extra is None:
+                continue
+            headers.extend(extra.items() if hasattr(extra, "items") else extra)
+        if user_agent and not any(n.lower() == "user-agent" for n, _ in headers):
+            headers.append(("User-Agent", user_agent))
+        self._headers = headers
+        self._origin = origin
+        self.open_timeout = open_timeout
+        self.options = Options(
+            max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            write_buffer_high=write_buffer_high,
+            write_buffer_low=write_buffer_low,
+            codec=codec,
+        )
+        self._ws = None
+
+    async def _open(self):
+        loop = asyncio.get_running_loop()
+        key = _hs.generate_key()
+        request = _hs.build_request(
+            self._host_header, self._resource, key, self._subprotocols, self._headers, self._origin
+        )
+        client = ClientConnection(self.options, key, self._subprotocols, request)
+
+        def factory():
+            return WebSocketProtocol(Side.CLIENT, self.options, client)
+
+        kwargs = {}
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
+            if self._server_hostname is not None:
+                kwargs["server_hostname"] = self._server_hostname
+            elif self._sock is not None:
+                kwargs["server_hostname"] = self._host
+        if self._sock is not None:
+            await loop.create_connection(factory, sock=self._sock, **kwargs)
+        else:
+            await loop.create_connection(factory, self._host, self._port, **kwargs)
+        try:
+            await client._handshake
+        except BaseException:
+            if client.protocol is not None:
+                client.protocol.abort()
+            raise
+        return client
+
+    async def _connect(self):
+        if self.open_timeout is None:
+            return await self._open()
+        try:
+            return await asyncio.wait_for(self._open(), self.open_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"opening handshake with {self.uri} took longer than {self.open_timeout} s"
+            ) from None
+
+    def __await__(self):
+        return self._connect().__await__()
+
+    async def __aenter__(self):
+        self._ws = await self._connect()
+        return self._ws
+
+    async def __aexit__(self, *exc_info):
+        await self._ws.close()

@@ -1,0 +1,784 @@
+"""The one asyncio adapter: a ``BufferedProtocol`` that drives a sans-IO
+:class:`~wsfast.connection.Connection`, for the server and for the client.
+
+Theory of operation
+-------------------
+
+A :class:`WebSocketProtocol` goes through three modes:
+
+* **HTTP** — server: requests are parsed (:class:`~wsfast.http.RequestParser`)
+  and handed, one at a time and in order (pipelining), to the owner's
+  ``handle_request(protocol, request)`` coroutine, which answers through
+  :meth:`~WebSocketProtocol.finish_http` or switches to WebSocket with
+  :meth:`~WebSocketProtocol.upgrade`. Client: the request is written by the
+  owner, the answer parsed (:class:`~wsfast.http.ResponseParser`) and given to
+  the owner's ``handshake_response(protocol, response)``.
+  A timer (the opening handshake timeout, also the keep-alive idle timeout)
+  closes connections that do not send a request head in time.
+* **WebSocket** — the hot path. ``get_buffer()`` returns one buffer shared by
+  every connection on the event loop (the frame parser copies only an
+  unfinished frame, and ``buffer_updated()`` consumes the bytes
+  synchronously), so a read allocates nothing per connection.
+  ``buffer_updated(n)`` → ``Connection.receive_data()`` → for each message
+  ``handler.on_message(msg)``; the handler's ``write_message()`` writes
+  ``Connection.send_text()`` straight to the transport. No coroutine, task or
+  future is created per message — unless ``on_message`` is ``async def``:
+  the first coroutine it returns starts one consumer task per connection,
+  and from then on messages go through a queue to that task, in order; when
+  the queue holds ``max_queue`` messages, reading pauses until it drains.
+* **Closed** — once the closing handshake is done (``State.CLOSED``), the
+  server half-closes TCP (``write_eof``) and drops it if the client has not
+  closed its side within ``close_timeout``; the client waits for the server
+  to close first, bounded by ``close_timeout`` (RFC 6455 §7.1.1). Input that
+  still arrives is discarded.
+
+Writes return an awaitable: a completed future shared by the whole event loop
+while the transport buffer is below its high-water mark, otherwise one future
+per paused period, resolved by ``resume_writing()`` (or when the connection is
+lost). Timers are ``loop.call_later`` handles, never tasks.
+
+The protocol talks to its *owner* (the server, or the client connection) and
+to its *handler* (the application object: a ``WebSocketHandler`` or the
+client connection), which provides ``on_message(msg)``, ``on_ping(data)``,
+``on_pong(data)`` and ``_ws_closed()``.
+"""
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import weakref
+
+from .connection import Close, Connection, Ping, Pong, Side, State
+from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, WebSocketError
+from .http import RequestParser, ResponseParser, build_response
+
+__all__ = ["Options", "WebSocketProtocol", "READ_BUFFER_SIZE"]
+
+log = logging.getLogger("wsfast")
+
+#: Size of the read buffer shared by all connections of one event loop.
+READ_BUFFER_SIZE = 256 * 1024
+
+_HTTP = 0  # server: parsing requests; client: waiting for the 101
+_WS = 1
+_DONE = 2  # closing handshake done or failed: discard input
+
+_CLOSED = State.CLOSED
+_OPEN = State.OPEN
+
+
+class Options:
+    """Per-connection limits and timeouts (seconds; None turns a timer off).
+
+    ``max_message_size``: largest message accepted (1009 above it);
+    ``ping_interval``/``ping_timeout``: keepalive pings, and how long to wait
+    for a pong before closing with 1011; ``open_timeout``: the opening
+    handshake (and, on the server, a keep-alive connection's wait for its
+    next request head); ``close_timeout``: the closing handshake and the wait
+    for the peer to close TCP; ``max_queue``: messages held for an
+    ``async def on_message`` (or unread by the client's ``recv()``) before
+    reading pauses; ``write_buffer_high``/``write_buffer_low``: the transport's
+    write water marks (an awaited ``write_message`` waits above the high one
+    until the buffer drains below the low one); ``max_header_size`` and
+    ``max_body_size`` for HTTP requests; ``codec``: a frame codec or its name.
+    """
+
+    __slots__ = (
+        "max_message_size",
+        "ping_interval",
+        "ping_timeout",
+        "open_timeout",
+        "close_timeout",
+        "max_queue",
+        "write_buffer_high",
+        "write_buffer_low",
+        "max_header_size",
+        "max_body_size",
+        "codec",
+    )
+
+    def __init__(
+        self,
+        max_message_size=16 * 2**20,
+        ping_interval=None,
+        ping_timeout=20.0,
+        open_timeout=10.0,
+        close_timeout=5.0,
+        max_queue=32,
+        write_buffer_high=256 * 1024,
+        write_buffer_low=64 * 1024,
+        max_header_size=64 * 1024,
+        max_body_size=1024 * 1024,
+        codec=None,
+    ):
+        self.max_message_size = max_message_size
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.max_queue = max_queue
+        self.write_buffer_high = write_buffer_high
+        self.write_buffer_low = write_buffer_low
+        self.max_header_size = max_header_size
+        self.max_body_size = max_body_size
+        self.codec = codec
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (unknown names raise TypeError)."""
+        new = Options.__new__(Options)
+        for name in Options.__slots__:
+            setattr(new, name, getattr(self, name))
+        for name, value in changes.items():
+            if name not in Options.__slots__:
+                raise TypeError(f"unknown option {name!r}")
+            setattr(new, name, value)
+        return new
+
+    def __repr__(self):
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in Options.__slots__)
+        return f"Options({fields})"
+
+
+class _LoopShared:
+    """What all connections of one event loop share: the read buffer and the
+    completed future that ``write_message`` returns when nothing waits."""
+
+    __slots__ = ("view", "done", "__weakref__")
+
+    def __init__(self, loop):
+        self.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        self.done = loop.create_future()
+        self.done.set_result(None)
+
+
+_shared_by_loop = weakref.WeakKeyDictionary()
+
+
+def _loop_shared(loop):
+    shared = _shared_by_loop.get(loop)
+    if shared is None:
+        shared = _shared_by_loop[loop] = _LoopShared(loop)
+    return shared
+
+
+def _drop(message):  # on_message after the handler failed: ignore the rest
+    return None
+
+
+class WebSocketProtocol(asyncio.BufferedProtocol):
+    """Drives one TCP connection; see the module docstring.
+
+    ``side``: :class:`~wsfast.connection.Side`; ``options``: :class:`Options`
+    (the server replaces them per handler at :meth:`upgrade`); ``owner``: on
+    the server an object with ``connection_made(protocol)``,
+    ``connection_lost(protocol)`` and ``handle_request(protocol, request)``
+    (a coroutine); on the client one with ``connection_made(protocol)``,
+    ``connection_lost(protocol, exc)`` and
+    ``handshake_response(protocol, response)``.
+    """
+
+    def __init__(self, side, options, owner):
+        self.side = side
+        self.options = options
+        self.owner = owner
+        self.transport = None
+        self.connection = None  # the sans-IO Connection, once upgraded
+        self.handler = None
+        self.remote_address = None
+        self.local_address = None
+        self._loop = None
+        self._view = None
+        self._done = None
+        self._mode = _HTTP
+        self._server = side is Side.SERVER
+
+        # HTTP
+        self._parser = None
+        self._requests = collections.deque()
+        self._busy = False  # a request is being handled
+        self._eof = False
+        self._shutting_down = False
+        self._head_timer = None
+        self._read_paused = False  # by us, for any reason; see pause_reading
+
+        # WebSocket
+        self._on_message = None
+        self._backlog = None  # a deque, once on_message returned a coroutine
+        self._consumer = None
+        self._idle = None  # the consumer's wait for the next message
+        self._ws_closed = False  # the handler was or will be told
+        self._notified = False
+        self._lost = False
+        self._write_paused = False
+        self._drain = None
+        self._close_timer = None
+        self._ping_timer = None
+        self._pong_timer = None
+
+    # -- asyncio.BufferedProtocol ------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        loop = self._loop = asyncio.get_running_loop()
+        shared = _loop_shared(loop)
+        self._view = shared.view
+        self._done = shared.done
+        opts = self.options
+        transport.set_write_buffer_limits(high=opts.write_buffer_high, low=opts.write_buffer_low)
+        self.remote_address = transport.get_extra_info("peername")
+        self.local_address = transport.get_extra_info("sockname")
+        if self._server:
+            self._parser = RequestParser(
+                max_header_size=opts.max_header_size, max_body_size=opts.max_body_size
+            )
+            self._arm_head_timer()
+        else:
+            self._parser = ResponseParser(max_header_size=opts.max_header_size)
+        self.owner.connection_made(self)
+
+    def get_buffer(self, sizehint):
+        return self._view
+
+    def buffer_updated(self, nbytes):
+        if self._mode == _WS:
+            self._receive_ws(self._view[:nbytes])
+        elif self._mode == _HTTP:
+            if self._server:
+                self._receive_request(self._view[:nbytes])
+            else:
+                self._receive_response(self._view[:nbytes])
+        # _DONE: the closing handshake is over; discard.
+
+    def eof_received(self):
+        self._eof = True
+        if self._mode == _WS:
+            self.connection.receive_eof()
+            self._ws_finished()
+            return False
+        if self._mode == _HTTP and self._server and self._busy:
+            # A half-closed client still gets the answer to its request.
+            return True
+        return False
+
+    def connection_lost(self, exc):
+        self._lost = True
+        self._cancel_timers()
+        if self._mode == _WS:
+            self.connection.receive_eof()
+            self._mode = _DONE
+        self._mode = _DONE
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)  # the next write raises ConnectionClosed
+        if self.connection is not None:
+            self._notify_closed()
+        owner = self.owner
+        if self._server:
+            owner.connection_lost(self)
+        else:
+            owner.connection_lost(self, exc)
+
+    def pause_writing(self):
+        self._write_paused = True
+
+    def resume_writing(self):
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    # -- reading control ---------------------------------------------------------
+
+    def pause_reading(self):
+        """Stop reading from the socket (the application lags); idempotent."""
+        if not self._read_paused:
+            self._read_paused = True
+            if not self._lost:
+                self.transport.pause_reading()
+
+    def resume_reading(self):
+        """Read again after :meth:`pause_reading`; idempotent."""
+        if self._read_paused:
+            self._read_paused = False
+            if not self._lost and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- HTTP, server side ---------------------------------------------------------
+
+    def _arm_head_timer(self):
+        timeout = self.options.open_timeout
+        if timeout is not None:
+            self._head_timer = self._loop.call_later(timeout, self._head_timed_out)
+
+    def _cancel_head_timer(self):
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self):
+        self._head_timer = None
+        if self._mode == _HTTP and not self._busy:
+            log.debug("%s: no request within the opening handshake timeout", self.remote_address)
+            self.transport.abort()
+
+    def _receive_request(self, data):
+        try:
+            requests = self._parser.feed(data)
+        except HandshakeError as exc:
+            if self._busy or self._requests:
+                # Answer the requests before the bad one first.
+                self.pause_reading()
+                self._pending_error = exc
+            else:
+                self._http_error(exc)
+            return
+        if requests:
+            self._cancel_head_timer()
+            remote = self.remote_address
+            for request in requests:
+                request.remote = remote
+                self._requests.append(request)
+            self._next_request()
+        if self._parser.upgraded or len(self._requests) > 8:
+            # After an upgrade request the bytes are WebSocket frames: hold
+            # them in the kernel until the handshake is decided.
+            self.pause_reading()
+
+    _pending_error = None
+
+    def _next_request(self):
+        if self._busy or self._mode != _HTTP:
+            return
+        if not self._requests:
+            error = self._pending_error
+            if error is not None:
+                self._pending_error = None
+                self._http_error(error)
+            return
+        request = self._requests.popleft()
+        self._busy = True
+        if self._read_paused and not self._parser.upgraded and len(self._requests) <= 4:
+            self.resume_reading()
+        self._loop.create_task(self._run_request(request))
+
+    async def _run_request(self, request):
+        try:
+            await self.owner.handle_request(self, request)
+        except Exception:
+            log.exception("error while handling %r", request)
+            if self._busy and self._mode == _HTTP and not self._lost:
+                self.finish_http(build_response(500, [("Connection", "close")], b""), False)
+
+    def write(self, data):
+        """Write raw bytes (HTTP mode: a response, or part of one)."""
+        if not self._lost:
+            self.transport.write(data)
+
+    def finish_http(self, data, keep_alive):
+        """Write the answer ``data`` to the current request; then serve the
+        next one if ``keep_alive``, else close the connection."""
+        if self._lost:
+            return
+        if data:
+            self.transport.write(data)
+        self._busy = False
+        if self._shutting_down or not keep_alive or self._parser.upgraded:
+            self._close_gracefully()
+        elif self._requests or self._pending_error is not None:
+            self._next_request()
+        elif self._eof or self._parser.finished:
+            self._close_gracefully()
+        else:
+            self.resume_reading()
+            self._arm_head_timer()
+
+    def _http_error(self, exc):
+        """Answer a request we cannot parse or accept, then close."""
+        headers = list(exc.headers) + [("Connection", "close"), ("Content-Type", "text/plain")]
+        body = (exc.reason + "\n").encode("utf-8", "replace")
+        self._busy = False
+        self._cancel_head_timer()
+        if not self._lost:
+            self.transport.write(build_response(exc.status, headers, body))
+        self._close_gracefully()
+
+    def _close_gracefully(self):
+        """Half-close (so that the peer reads all we wrote, even if it is still
+        sending), then drop the connection after ``close_timeout``."""
+        self._mode = _DONE
+        self._cancel_head_timer()
+        transport = self.transport
+        if self._lost or transport.is_closing():
+            return
+        if self._read_paused:
+            self._read_paused = False
+            transport.resume_reading()  # read and discard until the peer closes
+        if transport.can_write_eof() and not self._eof:
+            transport.write_eof()
+            self._arm_close_timer(abort=True)
+        else:
+            transport.close()
+
+    # -- HTTP, client side ------------------------------------------------------
+
+    def _receive_response(self, data):
+        try:
+            response = self._parser.feed(data)
+        except HandshakeError as exc:
+            self._mode = _DONE
+            self.owner.handshake_failed(self, exc)
+            self.transport.abort()
+            return
+        if response is not None:
+            self.pause_reading()  # until the owner decides
+            self.owner.handshake_response(self, response)
+
+    # -- the switch to WebSocket -------------------------------------------------
+
+    def upgrade(self, handler, response=b"", options=None, extensions=(), on_open=None):
+        """Switch to WebSocket: write ``response`` (the server's 101), create
+        the Connection with ``options``, call ``on_open()`` (the handler's
+        ``open``; if it returns a coroutine, messages wait for it), then
+        process any frames that came with the handshake and resume reading.
+        Returns False if the connection was lost meanwhile."""
+        if self._lost or self._mode != _HTTP:
+            return False
+        if options is not None:
+            self.options = options
+        opts = self.options
+        self.transport.set_write_buffer_limits(
+            high=opts.write_buffer_high, low=opts.write_buffer_low
+        )
+        if response:
+            self.transport.write(response)
+        self._cancel_head_timer()
+        self._busy = False
+        self.handler = handler
+        self._on_message = handler.on_message
+        self.connection = Connection(
+            self.side,
+            max_message_size=opts.max_message_size,
+            codec=opts.codec,
+            extensions=extensions,
+        )
+        self._mode = _WS
+        if opts.ping_interval:
+            self._ping_timer = self._loop.call_later(opts.ping_interval, self._keepalive)
+        if on_open is not None:
+            try:
+                result = on_open()
+            except Exception:
+                self._handler_failed("open")
+                result = None
+            if result is not None:
+                self._start_consumer(result)
+        pending = self._parser.trailing
+        self._parser = None
+        if self._mode == _WS and pending:
+            self._receive_ws(pending)
+        if self._shutting_down and self._mode == _WS:
+            self.close(1001, "server shutting down")
+        self.resume_reading()
+        return True
+
+    def refuse(self, exc):
+        """Server: answer the upgrade request with ``exc`` (a HandshakeError) and close."""
+        self._http_error(exc)
+
+    # -- WebSocket: receiving ----------------------------------------------------
+
+    def _receive_ws(self, data):
+        conn = self.connection
+        events = conn.receive_data(data)
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                if self._backlog is None:
+                    try:
+                        result = self._on_message(event)
+                    except Exception:
+                        self._handler_failed("on_message")
+                        continue
+                    if result is not None:
+                        self._start_consumer(result)
+                else:
+                    self._enqueue(event)
+            elif kind is Ping:
+                self._call_handler(self.handler.on_ping, event.data)
+            elif kind is Pong:
+                if self._pong_timer is not None:
+                    self._pong_timer.cancel()
+                    self._pong_timer = None
+                self._call_handler(self.handler.on_pong, event.data)
+            # Close: the Connection queued the reply; the state tells the rest.
+        out = conn.data_to_send()
+        if out and not self._lost:
+            self.transport.write(out)
+        if conn.state is _CLOSED:
+            self._ws_finished()
+
+    def _call_handler(self, method, arg):
+        try:
+            result = method(arg)
+        except Exception:
+            log.exception("error in %s", getattr(method, "__qualname__", method))
+            return
+        if result is not None and asyncio.iscoroutine(result):
+            self._loop.create_task(result)
+
+    def _enqueue(self, message):
+        backlog = self._backlog
+        backlog.append(message)
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+        if len(backlog) >= self.options.max_queue:
+            self.pause_reading()  # the application lags: stop reading
+
+    def _start_consumer(self, first):
+        self._backlog = collections.deque()
+        self._consumer = self._loop.create_task(self._consume(first))
+
+    async def _consume(self, first):
+        """The one task of a connection whose handler is async: awaits each
+        ``on_message`` coroutine in turn, so messages are handled in order."""
+        backlog = self._backlog
+        low = max(self.options.max_queue // 2, 0)
+        try:
+            await first
+            while True:
+                while backlog:
+                    message = backlog.popleft()
+                    if self._read_paused and len(backlog) <= low and self._mode == _WS:
+                        self.resume_reading()
+                    result = self._on_message(message)
+                    if result is not None:
+                        await result
+                if self._ws_closed or self._on_message is _drop:
+                    break
+                idle = self._idle = self._loop.create_future()
+                await idle
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._handler_failed("on_message")
+        finally:
+            self._consumer = None
+            if self._ws_closed:
+                self._notify_closed()
+
+    def _handler_failed(self, where):
+        log.exception("error in %s of %r; closing the connection with 1011", where, self.handler)
+        self._on_message = _drop
+        if self._backlog is not None:
+            self._backlog.clear()
+            self._backlog = None  # later messages go to _drop directly
+        self.close(1011, "internal error")
+
+    # -- WebSocket: sending --------------------------------------------------------
+
+    def write_message(self, message, binary=False):
+        """Send a message: ``str`` as text (or as UTF-8 binary if ``binary``),
+        bytes-like as binary, ``dict``/``list`` as JSON text. Returns an
+        awaitable that is done unless the write buffer is above its high-water
+        mark, in which case it completes once the buffer has drained; awaiting
+        it slows a fast producer down. Raises ``ConnectionClosed`` once the
+        connection is closing or closed."""
+        conn = self.connection
+        if conn is None:
+            raise WebSocketError("the WebSocket connection is not open yet")
+        kind = type(message)
+        if kind is str:
+            data = conn.send_binary(message.encode()) if binary else conn.send_text(message)
+        elif kind is dict or kind is list:
+            data = conn.send_text(json.dumps(message))
+        else:
+            data = conn.send_binary(message)
+        self.transport.write(data)
+        if not self._write_paused:
+            return self._done
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = self._loop.create_future()
+        return drain
+
+    def drained(self):
+        """An awaitable that completes when the write buffer is below its
+        low-water mark (at once if it is)."""
+        if not self._write_paused:
+            return self._done
+        drain = self._drain
+        if drain is None:
+            drain = self._drain = self._loop.create_future()
+        return drain
+
+    def send_ping(self, data=b""):
+        """Send a ping (``data``: at most 125 bytes)."""
+        conn = self.connection
+        if conn is None:
+            raise WebSocketError("the WebSocket connection is not open yet")
+        self.transport.write(conn.send_ping(data))
+
+    def send_pong(self, data=b""):
+        conn = self.connection
+        if conn is None:
+            raise WebSocketError("the WebSocket connection is not open yet")
+        self.transport.write(conn.send_pong(data))
+
+    # -- keepalive ---------------------------------------------------------------
+
+    def _keepalive(self):
+        self._ping_timer = None
+        conn = self.connection
+        if self._mode != _WS or conn.state is not _OPEN:
+            return
+        opts = self.options
+        self.transport.write(conn.send_ping(os.urandom(4)))
+        if opts.ping_timeout is not None and self._pong_timer is None:
+            self._pong_timer = self._loop.call_later(opts.ping_timeout, self._pong_timed_out)
+        self._ping_timer = self._loop.call_later(opts.ping_interval, self._keepalive)
+
+    def _pong_timed_out(self):
+        self._pong_timer = None
+        if self._mode == _WS:
+            log.debug("%s: no pong within the ping timeout", self.remote_address)
+            self.close(1011, "keepalive ping timeout")
+
+    # -- closing -------------------------------------------------------------------
+
+    def close(self, code=1000, reason=""):
+        """Start the closing handshake (RFC 6455 §7.1.2); the connection ends
+        when the peer answers, or after ``close_timeout``. Before the upgrade,
+        closes TCP. Does nothing if a close was sent already."""
+        if self._lost:
+            return
+        if self._mode == _HTTP:
+            if not self._busy:
+                self._close_gracefully()
+            else:
+                self._shutting_down = True
+            return
+        conn = self.connection
+        if conn is None or conn.state is not _OPEN:
+            return
+        self.transport.write(conn.send_close(code, reason))
+        self._cancel_keepalive()
+        self._arm_close_timer(abort=True)
+
+    def shutdown(self):
+        """Server shutdown: close WebSocket connections with 1001, idle HTTP
+        connections at once, busy ones after their answer."""
+        self._shutting_down = True
+        if self._mode == _WS:
+            self.close(1001, "server shutting down")
+        elif self._mode == _HTTP and not self._busy and not self._lost:
+            self._close_gracefully()
+
+    def abort(self):
+        """Drop the TCP connection at once."""
+        if not self._lost:
+            self.transport.abort()
+
+    def _arm_close_timer(self, abort):
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        timeout = self.options.close_timeout
+        if timeout is None:
+            return
+        callback = self.transport.abort if abort else self.transport.close
+        self._close_timer = self._loop.call_later(timeout, callback)
+
+    def _ws_finished(self):
+        """The Connection is CLOSED (closing handshake done, failure, or EOF)."""
+        if self._mode != _WS:
+            return
+        self._mode = _DONE
+        self._cancel_keepalive()
+        if not self._lost:
+            transport = self.transport
+            if self._read_paused:
+                self._read_paused = False
+                transport.resume_reading()  # read (and discard) until the peer closes
+            if self._eof:
+                transport.close()
+            elif self._server:
+                # RFC 6455 §7.1.1: the server closes TCP first.
+                if transport.can_write_eof():
+                    transport.write_eof()
+                    self._arm_close_timer(abort=True)
+                else:
+                    transport.close()
+            else:
+                # The client waits for the server to close, bounded.
+                self._arm_close_timer(abort=False)
+        self._notify_closed()
+
+    def _notify_closed(self):
+        """Tell the handler once, after the messages it was given."""
+        self._ws_closed = True
+        if self._notified:
+            return
+        consumer = self._consumer
+        if consumer is not None and not consumer.done():
+            idle = self._idle
+            if idle is not None:
+                self._idle = None
+                if not idle.done():
+                    idle.set_result(None)
+            return  # the consumer calls us again when its queue is empty
+        self._notified = True
+        try:
+            self.handler._ws_closed()
+        except Exception:
+            log.exception("error in on_close of %r", self.handler)
+
+    def _cancel_keepalive(self):
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
+        if self._pong_timer is not None:
+            self._pong_timer.cancel()
+            self._pong_timer = None
+
+    def _cancel_timers(self):
+        self._cancel_head_timer()
+        self._cancel_keepalive()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def is_websocket(self):
+        return self.connection is not None
+
+    @property
+    def closed(self):
+        return self._mode == _DONE or self._lost
+
+    def closed_error(self):
+        """The ``ConnectionClosed`` exception that tells how the connection
+        ended (or is ending: the code of the close we sent)."""
+        conn = self.connection
+        code = reason = None
+        if conn is not None:
+            code, reason = conn.close_code, conn.close_reason
+            if code is None and conn.close_sent is not None:
+                code, reason = conn.close_sent.code, conn.close_sent.reason
+        if code is None:
+            code, reason = 1006, ""
+        cls = ConnectionClosedOK if code in (1000, 1001) else ConnectionClosedError
+        return cls(code, reason)
+
+    def __repr__(self):
+        mode = {_HTTP: "HTTP", _WS: "WebSocket", _DONE: "closed"}[self._mode]
+        return f"<WebSocketProtocol {self.side.name} {mode} {self.remote_address}>"

@@ -1,0 +1,933 @@
+"""The Tornado-style server API: :class:`Application`, :class:`RequestHandler`,
+:class:`WebSocketHandler`, :class:`StaticFileHandler`, :func:`run`.
+
+::
+
+    class EchoWebSocket(wsfast.WebSocketHandler):
+        def open(self):
+            print("opened")
+
+        def on_message(self, message):
+            self.write_message("You said: " + message)
+
+        def on_close(self):
+            print("closed", self.close_code)
+
+    app = wsfast.Application([(r"/", MainPage), (r"/websocket", EchoWebSocket)])
+    wsfast.run(app, port=8888)              # or: server = await app.listen(8888)
+
+Plain HTTP and WebSocket share the port. Routes are ``(regex, HandlerClass)``
+or ``(regex, HandlerClass, kwargs)``; the regex must match the whole path,
+its groups (percent-decoded) are passed to ``get(*args)`` / ``open(*args)``
+(named groups as keyword arguments), and ``kwargs`` to ``initialize()``.
+
+**Refusing a WebSocket upgrade** (authentication): override
+``prepare()`` (it may be ``async def``) and raise :class:`HTTPError`::
+
+    class Chat(wsfast.WebSocketHandler):
+        async def prepare(self):
+            if not await valid_token(self.get_argument("token", None)):
+                raise wsfast.HTTPError(401, headers={"WWW-Authenticate": "Bearer"})
+
+``prepare()`` runs before the handshake is checked; the client gets the
+status and the connection is closed. ``check_origin(origin)`` (403) and
+``select_subprotocol(subprotocols)`` run after it.
+
+**Settings** (``Application(..., **settings)``; a handler class can override
+each ``websocket_*`` one with a class attribute of the name without the prefix,
+e.g. ``max_message_size = 1024``): ``websocket_max_message_size`` (16 MiB),
+``websocket_ping_interval`` (None: no keepalive pings),
+``websocket_ping_timeout`` (20 s, then close 1011), ``websocket_close_timeout``
+(5 s), ``websocket_max_queue`` (32 messages waiting for an ``async def
+on_message`` before reading pauses), ``websocket_write_buffer_high`` /
+``websocket_write_buffer_low`` (256 KiB / 64 KiB); per connection:
+``handshake_timeout`` (10 s for a request head), ``max_header_size``
+(64 KiB, else 431), ``max_body_size`` (1 MiB, else 413); ``codec``
+("cython", "python" or None for the fastest available); ``static_path`` /
+``static_url_prefix`` ("/static/") to serve files; ``websocket_close_wait``
+(bounded wait of a graceful shutdown, default: close timeout + 1 s).
+"""
+
+import asyncio
+import email.utils
+import inspect
+import json
+import logging
+import mimetypes
+import os
+import re
+import signal
+import sys
+import time
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import handshake as _hs
+from .connection import Side
+from .exceptions import ConnectionClosed, HandshakeError
+from .http import Headers, build_response, status_reason
+from .protocol import Options, WebSocketProtocol
+
+__all__ = [
+    "Application",
+    "HTTPError",
+    "RequestHandler",
+    "WebSocketHandler",
+    "StaticFileHandler",
+    "RedirectHandler",
+    "Server",
+    "WebSocketClosedError",
+    "run",
+]
+
+log = logging.getLogger("wsfast")
+access_log = logging.getLogger("wsfast.access")
+
+#: Tornado's name for writing to a closed WebSocket.
+WebSocketClosedError = ConnectionClosed
+
+_SERVER_HEADER = "wsfast"
+
+
+class HTTPError(Exception):
+    """Raise in a handler (``prepare()``, ``get()``, ...) to answer with
+    ``status_code``. ``log_message`` goes to the log only; ``reason`` replaces
+    the standard phrase; ``headers`` (dict or pairs) are added to the answer,
+    e.g. ``{"WWW-Authenticate": "Bearer"}`` with a 401."""
+
+    def __init__(self, status_code=500, log_message=None, *args, reason=None, headers=None):
+        self.status_code = status_code
+        self.log_message = log_message
+        self.args = args
+        self.reason = reason
+        if headers is None:
+            headers = []
+        elif hasattr(headers, "items"):
+            headers = list(headers.items())
+        self.headers = list(headers)
+
+    def __str__(self):
+        message = f"HTTP {self.status_code}: {self.reason or status_reason(self.status_code)}"
+        if self.log_message:
+            detail = self.log_message % self.args if self.args else self.log_message
+            message += f" ({detail})"
+        return message
+
+
+def _http_date(timestamp=None):
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+class RequestHandler:
+    """Base class of plain HTTP handlers: define ``get``/``post``/... (plain
+    or ``async def``); build the answer with ``set_status``, ``set_header``,
+    ``write``; it is sent when the method returns (or at ``finish()``).
+
+    ``self.request`` is the :class:`~wsfast.http.Request` (``method``,
+    ``path``, ``query_arguments``, ``headers``, ``body``, ``remote_ip``).
+    """
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+    _close_connection = False  # close after the answer even if keep-alive is allowed
+
+    def __init__(self, application, request, **kwargs):
+        self.application = application
+        self.request = request
+        self._status_code = 200
+        self._reason = None
+        self._headers = Headers()
+        self._write_buffer = []
+        self._finished = False
+        self.path_args = ()
+        self.path_kwargs = {}
+        self.initialize(**kwargs)
+
+    def initialize(self, **kwargs):
+        """Hook: receives the route's kwargs dict."""
+
+    @property
+    def settings(self):
+        return self.application.settings
+
+    def prepare(self):
+        """Hook called before the method (may be ``async def``). Raise
+        :class:`HTTPError` or call ``finish()``/``send_error()`` to answer
+        without calling the method."""
+
+    def on_finish(self):
+        """Hook called after the answer was sent."""
+
+    # The methods; not defined → 405.
+    def _unsupported(self, *args, **kwargs):
+        raise HTTPError(405)
+
+    get = post = put = delete = patch = options = _unsupported
+
+    def head(self, *args, **kwargs):
+        # HEAD is GET without the body (RFC 9110 §9.3.2).
+        if type(self).get is RequestHandler.get:
+            raise HTTPError(405)
+        return self.get(*args, **kwargs)
+
+    # -- the answer -------------------------------------------------------------
+
+    def set_status(self, status_code, reason=None):
+        self._status_code = status_code
+        self._reason = reason
+
+    def get_status(self):
+        return self._status_code
+
+    def set_header(self, name, value):
+        self._headers[name] = _header_value(value)
+
+    def add_header(self, name, value):
+        self._headers.add(name, _header_value(value))
+
+    def clear_header(self, name):
+        self._headers.remove(name)
+
+    def clear(self):
+        """Forget the status, headers and body written so far."""
+        self._status_code = 200
+        self._reason = None
+        self._headers = Headers()
+        self._write_buffer = []
+
+    def write(self, chunk):
+        """Add ``chunk`` to the body: str (UTF-8), bytes, or dict/list (sent
+        as JSON with ``Content-Type: application/json``)."""
+        if self._finished:
+            raise RuntimeError("cannot write() after finish()")
+        if isinstance(chunk, (dict, list)):
+            chunk = json.dumps(chunk)
+            if "Content-Type" not in self._headers:
+                self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        elif not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() takes str, bytes or dict, not {type(chunk).__name__}")
+        self._write_buffer.append(bytes(chunk))
+
+    def redirect(self, url, permanent=False, status=None):
+        if status is None:
+            status = 301 if permanent else 302
+        self.set_status(status)
+        self.set_header("Location", url)
+        self.finish()
+
+    def set_cookie(self, name, value, path="/", max_age=None, httponly=False, secure=False, samesite=None):
+        cookie = SimpleCookie()
+        cookie[name] = value
+        morsel = cookie[name]
+        morsel["path"] = path
+        if max_age is not None:
+            morsel["max-age"] = str(max_age)
+        if httponly:
+            morsel["httponly"] = True
+        if secure:
+            morsel["secure"] = True
+        if samesite:
+            morsel["samesite"] = samesite
+        self.add_header("Set-Cookie", morsel.OutputString())
+
+    def finish(self, chunk=None):
+        """Send the answer (once). Called for you when the method returns."""
+        if self._finished:
+            raise RuntimeError("finish() called twice")
+        if chunk is not None:
+            self.write(chunk)
+        self._finished = True
+        request = self.request
+        status = self._status_code
+        keep_alive = request.keep_alive and not request.upgrade and not self._close_connection
+        headers = self._headers
+        if "Content-Type" not in headers and status not in (204, 304) and status >= 200:
+            headers.add("Content-Type", "text/html; charset=UTF-8")
+        if "Date" not in headers:
+            headers.add("Date", _http_date())
+        if "Server" not in headers:
+            headers.add("Server", _SERVER_HEADER)
+        if not keep_alive:
+            headers["Connection"] = "close"
+        elif request.version == "1.0":
+            headers["Connection"] = "keep-alive"
+        body = b"".join(self._write_buffer)
+        self._write_buffer = []
+        data = build_response(
+            status, headers, body, self._reason, head=request.method == "HEAD"
+        )
+        access_log.info("%d %s %s (%s)", status, request.method, request.uri, request.remote_ip)
+        request.connection.finish_http(data, keep_alive)
+        try:
+            self.on_finish()
+        except Exception:
+            log.exception("error in on_finish of %r", self)
+
+    def send_error(self, status_code=500, **kwargs):
+        """Answer with an error page (``write_error``) instead of what was written."""
+        if self._finished:
+            return
+        self.clear()
+        exc = kwargs.get("exc")
+        reason = getattr(exc, "reason", None)
+        self.set_status(status_code, reason)
+        for name, value in getattr(exc, "headers", ()) or ():
+            self.add_header(name, value)
+        try:
+            self.write_error(status_code, **kwargs)
+        except Exception:
+            log.exception("error in write_error")
+        if not self._finished:
+            self.finish()
+
+    def write_error(self, status_code, **kwargs):
+        """Hook: write the body of an error answer (plain text by default)."""
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        reason = self._reason or status_reason(status_code)
+        text = f"{status_code} {reason}\n"
+        exc = kwargs.get("exc")
+        if isinstance(exc, HandshakeError):
+            text += exc.reason + "\n"  # what was wrong with the upgrade request
+        self.write(text)
+
+    # -- arguments ----------------------------------------------------------------
+
+    _ARG_DEFAULT = object()
+
+    def get_query_arguments(self, name):
+        return list(self.request.query_arguments.get(name, []))
+
+    def get_query_argument(self, name, default=_ARG_DEFAULT):
+        values = self.get_query_arguments(name)
+        if values:
+            return values[-1]
+        if default is RequestHandler._ARG_DEFAULT:
+            raise HTTPError(400, f"missing argument {name}")
+        return default
+
+    @property
+    def body_arguments(self):
+        cache = getattr(self, "_body_arguments", None)
+        if cache is None:
+            cache = {}
+            ctype = self.request.headers.get("Content-Type", "")
+            if ctype.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+                cache = parse_qs(self.request.body.decode("latin-1"), keep_blank_values=True)
+            self._body_arguments = cache
+        return cache
+
+    def get_body_arguments(self, name):
+        return list(self.body_arguments.get(name, []))
+
+    def get_body_argument(self, name, default=_ARG_DEFAULT):
+        values = self.get_body_arguments(name)
+        if values:
+            return values[-1]
+        if default is RequestHandler._ARG_DEFAULT:
+            raise HTTPError(400, f"missing argument {name}")
+        return default
+
+    def get_arguments(self, name):
+        """Query and (form) body values of ``name``."""
+        return self.get_query_arguments(name) + self.get_body_arguments(name)
+
+    def get_argument(self, name, default=_ARG_DEFAULT):
+        """The last value of ``name`` in the query or form body; raises
+        ``HTTPError(400)`` if absent and no ``default`` is given."""
+        values = self.get_arguments(name)
+        if values:
+            return values[-1]
+        if default is RequestHandler._ARG_DEFAULT:
+            raise HTTPError(400, f"missing argument {name}")
+        return default
+
+    @property
+    def cookies(self):
+        cache = getattr(self, "_cookies", None)
+        if cache is None:
+            cache = SimpleCookie()
+            for value in self.request.headers.get_all("Cookie"):
+                try:
+                    cache.load(value)
+                except Exception:
+                    pass
+            self._cookies = cache
+        return cache
+
+    def get_cookie(self, name, default=None):
+        morsel = self.cookies.get(name)
+        return morsel.value if morsel is not None else default
+
+    # -- running ----------------------------------------------------------------------
+
+    async def _execute(self, path_args, path_kwargs):
+        self.path_args = path_args
+        self.path_kwargs = path_kwargs
+        try:
+            if self.request.method not in self.SUPPORTED_METHODS:
+                raise HTTPError(405)
+            result = self.prepare()
+            if result is not None and inspect.isawaitable(result):
+                await result
+            if self._finished:
+                return
+            method = getattr(self, self.request.method.lower())
+            result = method(*path_args, **path_kwargs)
+            if result is not None and inspect.isawaitable(result):
+                await result
+            if not self._finished:
+                self.finish()
+        except Exception as exc:
+            self._handle_exception(exc)
+
+    def _handle_exception(self, exc):
+        if isinstance(exc, HTTPError):
+            if exc.log_message:
+                log.warning("%s %s: %s", self.request.method, self.request.uri, exc)
+            status = exc.status_code
+        elif isinstance(exc, HandshakeError):
+            status = exc.status
+        else:
+            log.error("uncaught exception in %r", self, exc_info=exc)
+            status = 500
+        if self._finished:
+            return
+        self.send_error(status, exc=exc)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.request.method} {self.request.uri}>"
+
+
+def _header_value(value):
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
+
+
+class ErrorHandler(RequestHandler):
+    """Answers every request with ``status_code`` (404 for unknown paths)."""
+
+    def initialize(self, status_code=404):
+        self._error_status = status_code
+
+    def prepare(self):
+        raise HTTPError(self._error_status)
+
+
+class RedirectHandler(RequestHandler):
+    """Redirects to ``url`` (``{0}``-style groups allowed)."""
+
+    def initialize(self, url, permanent=True):
+        self._url = url
+        self._permanent = permanent
+
+    def get(self, *args, **kwargs):
+        self.redirect(self._url.format(*args, **kwargs), permanent=self._permanent)
+
+
+class StaticFileHandler(RequestHandler):
+    """Serves files under ``path``: ``(r"/static/(.*)", StaticFileHandler,
+    {"path": "/var/www"})``. Paths that leave the directory (``..``, symlinks
+    out of it) get 403; missing files 404; directories ``default_filename``
+    (e.g. "index.html") or 403. Answers conditional requests with 304."""
+
+    def initialize(self, path, default_filename=None):
+        self.root = os.path.realpath(os.path.abspath(path))
+        self.default_filename = default_filename
+
+    def get(self, path="", include_body=True):
+        if "\x00" in path:
+            raise HTTPError(400)
+        root = self.root
+        absolute = os.path.realpath(os.path.join(root, path))
+        if absolute != root and not absolute.startswith(root + os.sep):
+            raise HTTPError(403, "%s is not in the static directory", path)
+        if os.path.isdir(absolute):
+            if self.default_filename is None:
+                raise HTTPError(403, "%s is a directory", path)
+            if path and not self.request.path.endswith("/"):
+                self.redirect(self.request.path + "/", permanent=True)
+                return
+            absolute = os.path.join(absolute, self.default_filename)
+        if not os.path.isfile(absolute):
+            raise HTTPError(404)
+        stat = os.stat(absolute)
+        modified = int(stat.st_mtime)
+        self.set_header("Last-Modified", _http_date(modified))
+        since = self.request.headers.get("If-Modified-Since")
+        if since:
+            try:
+                parsed = email.utils.parsedate_to_datetime(since).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                parsed = None
+            if parsed is not None and parsed >= modified:
+                self.set_status(304)
+                return
+        content_type, encoding = mimetypes.guess_type(absolute)
+        if encoding == "gzip":
+            content_type = "application/gzip"
+        elif encoding is not None:
+            content_type = "application/octet-stream"
+        if content_type is None:
+            content_type = "application/octet-stream"
+        elif content_type.startswith("text/") or content_type in (
+            "application/javascript",
+            "application/json",
+        ):
+            content_type += "; charset=UTF-8"
+        self.set_header("Content-Type", content_type)
+        with open(absolute, "rb") as f:
+            self.write(f.read())
+
+    def head(self, path=""):
+        return self.get(path, include_body=False)
+
+
+class WebSocketHandler(RequestHandler):
+    """Base class of WebSocket handlers (see the module docstring).
+
+    Override ``open(*path_args)``, ``on_message(message)`` (``str`` for text,
+    ``bytes`` for binary; may be ``async def``: messages are still handled one
+    at a time, in order), ``on_close()``, and optionally ``on_ping(data)``,
+    ``on_pong(data)``, ``select_subprotocol(subprotocols)``,
+    ``check_origin(origin)`` and ``prepare()``.
+    """
+
+    # Per-handler limits: class attributes override the application settings.
+    max_message_size = None
+    ping_interval = None
+    ping_timeout = None
+    close_timeout = None
+    max_queue = None
+    write_buffer_high = None
+    write_buffer_low = None
+
+    def __init__(self, application, request, **kwargs):
+        self.ws_connection = None
+        self.close_code = None
+        self.close_reason = None
+        self.selected_subprotocol = None
+        super().__init__(application, request, **kwargs)
+
+    # -- hooks -------------------------------------------------------------------
+
+    def open(self, *args, **kwargs):
+        """Called when the connection is open (may be ``async def``: messages
+        wait until it returns)."""
+
+    def on_message(self, message):
+        """Called for each message: ``str`` (text) or ``bytes`` (binary)."""
+        raise NotImplementedError
+
+    def on_ping(self, data):
+        """Called for each ping (the pong is sent automatically)."""
+
+    def on_pong(self, data):
+        """Called for each pong."""
+
+    def on_close(self):
+        """Called once when the connection is closed; ``close_code`` and
+        ``close_reason`` hold what the peer sent (None if nothing)."""
+
+    def select_subprotocol(self, subprotocols):
+        """Return one of the client's ``subprotocols`` (a list of str, in
+        its order of preference) or None for none."""
+        return None
+
+    def check_origin(self, origin):
+        """Return True to accept a request with this ``Origin`` header.
+        Default: only from the same host (as Tornado), which stops other
+        web sites' scripts from connecting with the user's cookies. Clients
+        that send no Origin (non-browsers) are always accepted."""
+        parsed = urlsplit(origin.lower())
+        return parsed.netloc == self.request.headers.get("Host", "").lower()
+
+    # -- actions ------------------------------------------------------------------
+
+    def write_message(self, message, binary=False):
+        """Send ``message``: ``str`` as text (as binary if ``binary``),
+        ``bytes`` as binary, ``dict`` as JSON text. Returns an awaitable
+        that completes when the write buffer has room again: ``await`` it
+        to slow down a fast producer (or ignore it). Raises
+        :class:`~wsfast.ConnectionClosed` once the connection is closing."""
+        protocol = self.ws_connection
+        if protocol is None:
+            raise WebSocketClosedError(1006, "the WebSocket connection is not open")
+        return protocol.write_message(message, binary)
+
+    def ping(self, data=b""):
+        """Send a ping; ``on_pong`` gets the answer."""
+        protocol = self.ws_connection
+        if protocol is None:
+            raise WebSocketClosedError(1006, "the WebSocket connection is not open")
+        protocol.send_ping(data)
+
+    def close(self, code=None, reason=None):
+        """Start the closing handshake with ``code`` (1000 by default) and
+        ``reason``; ``on_close`` follows once it is done (at most
+        ``close_timeout`` later)."""
+        protocol = self.ws_connection
+        if protocol is not None:
+            protocol.close(1000 if code is None else code, reason or "")
+
+    def get_websocket_option(self, name, default):
+        value = getattr(self, name)
+        if value is None:
+            value = self.settings.get("websocket_" + name, default)
+        return value
+
+    # -- running -------------------------------------------------------------------
+
+    async def _execute(self, path_args, path_kwargs):
+        self.path_args = path_args
+        self.path_kwargs = path_kwargs
+        request = self.request
+        protocol = request.connection
+        try:
+            if request.method != "GET":
+                raise HandshakeError(
+                    405, f"WebSocket upgrade needs GET, not {request.method}", [("Allow", "GET")]
+                )
+            result = self.prepare()
+            if result is not None and inspect.isawaitable(result):
+                await result
+            if self._finished:
+                return
+            if not request.upgrade and "websocket" not in request.headers.get("Upgrade", "").lower():
+                raise HandshakeError(400, 'Can "Upgrade" only to "WebSocket".')
+            key = _hs.check_request(request)
+            origin = request.headers.get("Origin")
+            if origin is not None and not self.check_origin(origin):
+                raise HTTPError(403, "cross-origin WebSocket refused: %s", origin,
+                                reason="Cross Origin WebSocket Refused")
+            subprotocol = None
+            offered = _hs.parse_subprotocols(request.headers)
+            if offered:
+                subprotocol = self.select_subprotocol(offered)
+                if subprotocol is not None and subprotocol not in offered:
+                    raise ValueError(
+                        f"select_subprotocol returned {subprotocol!r}, not one of {offered}"
+                    )
+            self.selected_subprotocol = subprotocol
+            # The place for extension negotiation (permessage-deflate later).
+            ext_header, extensions = _hs.negotiate_extensions(_hs.parse_extensions(request.headers))
+            response = _hs.build_accept_response(
+                key, subprotocol, ext_header, extra_headers=self._headers
+            )
+        except Exception as exc:
+            # A refused upgrade ends the connection, whatever it asked for.
+            self._close_connection = True
+            self._handle_exception(exc)
+            return
+        self._finished = True
+        self.ws_connection = protocol
+        if type(self).write_message is WebSocketHandler.write_message:
+            # Hot path: skip one call per message.
+            self.write_message = protocol.write_message
+        access_log.info("101 GET %s (%s)", request.uri, request.remote_ip)
+        protocol.upgrade(
+            self,
+            response,
+            self._websocket_options(),
+            extensions,
+            on_open=self._open,
+        )
+
+    def _open(self):
+        return self.open(*self.path_args, **self.path_kwargs)
+
+    def _websocket_options(self):
+        get = self.get_websocket_option
+        base = self.application._options
+        return base.replace(
+            max_message_size=get("max_message_size", base.max_message_size),
+            ping_interval=get("ping_interval", base.ping_interval),
+            ping_timeout=get("ping_timeout", base.ping_timeout),
+            close_timeout=get("close_timeout", base.close_timeout),
+            max_queue=get("max_queue", base.max_queue),
+            write_buffer_high=get("write_buffer_high", base.write_buffer_high),
+            write_buffer_low=get("write_buffer_low", base.write_buffer_low),
+        )
+
+    def _ws_closed(self):
+        conn = self.ws_connection.connection
+        received = conn.close_received
+        if received is not None and received.code != 1005:
+            self.close_code = received.code
+            self.close_reason = received.reason
+        result = self.on_close()
+        if result is not None and inspect.isawaitable(result):
+            asyncio.ensure_future(result)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.request.uri}>"
+
+
+class _Route:
+    __slots__ = ("regex", "handler_class", "kwargs", "name")
+
+    def __init__(self, pattern, handler_class, kwargs=None, name=None):
+        if isinstance(pattern, str):
+            pattern = re.compile(pattern)
+        self.regex = pattern
+        self.handler_class = handler_class
+        self.kwargs = kwargs or {}
+        self.name = name
+
+
+class Application:
+    """A list of routes plus settings (see the module docstring).
+
+    ``Application([(r"/", MainPage), (r"/ws", Chat)], websocket_ping_interval=20)``.
+    Serve it with :func:`run` or ``server = await app.listen(port)``.
+    """
+
+    def __init__(self, handlers=None, default_host=None, **settings):
+        self.settings = settings
+        self._routes = []
+        self._servers = []
+        static_path = settings.get("static_path")
+        if static_path:
+            prefix = settings.get("static_url_prefix", "/static/")
+            self.add_route(re.escape(prefix) + "(.*)", StaticFileHandler, {"path": static_path})
+        for spec in handlers or ():
+            self.add_route(*spec)
+        self._options = Options(
+            max_message_size=settings.get("websocket_max_message_size", 16 * 2**20),
+            ping_interval=settings.get("websocket_ping_interval"),
+            ping_timeout=settings.get("websocket_ping_timeout", 20.0),
+            open_timeout=settings.get("handshake_timeout", 10.0),
+            close_timeout=settings.get("websocket_close_timeout", 5.0),
+            max_queue=settings.get("websocket_max_queue", 32),
+            write_buffer_high=settings.get("websocket_write_buffer_high", 256 * 1024),
+            write_buffer_low=settings.get("websocket_write_buffer_low", 64 * 1024),
+            max_header_size=settings.get("max_header_size", 64 * 1024),
+            max_body_size=settings.get("max_body_size", 1024 * 1024),
+            codec=settings.get("codec"),
+        )
+
+    def add_route(self, pattern, handler_class, kwargs=None, name=None):
+        self._routes.append(_Route(pattern, handler_class, kwargs, name))
+
+    def add_handlers(self, host_pattern, handlers):
+        """Tornado compatibility: virtual hosts are not supported; the
+        routes are added for every host."""
+        for spec in handlers:
+            self.add_route(*spec)
+
+    def find_handler(self, path):
+        """``(handler_class, kwargs, path_args, path_kwargs)`` for ``path``
+        (404 handler if nothing matches)."""
+        for route in self._routes:
+            match = route.regex.fullmatch(path)
+            if match is None:
+                continue
+            if route.regex.groupindex:
+                path_kwargs = {k: unquote(v) if v is not None else None
+                               for k, v in match.groupdict().items()}
+                return route.handler_class, route.kwargs, (), path_kwargs
+            path_args = tuple(unquote(g) if g is not None else None for g in match.groups())
+            return route.handler_class, route.kwargs, path_args, {}
+        return ErrorHandler, {"status_code": 404}, (), {}
+
+    def reverse_url(self, name, *args):
+        for route in self._routes:
+            if route.name == name:
+                pattern = route.regex.pattern.rstrip("$")
+                parts = re.split(r"\([^)]*\)", pattern)
+                out = parts[0]
+                for part, arg in zip(parts[1:], args):
+                    out += str(arg) + part
+                return out.replace("\\", "")
+        raise KeyError(f"no route named {name!r}")
+
+    async def listen(self, port=8888, address=None, *, host=None, ssl=None,
+                     reuse_port=False, backlog=1024, sock=None):
+        """Start serving on ``host`` (or ``address``, Tornado's name; all
+        interfaces if None) and ``port`` (0: pick a free one, see
+        ``server.port``); ``ssl``: an ``ssl.SSLContext`` for https/wss.
+        Returns the :class:`Server`."""
+        server = Server(self)
+        await server.start(host if host is not None else address, port, ssl=ssl,
+                           reuse_port=reuse_port, backlog=backlog, sock=sock)
+        self._servers.append(server)
+        return server
+
+    async def stop(self, timeout=None):
+        """Stop every server started by ``listen()``: no new connections,
+        close 1001 on every WebSocket, and wait (bounded) for the closing
+        handshakes."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        await asyncio.gather(*(s.wait_closed(timeout) for s in servers))
+
+
+class Server:
+    """A listening server for an :class:`Application` (from ``app.listen()``).
+
+    ``port``, ``sockets``; ``close()`` stops listening and starts closing
+    every connection (1001 for WebSockets); ``await wait_closed(timeout)``
+    waits for them, dropping whatever is left after ``timeout``;
+    ``await stop()`` does both. Also an async context manager.
+    """
+
+    def __init__(self, application):
+        self.application = application
+        self.options = application._options
+        self.protocols = set()
+        self._server = None
+        self._closing = False
+        self._all_gone = None
+
+    async def start(self, host, port, *, ssl=None, reuse_port=False, backlog=1024, sock=None):
+        loop = asyncio.get_running_loop()
+        kwargs = dict(ssl=ssl, backlog=backlog)
+        if sock is not None:
+            self._server = await loop.create_server(self._make_protocol, sock=sock, **kwargs)
+        else:
+            self._server = await loop.create_server(
+                self._make_protocol, host, port, reuse_port=reuse_port or None, **kwargs
+            )
+
+    def _make_protocol(self):
+        return WebSocketProtocol(Side.SERVER, self.options, self)
+
+    @property
+    def sockets(self):
+        return self._server.sockets if self._server is not None else ()
+
+    @property
+    def port(self):
+        for sock in self.sockets:
+            return sock.getsockname()[1]
+        return None
+
+    # owner interface for WebSocketProtocol
+    def connection_made(self, protocol):
+        if self._closing:
+            protocol.shutdown()
+        self.protocols.add(protocol)
+
+    def connection_lost(self, protocol):
+        self.protocols.discard(protocol)
+        if not self.protocols and self._all_gone is not None and not self._all_gone.done():
+            self._all_gone.set_result(None)
+
+    async def handle_request(self, protocol, request):
+        request.connection = protocol
+        app = self.application
+        handler_class, kwargs, args, path_kwargs = app.find_handler(request.path)
+        try:
+            handler = handler_class(app, request, **kwargs)
+        except Exception:
+            log.exception("cannot create %s", handler_class.__name__)
+            handler = ErrorHandler(app, request, status_code=500)
+        await handler._execute(args, path_kwargs)
+
+    # shutdown
+    def close(self):
+        """Stop listening; close every connection gracefully (1001)."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for protocol in list(self.protocols):
+            protocol.shutdown()
+
+    async def wait_closed(self, timeout=None):
+        """Wait until every connection is closed, at most ``timeout`` seconds
+        (default: the close timeout + 1); then drop the rest."""
+        if timeout is None:
+            timeout = self.application.settings.get(
+                "websocket_close_wait", (self.options.close_timeout or 0) + 1.0
+            )
+        if self.protocols:
+            loop = asyncio.get_running_loop()
+            if self._all_gone is None or self._all_gone.done():
+                self._all_gone = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_gone), timeout)
+            except asyncio.TimeoutError:
+                for protocol in list(self.protocols):
+                    protocol.abort()
+                if self.protocols:
+                    try:
+                        await asyncio.wait_for(asyncio.shield(self._all_gone), 1.0)
+                    except asyncio.TimeoutError:
+                        pass
+        if self._server is not None:
+            # Python 3.12+ waits for the connections too; they are gone.
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self, timeout=None):
+        self.close()
+        await self.wait_closed(timeout)
+
+    async def serve_forever(self):
+        await self._server.serve_forever()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.stop()
+
+    def __repr__(self):
+        return f"<Server port={self.port} connections={len(self.protocols)}>"
+
+
+def _loop_factory(use_uvloop):
+    """uvloop's loop factory if wanted and installed, else None (stdlib)."""
+    if use_uvloop is False or sys.platform == "win32":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if use_uvloop:
+            raise
+        return None
+    return uvloop.new_event_loop
+
+
+def run(app, host=None, port=8888, ssl=None, *, use_uvloop=None, shutdown_timeout=None,
+        on_start=None, **listen_kwargs):
+    """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (1001 to
+    every WebSocket, bounded wait). Uses uvloop when installed unless
+    ``use_uvloop=False``. ``on_start(server)`` is called once listening."""
+
+    async def main():
+        server = await app.listen(port, host=host, ssl=ssl, **listen_kwargs)
+        log.info("wsfast serving on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+        if on_start is not None:
+            on_start(server)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            await stop.wait()
+        finally:
+            log.info("wsfast shutting down")
+            await app.stop(shutdown_timeout)
+
+    factory = _loop_factory(use_uvloop)
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
+    else:  # pragma: no cover - Python 3.9/3.10
+        loop = factory() if factory is not None else asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
