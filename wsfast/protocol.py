@@ -680,7 +680,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if self._mode == _WS:
             self.close(1001, "server shutting down")
         elif self._mode == _HTTP and not self._busy and not self._lost:
-            self._close_gracefully()
+            # Idle between requests: nothing in flight either way.
+            self._mode = _DONE
+            self._cancel_head_timer()
+            self.transport.close()
 
     def abort(self):
         """Drop the TCP connection at once."""
