@@ -893,3 +893,81 @@ def test_protocol_class_is_shared_by_both_roles():
     # One adapter for server and client (DESIGN.md).
     assert wsfast.client.WebSocketProtocol is WebSocketProtocol
     assert wsfast.web.WebSocketProtocol is WebSocketProtocol
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def _start_cli(*args):
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsfast", *args, "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    line = proc.stdout.readline()
+    assert "ws://127.0.0.1:" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+    return proc, port, line
+
+
+def _stop_cli(proc):
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("flags", [(), ("--pure-python", "--no-uvloop")])
+def test_cli_echo(flags):
+    proc, port, line = _start_cli("echo", "--max-message-size", "1MiB", *flags)
+    try:
+        if flags:
+            assert "codec python" in line and "loop asyncio" in line
+
+        async def main():
+            async with wsfast.connect(f"ws://127.0.0.1:{port}/any/path?case=1") as ws:
+                await ws.send("text")
+                assert await ws.recv() == "text"
+                await ws.send(b"\x00\xff")
+                assert await ws.recv() == b"\x00\xff"
+                await ws.send(b"x" * (2**20 + 1))
+                with pytest.raises(wsfast.ConnectionClosedError) as info:
+                    await ws.recv()
+                assert info.value.code == 1009
+
+        run_on(asyncio.new_event_loop, main(), 10)
+    finally:
+        _stop_cli(proc)
+
+
+def test_cli_demo_page_and_chat():
+    proc, port, _ = _start_cli("demo")
+    try:
+        async def main():
+            page = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert status_of(page) == 200 and b"text/html" in page
+            assert b'new WebSocket("ws://" + location.host + "/websocket")' in page
+            origin = f"http://127.0.0.1:{port}"  # a browser on the page sends this
+            async with wsfast.connect(f"ws://127.0.0.1:{port}/websocket", origin=origin) as a:
+                assert (await a.recv()).startswith("* welcome")
+                async with wsfast.connect(f"ws://127.0.0.1:{port}/websocket", origin=origin) as b:
+                    assert (await b.recv()).startswith("* welcome")
+                    assert (await a.recv()).endswith("joined")
+                    await b.send("hello all")
+                    assert (await a.recv()).endswith(": hello all")
+                    assert (await b.recv()).endswith(": hello all")
+
+        run_on(asyncio.new_event_loop, main(), 10)
+    finally:
+        _stop_cli(proc)
+
+
+def test_cli_help():
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "wsfast", "--help"], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))))
+    assert out.returncode == 0
+    assert "echo" in out.stdout and "demo" in out.stdout
