@@ -39,13 +39,13 @@ def main(path):
     print("|---|---|---:|---:|---:|---:|")
     for group in sorted(groups):
         rows = groups[group]
-        base = next((b for b in rows if name_of(b) == "wsfast-cython"), None)
+        base = next((b for b in rows if name_of(b).startswith("wsfast-cython")), None)
         for b in sorted(rows, key=lambda b: b["stats"]["median"]):
             med = b["stats"]["median"]
             size = b.get("extra_info", {}).get("bytes")
             tput = f"{size / med / 1e9:.2f} GB/s" if size else ""
             ratio = f"{base['stats']['median'] / med:.2f}×" if base else ""
-            if name_of(b) == "wsfast-cython":
+            if b is base:
                 ratio = "1.00×"
             print(f"| {group} | {name_of(b)} | {fmt_time(med)} | {fmt_time(b['stats']['min'])} | {tput} | {ratio} |")
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The main job: install wsfast (with its Cython extension, and uvloop) into a
+# virtualenv and start the demo server: a page at / talking to a WebSocket at
+# /websocket on the same port. Open http://127.0.0.1:8888/ in a browser.
+#
+#   bash ci/demo.sh                      # 127.0.0.1:8888
+#   HOST=0.0.0.0 PORT=9000 bash ci/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${WSFAST_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+. "$VENV/bin/activate"
+python -m pip install -q --upgrade pip
+python -m pip install -q ".[uvloop]"
+cd /  # import the installed package, not the source tree
+python -c "import wsfast; print('wsfast', wsfast.__version__, 'codec:', wsfast.IMPLEMENTATION)"
+exec python -m wsfast demo --host "${HOST:-127.0.0.1}" --port "${PORT:-8888}"
