@@ -71,8 +71,8 @@ wsf_init()
 wsf_utf8_init()
 
 cdef enum:
-    # Masking at least this long releases the GIL (a few µs of work and more).
-    NOGIL_FROM = 65536
+    # Masking at least this long releases the GIL (5 µs of work and more).
+    NOGIL_FROM = 262144
     # A partial frame up to this size gets its whole payload allocated at once;
     # larger ones grow geometrically as their bytes arrive, so a header alone
     # cannot make the parser reserve 16 MiB.
@@ -130,15 +130,23 @@ def apply_mask(data, mask):
     cdef Py_buffer view
     cdef unsigned char key[4]
     cdef bytes out
+    if PyBytes_CheckExact(data):  # no buffer to acquire: bytes cannot change
+        _read_key(mask, key)
+        return _masked_copy(<const unsigned char *>PyBytes_AS_STRING(data),
+                            PyBytes_GET_SIZE(data), key)
     _get_buffer(data, &view)
     try:
         _read_key(mask, key)
-        # Allocate the result uninitialised and XOR straight into it: one pass.
-        out = PyBytes_FromStringAndSize(NULL, view.len)
-        _mask_into(<unsigned char *>PyBytes_AS_STRING(out),
-                   <const unsigned char *>view.buf, view.len, key, 0)
+        out = _masked_copy(<const unsigned char *>view.buf, view.len, key)
     finally:
         PyBuffer_Release(&view)
+    return out
+
+
+cdef inline bytes _masked_copy(const unsigned char *src, Py_ssize_t n, const unsigned char *key):
+    # Allocate the result uninitialised and XOR straight into it: one pass.
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    _mask_into(<unsigned char *>PyBytes_AS_STRING(out), src, n, key, 0)
     return out
 
 
@@ -146,11 +154,22 @@ def apply_mask_inplace(buf, mask):
     """XOR the writable buffer ``buf`` with the 4-byte key ``mask`` in place."""
     cdef Py_buffer view
     cdef unsigned char key[4]
+    cdef Py_ssize_t n
+    if PyByteArray_CheckExact(buf) and PyByteArray_GET_SIZE(buf) < NOGIL_FROM:
+        # No buffer export: fine while we hold the GIL and run no Python code
+        # between taking the pointer and the last write (the key comes first,
+        # since reading it could run code that resizes ``buf``).
+        _read_key(mask, key)
+        n = PyByteArray_GET_SIZE(buf)
+        wsf_mask(<unsigned char *>PyByteArray_AS_STRING(buf),
+                 <const unsigned char *>PyByteArray_AS_STRING(buf), n, key, 0)
+        return
     _get_buffer(buf, &view)
     try:
         if view.readonly:
             raise TypeError("apply_mask_inplace needs a writable buffer")
         _read_key(mask, key)
+        # The export keeps ``buf`` from being resized while the GIL is released.
         _mask_into(<unsigned char *>view.buf, <const unsigned char *>view.buf,
                    view.len, key, 0)
     finally:
@@ -214,47 +233,62 @@ def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
     4-byte ``mask_key`` is given (client to server, RFC 6455 §5.3)."""
     cdef Py_buffer view
     cdef unsigned char key[4]
-    cdef unsigned char *out_p
-    cdef Py_ssize_t n, hlen
+    cdef const unsigned char *k = NULL
     cdef long b0
-    cdef int i
-    cdef bint masked = mask_key is not None
     cdef bytes out
     if type(payload) is str:
         payload = (<str>payload).encode("utf-8")
+    if PyBytes_CheckExact(payload):
+        b0 = _first_byte(opcode, fin, rsv1)
+        if mask_key is not None:
+            _read_key(mask_key, key)
+            k = key
+        return _build(<unsigned char>b0, <const unsigned char *>PyBytes_AS_STRING(payload),
+                      PyBytes_GET_SIZE(payload), k)
     _get_buffer(payload, &view)
     try:
-        b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | <long>opcode
-        if b0 < 0 or b0 > 255:
-            raise ValueError("bytes must be in range(0, 256)")
-        n = view.len
-        if masked:
+        b0 = _first_byte(opcode, fin, rsv1)
+        if mask_key is not None:
             _read_key(mask_key, key)
-        hlen = (2 if n < 126 else 4 if n < 65536 else 10) + (4 if masked else 0)
-        out = PyBytes_FromStringAndSize(NULL, hlen + n)
-        out_p = <unsigned char *>PyBytes_AS_STRING(out)
-        out_p[0] = <unsigned char>b0
-        if n < 126:
-            out_p[1] = <unsigned char>n
-            hlen = 2
-        elif n < 65536:
-            out_p[1] = 126
-            out_p[2] = <unsigned char>(n >> 8)
-            out_p[3] = <unsigned char>n
-            hlen = 4
-        else:
-            out_p[1] = 127
-            for i in range(8):
-                out_p[2 + i] = <unsigned char>((<unsigned long long>n) >> (56 - 8 * i))
-            hlen = 10
-        if masked:
-            out_p[1] |= 0x80
-            memcpy(out_p + hlen, key, 4)
-            _mask_into(out_p + hlen + 4, <const unsigned char *>view.buf, n, key, 0)
-        elif n:
-            memcpy(out_p + hlen, view.buf, n)
+            k = key
+        out = _build(<unsigned char>b0, <const unsigned char *>view.buf, view.len, k)
     finally:
         PyBuffer_Release(&view)
+    return out
+
+
+cdef inline long _first_byte(object opcode, object fin, object rsv1) except -1:
+    cdef long b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | <long>opcode
+    if b0 < 0 or b0 > 255:
+        raise ValueError("bytes must be in range(0, 256)")
+    return b0
+
+
+cdef bytes _build(unsigned char b0, const unsigned char *src, Py_ssize_t n,
+                  const unsigned char *key):
+    """Header (minimal length encoding, RFC 6455 §5.2), then the key and the
+    masked payload when ``key`` is not NULL, else the payload."""
+    cdef Py_ssize_t hlen = (2 if n < 126 else 4 if n < 65536 else 10)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, hlen + (4 if key != NULL else 0) + n)
+    cdef unsigned char *o = <unsigned char *>PyBytes_AS_STRING(out)
+    cdef int i
+    o[0] = b0
+    if n < 126:
+        o[1] = <unsigned char>n
+    elif n < 65536:
+        o[1] = 126
+        o[2] = <unsigned char>(n >> 8)
+        o[3] = <unsigned char>n
+    else:
+        o[1] = 127
+        for i in range(8):
+            o[2 + i] = <unsigned char>((<unsigned long long>n) >> (56 - 8 * i))
+    if key != NULL:
+        o[1] |= 0x80
+        memcpy(o + hlen, key, 4)
+        _mask_into(o + hlen + 4, src, n, key, 0)
+    elif n:
+        memcpy(o + hlen, src, n)
     return out
 
 
@@ -565,11 +599,16 @@ cdef class Utf8Validator:
         cdef size_t at
         if self._error is not None:
             raise self._error
-        _get_buffer(data, &view)
-        try:
-            at = wsf_utf8_check(<const unsigned char *>view.buf, <size_t>view.len, &self._state)
-        finally:
-            PyBuffer_Release(&view)
+        if PyBytes_CheckExact(data):
+            at = wsf_utf8_check(<const unsigned char *>PyBytes_AS_STRING(data),
+                                <size_t>PyBytes_GET_SIZE(data), &self._state)
+        else:
+            _get_buffer(data, &view)
+            try:
+                at = wsf_utf8_check(<const unsigned char *>view.buf, <size_t>view.len,
+                                    &self._state)
+            finally:
+                PyBuffer_Release(&view)
         if self._state == WSF_UTF8_REJECT:
             self._error = InvalidUTF8(f"invalid UTF-8 at byte {at}")
             raise self._error
@@ -582,6 +621,10 @@ def validate_utf8(data):
     """Return True when ``data`` is entirely valid UTF-8."""
     cdef Py_buffer view
     cdef unsigned char state = WSF_UTF8_ACCEPT
+    if PyBytes_CheckExact(data):
+        wsf_utf8_check(<const unsigned char *>PyBytes_AS_STRING(data),
+                       <size_t>PyBytes_GET_SIZE(data), &state)
+        return state == WSF_UTF8_ACCEPT
     _get_buffer(data, &view)
     try:
         wsf_utf8_check(<const unsigned char *>view.buf, <size_t>view.len, &state)

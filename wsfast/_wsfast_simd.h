@@ -375,31 +375,55 @@ static void wsf_utf8_init(void)
 
 /* Run the automaton over p[0, n) from *state. Returns n when no byte was
  * rejected, else the index of the rejecting byte (and *state is REJECT).
- * *state is left ACCEPT or mid-character for the next call. */
+ * *state is left ACCEPT or mid-character for the next call.
+ *
+ * Between characters, ASCII runs are skipped with vectors and whole valid
+ * multi-byte characters are taken at once; anything else (an invalid byte, a
+ * character cut off by the end of the buffer or begun in an earlier call)
+ * goes through the automaton one byte at a time, which finds the exact byte
+ * that proves an error. */
 static size_t wsf_utf8_check(const unsigned char *p, size_t n, unsigned char *state)
 {
     size_t i = 0;
     unsigned s = *state;
     if (s == WSF_UTF8_REJECT) return 0;
-    while (i < n) {
-        if (s == WSF_UTF8_ACCEPT) {
-            /* Between characters: skip the ASCII run with vectors, then
-             * decode multi-byte characters one byte at a time until the
-             * next ASCII byte. */
-            if (p[i] < 0x80) {
+    for (;;) {
+        while (s != WSF_UTF8_ACCEPT) {
+            if (i >= n) { *state = (unsigned char)s; return n; }
+            s = wsf_utf8_next[s + wsf_utf8_class[p[i]]];
+            if (WSF_UNLIKELY(s == WSF_UTF8_REJECT)) { *state = (unsigned char)s; return i; }
+            i++;
+        }
+        while (i < n) {
+            unsigned c = p[i];
+            if (c < 0x80) {
+                if (i + 1 < n && p[i + 1] >= 0x80) { i++; continue; }  /* a lone space */
                 i += wsf_ascii_len(p + i, n - i);
                 continue;
             }
+            if (c < 0xE0) {                     /* C2..DF 80..BF */
+                if (c >= 0xC2 && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) { i += 2; continue; }
+            } else if (c < 0xF0) {              /* E0 A0..BF | E1..EC,EE,EF 80..BF | ED 80..9F; then 80..BF */
+                if (i + 2 < n) {
+                    unsigned c1 = p[i + 1];
+                    unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+                    if (c1 >= lo && c1 <= hi && (p[i + 2] & 0xC0) == 0x80) { i += 3; continue; }
+                }
+            } else if (c <= 0xF4) {             /* F0 90..BF | F1..F3 80..BF | F4 80..8F; then 2x 80..BF */
+                if (i + 3 < n) {
+                    unsigned c1 = p[i + 1];
+                    unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+                    if (c1 >= lo && c1 <= hi && (p[i + 2] & 0xC0) == 0x80
+                        && (p[i + 3] & 0xC0) == 0x80) { i += 4; continue; }
+                }
+            }
+            break;
         }
-        s = wsf_utf8_next[s + wsf_utf8_class[p[i]]];
-        if (WSF_UNLIKELY(s == WSF_UTF8_REJECT)) {
-            *state = (unsigned char)s;
-            return i;
-        }
+        if (i >= n) { *state = WSF_UTF8_ACCEPT; return n; }
+        s = wsf_utf8_next[WSF_UTF8_ACCEPT + wsf_utf8_class[p[i]]];
+        if (WSF_UNLIKELY(s == WSF_UTF8_REJECT)) { *state = (unsigned char)s; return i; }
         i++;
     }
-    *state = (unsigned char)s;
-    return n;
 }
 
 #endif /* WSFAST_SIMD_H */
