@@ -377,6 +377,8 @@ class Connection:
             uses_rsv1: bool                      # it defines RSV1 (permessage-deflate)
             decode(frame, *, max_size) -> Frame  # a received data frame (opcode 0-2)
             encode(frame) -> Frame               # a data frame to send
+            encode(frame, compress=False)        # ... that the sender asked to leave
+                                                 # uncompressed (send_*(compress=False))
 
         Frames are ``codec.Frame`` objects; ``decode`` sees continuation frames
         too (it tracks its own message state), and must not produce more than
@@ -450,11 +452,15 @@ class Connection:
             return self._build_frame(opcode, payload, mask_key=self._mask_key())
         return self._build_frame(opcode, payload)
 
-    def _send_data(self, opcode, payload):
+    def _send_data(self, opcode, payload, compress=True):
         # The slow path of send_text/send_binary: extensions.
         frame = self.codec.Frame(opcode, payload)
-        for ext in self.extensions:
-            frame = ext.encode(frame)
+        if compress:
+            for ext in self.extensions:
+                frame = ext.encode(frame)
+        else:  # only asked of extensions when used, so others need not know it
+            for ext in self.extensions:
+                frame = ext.encode(frame, compress=False)
         mask_key = self._mask_key() if self._client else None
         return self._build_frame(
             frame.opcode, frame.payload, fin=frame.fin, rsv1=frame.rsv1, mask_key=mask_key
@@ -468,14 +474,15 @@ class Connection:
             self._out = []
         return data
 
-    def send_text(self, text):
+    def send_text(self, text, compress=True):
         """Return the bytes of a text message carrying ``text`` (a str).
-        Raises ``ConnectionClosed`` once a close was sent or the connection
-        ended (RFC 6455 §5.5.1)."""
+        ``compress=False`` sends it uncompressed when permessage-deflate is
+        on (no effect otherwise). Raises ``ConnectionClosed`` once a close
+        was sent or the connection ended (RFC 6455 §5.5.1)."""
         if not self._can_send:
             raise self._closed_error()
         if self.extensions:
-            data = self._send_data(1, text.encode("utf-8"))
+            data = self._send_data(1, text.encode("utf-8"), compress)
         elif self._client:
             # self._mask_key(), inlined: the client's hot path.
             pos = self._mask_pos
@@ -490,14 +497,14 @@ class Connection:
             return self._take_out(data)
         return data
 
-    def send_binary(self, data):
+    def send_binary(self, data, compress=True):
         """Return the bytes of a binary message carrying ``data`` (bytes-like).
-        Raises ``ConnectionClosed`` once a close was sent or the connection
-        ended."""
+        ``compress=False``: as for :meth:`send_text`. Raises
+        ``ConnectionClosed`` once a close was sent or the connection ended."""
         if not self._can_send:
             raise self._closed_error()
         if self.extensions:
-            data = self._send_data(2, data)
+            data = self._send_data(2, data, compress)
         elif self._client:
             # self._mask_key(), inlined: the client's hot path.
             pos = self._mask_pos
