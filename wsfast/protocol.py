@@ -51,7 +51,13 @@ import os
 import weakref
 
 from .connection import Close, Connection, Ping, Pong, Side, State
-from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, WebSocketError
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeError,
+    WebSocketError,
+)
 from .http import RequestParser, ResponseParser, build_response
 
 __all__ = ["Options", "WebSocketProtocol", "READ_BUFFER_SIZE"]
@@ -213,6 +219,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._lost = False
         self._write_paused = False
         self._drain = None
+        self._batch = None  # a list while a read's messages are handled
         self._close_timer = None
         self._ping_timer = None
         self._pong_timer = None
@@ -496,32 +503,61 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _receive_ws(self, data):
         conn = self.connection
         events = conn.receive_data(data)
-        for event in events:
-            kind = type(event)
-            if kind is str or kind is bytes:
-                if self._backlog is None:
-                    try:
-                        result = self._on_message(event)
-                    except Exception:
-                        self._handler_failed("on_message")
-                        continue
-                    if result is not None:
-                        self._start_consumer(result)
+        if events:
+            # Replies written while handling this read are batched into one
+            # transport write (one syscall for a read full of messages).
+            batch = self._batch = []
+            try:
+                for event in events:
+                    kind = type(event)
+                    if kind is str or kind is bytes:
+                        if self._backlog is None:
+                            try:
+                                result = self._on_message(event)
+                            except ConnectionClosed:
+                                # A reply to a message that came with the
+                                # close (or a failure) in one read: the
+                                # connection is closing, not a handler bug.
+                                continue
+                            except Exception:
+                                self._handler_failed("on_message")
+                                continue
+                            if result is not None:
+                                self._start_consumer(result)
+                        else:
+                            self._enqueue(event)
+                    elif kind is Ping:
+                        self._call_handler(self.handler.on_ping, event.data)
+                    elif kind is Pong:
+                        if self._pong_timer is not None:
+                            self._pong_timer.cancel()
+                            self._pong_timer = None
+                        self._call_handler(self.handler.on_pong, event.data)
+                    # Close: the Connection queued the reply; the state tells the rest.
+            finally:
+                self._batch = None
+            out = conn.data_to_send()
+            if out:
+                batch.append(out)
+            if batch and not self._lost:
+                if len(batch) == 1:
+                    self.transport.write(batch[0])
                 else:
-                    self._enqueue(event)
-            elif kind is Ping:
-                self._call_handler(self.handler.on_ping, event.data)
-            elif kind is Pong:
-                if self._pong_timer is not None:
-                    self._pong_timer.cancel()
-                    self._pong_timer = None
-                self._call_handler(self.handler.on_pong, event.data)
-            # Close: the Connection queued the reply; the state tells the rest.
-        out = conn.data_to_send()
-        if out and not self._lost:
-            self.transport.write(out)
+                    self.transport.writelines(batch)
+        else:
+            out = conn.data_to_send()
+            if out and not self._lost:
+                self.transport.write(out)
         if conn.state is _CLOSED:
             self._ws_finished()
+
+    def _send(self, data):
+        """Write ``data`` after whatever is batched (see ``_receive_ws``)."""
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        elif data and not self._lost:
+            self.transport.write(data)
 
     def _call_handler(self, method, arg):
         try:
@@ -552,16 +588,24 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         ``on_message`` coroutine in turn, so messages are handled in order."""
         backlog = self._backlog
         low = max(self.options.max_queue // 2, 0)
+        result = first
         try:
-            await first
             while True:
-                while backlog:
+                if result is not None:
+                    try:
+                        await result
+                    except ConnectionClosed:
+                        pass  # wrote to a closing connection: not a handler bug
+                    result = None
+                if backlog:
                     message = backlog.popleft()
                     if self._read_paused and len(backlog) <= low and self._mode == _WS:
                         self.resume_reading()
-                    result = self._on_message(message)
-                    if result is not None:
-                        await result
+                    try:
+                        result = self._on_message(message)
+                    except ConnectionClosed:
+                        pass
+                    continue
                 if self._ws_closed or self._on_message is _drop:
                     break
                 idle = self._idle = self._loop.create_future()
@@ -602,7 +646,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             data = conn.send_text(json.dumps(message))
         else:
             data = conn.send_binary(message)
-        self.transport.write(data)
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.transport.write(data)
         if not self._write_paused:
             return self._done
         drain = self._drain
@@ -625,13 +673,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
-        self.transport.write(conn.send_ping(data))
+        self._send(conn.send_ping(data))
 
     def send_pong(self, data=b""):
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
-        self.transport.write(conn.send_pong(data))
+        self._send(conn.send_pong(data))
 
     # -- keepalive ---------------------------------------------------------------
 
@@ -641,7 +689,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if self._mode != _WS or conn.state is not _OPEN:
             return
         opts = self.options
-        self.transport.write(conn.send_ping(os.urandom(4)))
+        self._send(conn.send_ping(os.urandom(4)))
         if opts.ping_timeout is not None and self._pong_timer is None:
             self._pong_timer = self._loop.call_later(opts.ping_timeout, self._pong_timed_out)
         self._ping_timer = self._loop.call_later(opts.ping_interval, self._keepalive)
@@ -669,7 +717,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         conn = self.connection
         if conn is None or conn.state is not _OPEN:
             return
-        self.transport.write(conn.send_close(code, reason))
+        self._send(conn.send_close(code, reason))
         self._cancel_keepalive()
         self._arm_close_timer(abort=True)
 
