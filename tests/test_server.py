@@ -590,6 +590,84 @@ def test_write_after_close_raises(run):
     run(main())
 
 
+def test_shared_read_buffer_with_interleaved_partial_frames(run, codec):
+    # Every connection of a loop reads into one buffer: a half frame must
+    # survive another connection's read.
+    async def main():
+        async with serving([(r"/ws", Echo)], codec=codec) as server:
+            a = await RawClient.connect(server.port)
+            b = await RawClient.connect(server.port)
+            frame_a = _frame_py.build_frame(1, "A" * 5000, mask_key=os.urandom(4))
+            frame_b = _frame_py.build_frame(1, "B" * 5000, mask_key=os.urandom(4))
+            a.writer.write(frame_a[:2503])
+            b.writer.write(frame_b[:7])
+            await asyncio.sleep(0.02)
+            b.writer.write(frame_b[7:])
+            assert (await b.next_frame()).payload == b"B" * 5000
+            a.writer.write(frame_a[2503:])
+            assert (await a.next_frame()).payload == b"A" * 5000
+            a.close()
+            b.close()
+
+    run(main())
+
+
+def test_pending_write_awaitable_completes_when_the_connection_drops(run):
+    state = {}
+
+    class Stuck(wsfast.WebSocketHandler):
+        write_buffer_high = 1024
+        write_buffer_low = 0
+
+        def open(self):
+            fut = None
+            for _ in range(200):
+                fut = self.write_message(b"x" * 65536)
+                if not fut.done():
+                    break
+            state["fut"] = fut
+
+        def on_message(self, message):
+            pass
+
+        def on_close(self):
+            state["closed"] = (self.close_code, self.close_reason)
+
+    async def main():
+        async with serving([(r"/ws", Stuck)]) as server:
+            raw = await RawClient.connect(server.port)  # never reads
+            for _ in range(100):
+                if "fut" in state:
+                    break
+                await asyncio.sleep(0.01)
+            fut = state["fut"]
+            assert not fut.done()  # the buffer is over its high-water mark
+            raw.writer.transport.abort()
+            await asyncio.wait_for(fut, 2)
+            for _ in range(100):
+                if "closed" in state:
+                    break
+                await asyncio.sleep(0.01)
+        assert state["closed"] == (None, None)  # no close frame: Tornado's None
+
+    run(main())
+
+
+def test_prepare_may_answer_instead_of_upgrading(run):
+    class Redirecting(Echo):
+        def prepare(self):
+            self.redirect("/elsewhere")
+
+    async def main():
+        async with serving([(r"/ws", Redirecting)]) as server:
+            with pytest.raises(wsfast.HandshakeError) as info:
+                await wsfast.connect(ws_url(server))
+            assert info.value.status == 302
+            assert ("Location", "/elsewhere") in info.value.headers
+
+    run(main())
+
+
 # -- timeouts, keepalive, shutdown ---------------------------------------------------------
 
 
@@ -721,6 +799,27 @@ def test_bad_handshake_gets_status_and_server_keeps_serving(run, request_bytes, 
             async with wsfast.connect(ws_url(server)) as ws:
                 await ws.send("ok")
                 assert await ws.recv() == "ok"
+
+    run(main())
+
+
+def test_http10_upgrade_is_400(run):
+    async def main():
+        async with serving([(r"/ws", Echo)]) as server:
+            data = handshake_bytes().replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+            assert status_of(await raw_exchange(server.port, data)) == 400
+
+    run(main())
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_handshake_timeout(run):
+    async def main():
+        async with serving([(r"/", Page)], handshake_timeout=0.1) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"page /")
+            assert await asyncio.wait_for(reader.read(), 2) == b""
+            writer.close()
 
     run(main())
 
