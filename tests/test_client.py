@@ -223,7 +223,7 @@ def test_refused_handshake_raises_handshake_error(run):
 def test_recv_queue_pauses_reading(run):
     class Flood(wsfast.WebSocketHandler):
         def open(self):
-            for i in range(100):
+            for _ in range(100):
                 self.write_message(b"f" * 10000)
             self.close()
 

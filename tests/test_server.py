@@ -550,7 +550,7 @@ def test_write_backpressure(run, codec):
 def test_ignoring_the_write_awaitable_still_works(run):
     class Spray(wsfast.WebSocketHandler):
         def open(self):
-            for i in range(1000):
+            for _ in range(1000):
                 self.write_message(b"y" * 10000)
             self.close()
 

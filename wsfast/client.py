@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from . import __version__ as _version
 from . import handshake as _hs
-from .connection import Side, State
+from .connection import Side
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError
 from .protocol import Options, WebSocketProtocol
 

@@ -302,11 +302,8 @@ class _ParserBase:
 
     def on_header(self, name, value):
         self._grow_head(len(name) + len(value) + 4)
-        try:
-            self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
-        except Exception:  # pragma: no cover - latin-1 decodes any byte
-            self._error = HandshakeError(400, "undecodable header")
-            raise self._error
+        # RFC 9110 §5.5: field values are octets; latin-1 keeps each one.
+        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
         if len(self._headers) > 256:
             self._error = HandshakeError(431, "too many header fields")
             raise self._error
@@ -397,7 +394,7 @@ class RequestParser(_ParserBase):
         except UnicodeDecodeError:
             # RFC 9112 §3.2: the target is ASCII; llhttp lets some bytes through.
             self._error = HandshakeError(400, "request target is not ASCII")
-            raise self._error
+            raise self._error from None
         request = Request(
             method=p.get_method().decode("ascii"),
             uri=uri,

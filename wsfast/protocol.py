@@ -50,7 +50,7 @@ import logging
 import os
 import weakref
 
-from .connection import Close, Connection, Ping, Pong, Side, State
+from .connection import Connection, Ping, Pong, Side, State
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,

@@ -58,7 +58,6 @@ import os
 import re
 import signal
 import sys
-import time
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, unquote, urlsplit
 
