@@ -482,6 +482,25 @@ def test_sync_hot_path_creates_no_task_or_future(run):
     run(main())
 
 
+def test_sync_handler_returning_the_write_awaitable_stays_on_the_sync_path(run):
+    seen = {}
+
+    class Returning(wsfast.WebSocketHandler):
+        def on_message(self, message):
+            seen["protocol"] = self.ws_connection
+            return self.write_message(message)  # a done future: nothing to wait for
+
+    async def main():
+        async with serving([(r"/ws", Returning)]) as server:
+            async with wsfast.connect(ws_url(server)) as ws:
+                for i in range(10):
+                    await ws.send(str(i))
+                    assert await ws.recv() == str(i)
+                assert seen["protocol"]._consumer is None
+
+    run(main())
+
+
 def test_receive_backlog_pauses_reading(run):
     gate = {}
     handled = []

@@ -45,6 +45,7 @@ client connection), which provides ``on_message(msg)``, ``on_ping(data)``,
 
 import asyncio
 import collections
+import inspect
 import json
 import logging
 import os
@@ -483,7 +484,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             except Exception:
                 self._handler_failed("open")
                 result = None
-            if result is not None:
+            if result is not None and result is not self._done and inspect.isawaitable(result):
                 self._start_consumer(result)
         pending = self._parser.trailing
         self._parser = None
@@ -522,8 +523,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                             except Exception:
                                 self._handler_failed("on_message")
                                 continue
-                            if result is not None:
-                                self._start_consumer(result)
+                            if result is not None and result is not self._done:
+                                # A coroutine (async def on_message), or a
+                                # pending write awaitable it returned.
+                                if inspect.isawaitable(result):
+                                    self._start_consumer(result)
                         else:
                             self._enqueue(event)
                     elif kind is Ping:
@@ -588,10 +592,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         ``on_message`` coroutine in turn, so messages are handled in order."""
         backlog = self._backlog
         low = max(self.options.max_queue // 2, 0)
+        done = self._done
         result = first
         try:
             while True:
-                if result is not None:
+                if result is not None and result is not done and inspect.isawaitable(result):
                     try:
                         await result
                     except ConnectionClosed:
