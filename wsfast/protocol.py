@@ -49,7 +49,6 @@ import inspect
 import json
 import logging
 import os
-import weakref
 
 from .connection import Connection, Ping, Pong, Side, State
 from .exceptions import (
@@ -152,7 +151,7 @@ class _LoopShared:
     """What all connections of one event loop share: the read buffer and the
     completed future that ``write_message`` returns when nothing waits."""
 
-    __slots__ = ("view", "done", "__weakref__")
+    __slots__ = ("view", "done")
 
     def __init__(self, loop):
         self.view = memoryview(bytearray(READ_BUFFER_SIZE))
@@ -160,13 +159,20 @@ class _LoopShared:
         self.done.set_result(None)
 
 
-_shared_by_loop = weakref.WeakKeyDictionary()
+_SHARED_ATTR = "_wsfast_shared"
+_shared_fallback = {}  # loops that take no attributes (none known): id -> state
 
 
 def _loop_shared(loop):
-    shared = _shared_by_loop.get(loop)
+    # Kept on the loop itself, so it goes away with the loop (a weak-keyed
+    # table would keep every loop alive: the done future refers to its loop).
+    shared = getattr(loop, _SHARED_ATTR, None)
     if shared is None:
-        shared = _shared_by_loop[loop] = _LoopShared(loop)
+        shared = _LoopShared(loop)
+        try:
+            setattr(loop, _SHARED_ATTR, shared)
+        except AttributeError:
+            shared = _shared_fallback.setdefault(id(loop), shared)
     return shared
 
 
