@@ -192,6 +192,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     ``handshake_response(protocol, response)``.
     """
 
+    __slots__ = (
+        "side", "options", "owner", "transport", "connection", "handler",
+        "remote_address", "local_address", "_loop", "_view", "_done", "_mode",
+        "_server", "_parser", "_requests", "_busy", "_eof", "_shutting_down",
+        "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
+        "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
+        "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
+    )  # many connections: no per-instance dict
+
     def __init__(self, side, options, owner):
         self.side = side
         self.options = options
@@ -215,6 +224,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._shutting_down = False
         self._head_timer = None
         self._read_paused = False  # by us, for any reason; see pause_reading
+        self._pending_error = None  # a parse error behind pipelined requests
 
         # WebSocket
         self._on_message = None
@@ -363,8 +373,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # After an upgrade request the bytes are WebSocket frames: hold
             # them in the kernel until the handshake is decided.
             self.pause_reading()
-
-    _pending_error = None
 
     def _next_request(self):
         if self._busy or self._mode != _HTTP:
