@@ -308,6 +308,38 @@ def test_handler_exception_closes_1011(run):
     run(main())
 
 
+def test_async_handler_exception_closes_1011_and_on_close_may_be_async(run):
+    log = []
+
+    class AsyncFailing(wsfast.WebSocketHandler):
+        async def on_message(self, message):
+            await asyncio.sleep(0)
+            if message == "boom":
+                raise RuntimeError("async handler bug")
+            log.append(message)
+
+        async def on_close(self):
+            await asyncio.sleep(0)
+            log.append("closed")
+
+    async def main():
+        async with serving([(r"/ws", AsyncFailing)]) as server:
+            async with wsfast.connect(ws_url(server)) as ws:
+                await ws.send("one")
+                await ws.send("boom")
+                await ws.send("never handled")
+                with pytest.raises(wsfast.ConnectionClosedError) as info:
+                    await ws.recv()
+                assert info.value.code == 1011
+            for _ in range(50):
+                if "closed" in log:
+                    break
+                await asyncio.sleep(0.01)
+        assert log == ["one", "closed"]
+
+    run(main())
+
+
 def test_request_attributes(run):
     seen = {}
 
