@@ -21,7 +21,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(_M_X64)
+/* WSF_NO_SIMD (e.g. CFLAGS=-DWSF_NO_SIMD) builds only the portable path. */
+#if (defined(__x86_64__) || defined(_M_X64)) && !defined(WSF_NO_SIMD)
 #  define WSF_X86 1
 #  include <emmintrin.h>
 #  if defined(__GNUC__) || defined(__clang__)
@@ -29,6 +30,10 @@
 #    include <immintrin.h>
 #    define WSF_AVX2_FN __attribute__((target("avx2")))
 #  endif
+#endif
+
+#if defined(_MSC_VER) && !defined(__cplusplus)
+#  define inline __inline
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -51,7 +56,7 @@ static unsigned wsf_ctz64_portable(uint64_t x) {
 static int wsf_level = 0;
 static int wsf_max_level = 0;
 
-static void wsf_init(void)
+static inline void wsf_init(void)
 {
 #if defined(WSF_X86)
     wsf_max_level = 1;
@@ -66,7 +71,7 @@ static void wsf_init(void)
 }
 
 /* Returns the level now in use (never above what the CPU has). */
-static int wsf_set_level(int level)
+static inline int wsf_set_level(int level)
 {
     if (level < 0) level = 0;
     wsf_level = level < wsf_max_level ? level : wsf_max_level;
@@ -351,7 +356,7 @@ static const unsigned char wsf_utf8_next[108] = {
 
 static unsigned char wsf_utf8_class[256];
 
-static void wsf_utf8_init(void)
+static inline void wsf_utf8_init(void)
 {
     int c;
     for (c = 0; c < 256; c++) {
