@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from wsfast import codec
-from wsfast.exceptions import InvalidUTF8, PayloadTooBig
+from wsfast.exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 
 pytestmark = pytest.mark.skipif(
     "cython" not in codec.AVAILABLE, reason="the Cython extension is not built"
@@ -192,15 +192,24 @@ def test_parser_freed_with_a_partial_frame():
     gc.collect()
 
 
-def test_new_limit_applies_from_the_next_header():
-    parser = C.FrameParser(mask_required=True, max_frame_size=2**22)
-    wire = C.build_frame(2, os.urandom(3000), mask_key=MASK)
-    assert parser.feed(wire[:100]) == []
-    parser.max_frame_size = 10  # the frame in progress was accepted already
-    (frame,) = parser.feed(wire[100:])
-    assert len(frame.payload) == 3000
-    with pytest.raises(PayloadTooBig):
-        parser.feed(wire)
+def test_settings_apply_to_the_frame_in_progress():
+    """Like the twin (which re-reads the bytes it buffered), a frame whose
+    header arrived is checked again with the settings of the next feed()."""
+    for impl in (C, P):
+        wire = impl.build_frame(2, os.urandom(3000), mask_key=MASK)
+        parser = impl.FrameParser(mask_required=True)
+        assert parser.feed(wire[:100]) == []
+        parser.max_frame_size = 10
+        with pytest.raises(PayloadTooBig) as info:
+            parser.feed(wire[100:])
+        assert info.value.reason == "frame of 3000 bytes exceeds the limit of 10 bytes"
+        parser = impl.FrameParser(mask_required=True, allow_rsv1=True)
+        wire = impl.build_frame(1, os.urandom(3000), rsv1=True, mask_key=MASK)
+        assert parser.feed(wire[:2000]) == []
+        parser.allow_rsv1 = False
+        with pytest.raises(ProtocolError) as info:
+            parser.feed(b"")
+        assert info.value.reason == "reserved bit RSV1 set without a negotiated extension"
 
 
 def test_max_frame_size_beyond_c_range():

@@ -316,7 +316,8 @@ cdef class FrameParser:
     cdef long long _max             # ... as a C number (clamped to 2**63 - 1)
     # the header being read
     cdef unsigned char _hdr[14]
-    cdef Py_ssize_t _hdr_len
+    cdef Py_ssize_t _hdr_len        # bytes of it in _hdr while incomplete
+    cdef Py_ssize_t _hlen           # its length once complete (kept in _hdr)
     # the frame whose header is complete
     cdef int _opcode
     cdef bint _fin
@@ -518,7 +519,14 @@ cdef class FrameParser:
 
     cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1:
         cdef Py_ssize_t i = 0, h, take, old
+        cdef bint in_hdr
         cdef bytes payload
+        if self._part != NULL:
+            # Like the twin, which re-reads the frame it buffered, check the
+            # header of the frame in progress again with the settings of now
+            # (Connection lowers max_frame_size between fragments).
+            if self._header(self._hdr, self._hlen) < 0:
+                return 0
         while True:
             if self._part != NULL:
                 # Continue a partial payload.
@@ -547,6 +555,7 @@ cdef class FrameParser:
                     self._hdr_len = old + take
                     return 0
                 self._hdr_len = 0
+                in_hdr = True
                 i += h - old
             else:
                 if i >= n:
@@ -558,6 +567,7 @@ cdef class FrameParser:
                     memcpy(self._hdr, p + i, n - i)
                     self._hdr_len = n - i
                     return 0
+                in_hdr = False
                 i += h
             # A header is complete: take the payload from the buffer if it
             # is all there (the common case, one copy), else start a partial.
@@ -566,6 +576,9 @@ cdef class FrameParser:
                 i += self._size
                 frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
             else:
+                if not in_hdr:  # keep the header, for the checks of the next feed()
+                    memcpy(self._hdr, p + i - h, h)
+                self._hlen = h
                 self._filled = 0
                 self._fill(p + i, n - i)
                 return 0
