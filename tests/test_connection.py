@@ -714,3 +714,87 @@ def test_utf8_fail_fast_property(codec, fragments):
         else:
             assert conn.failed is not None and conn.failed.code == 1007, (i, so_far)
             return
+
+
+# -- replies to messages go out before the close of the same read --------------
+
+
+@pytest.mark.parametrize(
+    "tail,code",
+    [
+        (lambda c, s: peer_frame(c, s, CLOSE, close_payload(1000)), 1000),
+        (lambda c, s: peer_frame(c, s, CLOSE), 1000),
+        (lambda c, s: bytes([0x85, 0x80 if s is Side.SERVER else 0]) + (MASK if s is Side.SERVER else b""), 1002),
+        (lambda c, s: peer_frame(c, s, TEXT, b"\xff"), 1007),
+        (lambda c, s: peer_frame(c, s, CONT, b"x"), 1002),
+    ],
+    ids=["close", "empty-close", "reserved-opcode", "bad-utf8", "stray-continuation"],
+)
+def test_echo_before_close_of_the_same_read(codec, side, tail, code):
+    """A message and a close (or a violation) in one read: the application's
+    reply to the message still goes out, before the close frame (RFC 6455
+    §5.5.1 lets an endpoint finish its current message first)."""
+    conn = Connection(side, codec=codec)
+    events = conn.receive_data(peer_frame(codec, side, TEXT, b"hello") + tail(codec, side))
+    assert events[0] == "hello"
+    assert conn.state is State.CLOSED
+    echo = conn.send_text(events[0])  # allowed until data_to_send()
+    out = conn.data_to_send()
+    (first, second) = written(codec, side, echo + out)
+    assert first == (TEXT, b"hello")
+    assert second[0] == CLOSE and second[1][:2] == close_payload(code)
+    with pytest.raises(ConnectionClosed):
+        conn.send_text("too late")
+    assert conn.data_to_send() == b""
+
+
+def test_fail_returns_the_close_at_once(codec, side):
+    conn = Connection(side, codec=codec)
+    out = conn.fail(1011, "oops")
+    assert written(codec, side, out) == [(CLOSE, close_payload(1011, b"oops"))]
+    with pytest.raises(ConnectionClosed):
+        conn.send_text("x")
+
+
+# -- fail fast on invalid UTF-8 inside one frame that is still arriving --------
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+def test_utf8_fail_fast_inside_a_frame(codec, side, fragmented):
+    """Autobahn 6.4.3/6.4.4: one text frame arriving in chops; the chop with
+    the bad byte fails the connection with 1007, before the frame ends."""
+    good = "κόσμε".encode("utf-8")
+    bad = b"\xf4\x90\x80\x80"  # above U+10FFFF
+    payload = good + bad + b"edited" * 100
+    conn = Connection(side, codec=codec)
+    data = b""
+    if fragmented:
+        data = peer_frame(codec, side, TEXT, b"ok ", fin=False)
+        payload_op = CONT
+    else:
+        payload_op = TEXT
+    data += peer_frame(codec, side, payload_op, payload)
+    cut = len(data) - len(payload) + len(good)  # the header and the good part
+    assert conn.receive_data(data[:cut]) == []
+    assert conn.state is State.OPEN
+    assert conn.receive_data(data[cut : cut + 2]) == []  # F4 90: already impossible
+    assert conn.state is State.CLOSED and conn.failed.code == 1007
+    assert written(codec, side, conn.data_to_send()) == [(CLOSE, close_payload(1007, conn.failed.reason.encode()))]
+
+
+@pytest.mark.parametrize("chop", [1, 2, 3, 7, 64])
+def test_valid_text_in_chops(codec, side, chop):
+    """A valid long text frame fed in small chops is checked as it arrives and
+    delivered once, whole and right."""
+    text = "aé€😀 " * 500
+    for fragmented in (False, True):
+        conn = Connection(side, codec=codec)
+        if fragmented:
+            data = peer_frame(codec, side, TEXT, b"", fin=False) + peer_frame(
+                codec, side, CONT, text.encode("utf-8"))
+        else:
+            data = peer_frame(codec, side, TEXT, text.encode("utf-8"))
+        events = []
+        for i in range(0, len(data), chop):
+            events += conn.receive_data(data[i : i + chop])
+        assert events == [text] and conn.state is State.OPEN

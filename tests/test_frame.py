@@ -547,3 +547,42 @@ def test_build_then_parse_roundtrip(impl, specs, cuts, masked):
         got += parser.feed(wire[last:cut])
         last = cut
     assert [as_tuple(f) for f in got] == expected
+
+
+# -- the unfinished frame: buffered / partial() (fail-fast checks inside a frame) --
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_partial_frame(impl, masked):
+    payload = ("héllo wörld " * 30).encode("utf-8")
+    key = MASK if masked else None
+    wire = impl.build_frame(1, payload, mask_key=key)
+    hlen = len(wire) - len(payload)
+    parser = impl.FrameParser(mask_required=masked)
+    assert parser.buffered == 0 and parser.partial() is None
+    assert parser.feed(wire[:2]) == []
+    assert parser.buffered == 2 and parser.partial() is None  # header incomplete
+    parser.feed(wire[2:hlen])
+    assert parser.buffered == hlen and parser.partial() == (1, b"")
+    seen = 0
+    for cut in (hlen + 1, hlen + 5, hlen + 6, hlen + 100, len(wire) - 1):
+        parser.feed(wire[hlen + seen : cut])
+        assert parser.buffered == cut
+        op, data = parser.partial(seen)
+        assert op == 1 and data == payload[seen : cut - hlen]
+        assert parser.partial(0)[1] == payload[: cut - hlen]
+        seen = cut - hlen
+    assert parser.partial(10**6) == (1, b"")
+    (frame,) = parser.feed(wire[-1:])
+    assert frame.payload == payload
+    assert parser.buffered == 0 and parser.partial() is None
+
+
+def test_partial_after_error_is_none(impl):
+    parser = impl.FrameParser(mask_required=True)
+    wire = impl.build_frame(1, b"abcdef", mask_key=MASK)
+    parser.feed(wire[:8])
+    assert parser.partial() == (1, b"ab")
+    frames = parser.feed(wire[8:] + b"\x85\x80")  # completes the frame, then a bad header
+    assert [f.payload for f in frames] == [b"abcdef"] and parser.error is not None
+    assert parser.partial() is None and parser.buffered == 0

@@ -148,3 +148,26 @@ def test_builders_agree(opcode, payload, fin, rsv1, mask):
     assert PY.build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask) == CY.build_frame(
         opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=st.binary(max_size=400),
+    opcode=st.sampled_from([0, 1, 2, 9]),
+    masked=st.booleans(),
+    cuts=st.lists(st.integers(0, 500), max_size=6),
+    start=st.integers(0, 450),
+)
+def test_partials_agree(payload, opcode, masked, cuts, start):
+    if opcode == 9:
+        payload = payload[:125]
+    wire = PY.build_frame(opcode, payload, mask_key=b"\x01\x02\x03\x04" if masked else None)
+    parsers = [impl.FrameParser(mask_required=masked) for impl in (PY, CY)]
+    last = 0
+    for cut in sorted(c % (len(wire) + 1) for c in cuts):
+        got = []
+        for p in parsers:
+            frames = p.feed(wire[last:cut])
+            got.append(([f.payload for f in frames], p.buffered, p.partial(start), p.partial()))
+        assert got[0] == got[1]
+        last = cut

@@ -385,6 +385,32 @@ cdef class FrameParser:
             raise self.error
         return frames
 
+    @property
+    def buffered(self):
+        """Bytes held for an unfinished frame (0 when none): a cheap test of
+        whether :meth:`partial` can have anything to say."""
+        if self._part != NULL:
+            return self._hlen + self._filled
+        return self._hdr_len
+
+    def partial(self, Py_ssize_t start=0):
+        """The unfinished frame, for checks that cannot wait for its end
+        (RFC 6455 §8.1: fail fast on invalid UTF-8 inside one long frame).
+
+        Returns None while no frame header is complete, else ``(opcode, data)``
+        where ``data`` is the unmasked payload received so far, from payload
+        offset ``start`` on (``b""`` if nothing new).
+        """
+        if self.error is not None or self._part == NULL:
+            return None
+        if start < 0:
+            start = 0
+        if start >= self._filled:
+            return (self._opcode, b"")
+        # _part is unmasked as it fills: copy out the new part.
+        return (self._opcode, PyBytes_FromStringAndSize(
+            <char *>_bytes_ptr(self._part) + start, self._filled - start))
+
     cdef int _fail(self, exc) except -1:
         self.error = exc
         self._hdr_len = 0

@@ -256,6 +256,42 @@ class FrameParser:
             self._buf = bytearray(src[pos:])
         return frames
 
+    @property
+    def buffered(self):
+        """Bytes held for an unfinished frame (0 when none): a cheap test of
+        whether :meth:`partial` can have anything to say."""
+        return len(self._buf)
+
+    def partial(self, start=0):
+        """The unfinished frame, for checks that cannot wait for its end
+        (RFC 6455 §8.1: fail fast on invalid UTF-8 inside one long frame).
+
+        Returns None while no frame header is complete, else ``(opcode, data)``
+        where ``data`` is the unmasked payload received so far, from payload
+        offset ``start`` on (``b""`` if nothing new).
+        """
+        buf = self._buf
+        if self.error is not None or len(buf) < 2:
+            return None
+        b1 = buf[1]
+        length = b1 & 0x7F
+        hlen = 2 if length < 126 else 4 if length == 126 else 10
+        if b1 & 0x80:
+            hlen += 4
+        if len(buf) < hlen:
+            return None
+        opcode = buf[0] & 0x0F
+        if start >= len(buf) - hlen:
+            return opcode, b""
+        data = buf[hlen + start :]
+        if b1 & 0x80:
+            key = buf[hlen - 4 : hlen]
+            shift = start & 3
+            data = apply_mask(data, key[shift:] + key[:shift])
+        else:
+            data = bytes(data)
+        return opcode, data
+
     def _check_header(self, b0, b1, opcode):
         # The checks of docs/DESIGN.md, in that order, from the first two bytes.
         if 2 < opcode < 8 or opcode > 10:

@@ -21,8 +21,10 @@ States (``Connection.state``)::
     OPEN ──(close sent or received)──> CLOSING ──(both)──────────────> CLOSED
       └───────────(protocol error, fail(), or receive_eof())─────────────┘
 
-Receiving a close queues the reply at once, so a received close goes straight
-to CLOSED. After a close is received nothing more is processed (RFC 6455
+Receiving a close goes straight to CLOSED; its reply (like the close frame
+that fails the connection) is held until ``data_to_send()``, so the messages
+completed by the same read can still be answered before it (RFC 6455 §5.5.1
+lets an endpoint finish its current message before sending its close). After a close is received nothing more is processed (RFC 6455
 §5.5.1); after a close is sent no data frame may be sent (``ConnectionClosed``),
 while pings are still answered and control frames may still be sent.
 A protocol error (``ProtocolError`` from the frame codec or from the rules
@@ -220,6 +222,14 @@ class Connection:
         self._build_frame = codec.build_frame
         self._utf8 = None  # codec.Utf8Validator, created for the first fragmented text
         self._out = []  # queued automatic replies (bytes)
+        # The close frame answering a received close, or failing the
+        # connection, waits here until data_to_send(): the messages of the
+        # same read came first, and their replies may still be sent (RFC 6455
+        # §5.5.1: an endpoint "MAY delay sending a Close frame until its
+        # current message is sent").
+        self._pending_close = None
+        # Payload bytes of the unfinished frame already checked as UTF-8.
+        self._partial_checked = 0
         self._input_closed = False  # close received, failed, or EOF
         self._can_send = True  # False once a close was sent (or the connection ended)
         self._client = side is Side.CLIENT
@@ -253,6 +263,9 @@ class Connection:
             parser = self._parser
             frames = parser.feed(data)
             fast = self._fast
+            if self._partial_checked and frames:
+                # The first frame was checked in part while it arrived.
+                fast = False
             for frame in frames:
                 if fast and frame.fin:
                     op = frame.opcode
@@ -269,6 +282,8 @@ class Connection:
             # this read; they were processed above, now fail (RFC 6455 §7.1.7).
             if parser.error is not None:
                 raise parser.error
+            if parser.buffered:
+                self._check_partial_text()
         except ProtocolError as exc:
             self._fail(exc)
         except UnicodeDecodeError as exc:  # a single-frame text message
@@ -299,8 +314,9 @@ class Connection:
             if self.close_sent is None:
                 # Echo the code (1000 for a close without one), RFC 6455 §5.5.1.
                 reply = Close(1000 if close.code == 1005 else close.code, "")
-                self._out.append(self._frame(8, reply.serialize()))
+                self._pending_close = self._frame(8, reply.serialize())
                 self.close_sent = reply
+            else:
                 self._can_send = False
             self.state = State.CLOSED  # RFC 6455 §7.1.4: the closing handshake is complete
             return True
@@ -329,8 +345,13 @@ class Connection:
                 f"{self.max_message_size} bytes"
             )
 
+        checked = self._partial_checked
+        if checked:  # the first part of this frame was checked as it arrived
+            self._partial_checked = 0
         if op:  # the first frame of a message
             if fin:
+                if op == 1 and checked:
+                    self._utf8.feed(memoryview(payload)[checked:], True)
                 append(payload.decode("utf-8") if op == 1 else payload)
                 return False
             self._frag_opcode = op
@@ -338,17 +359,15 @@ class Connection:
             self._frag_size = size
             self._fast = False
             if op == 1:  # RFC 6455 §8.1: fail fast, in the fragment with the bad byte
-                utf8 = self._utf8
-                if utf8 is None:
-                    utf8 = self._utf8 = self.codec.Utf8Validator()
+                if checked:
+                    self._utf8.feed(memoryview(payload)[checked:])
                 else:
-                    utf8.reset()
-                utf8.feed(payload)
+                    self._new_utf8().feed(payload)
         else:  # a continuation frame
             self._frag_parts.append(payload)
             self._frag_size = size
             if frag_opcode == 1:
-                self._utf8.feed(payload, fin)
+                self._utf8.feed(memoryview(payload)[checked:] if checked else payload, fin)
             if fin:
                 message = _EMPTY.join(self._frag_parts)
                 self._reset_fragments()
@@ -360,6 +379,34 @@ class Connection:
             # its payload arrives (control frames are 125 bytes at most).
             self._parser.max_frame_size = max(self.max_message_size - size, 125)
         return False
+
+    def _new_utf8(self):
+        utf8 = self._utf8
+        if utf8 is None:
+            utf8 = self._utf8 = self.codec.Utf8Validator()
+        else:
+            utf8.reset()
+        return utf8
+
+    def _check_partial_text(self):
+        """RFC 6455 §8.1, fail fast: check the UTF-8 of a text frame that has
+        not finished arriving, so a bad byte fails the connection in the read
+        that brings it, not when the (possibly huge) frame ends."""
+        if self.extensions:  # compressed payloads are checked once inflated
+            return
+        checked = self._partial_checked
+        partial = self._parser.partial(checked)
+        if partial is None:
+            return
+        op, data = partial
+        if op == 1 and not self._frag_opcode:
+            if not checked:
+                self._new_utf8()
+        elif not (op == 0 and self._frag_opcode == 1):
+            return  # binary, control, or a sequencing error the parser's frame will raise
+        if data:
+            self._utf8.feed(data)
+            self._partial_checked = checked + len(data)
 
     def _reset_fragments(self):
         if self._frag_opcode:
@@ -395,6 +442,8 @@ class Connection:
         received first, ``close_code`` is 1006 (RFC 6455 §7.1.5)."""
         self._input_closed = True
         self._can_send = False
+        self._pending_close = None
+        self._partial_checked = 0
         self._reset_fragments()
         self.state = State.CLOSED
 
@@ -564,9 +613,9 @@ class Connection:
         frame with ``code`` (unless a close was sent already), set ``failed``,
         and go to CLOSED, ignoring further input. Close TCP once written."""
         if self.state is State.CLOSED:
-            return self._take_out(_EMPTY)
+            return self.data_to_send()
         self._fail(ProtocolError(code, reason))
-        return self._take_out(_EMPTY)
+        return self.data_to_send()
 
     def _fail(self, exc):
         # Queue the close frame; the caller returns or flushes the queue.
@@ -575,11 +624,13 @@ class Connection:
             payload = close.serialize()
             if len(payload) > 2:
                 close.reason = payload[2:].decode("utf-8")
-            self._out.append(self._frame(8, payload))
+            self._pending_close = self._frame(8, payload)
             self.close_sent = close
+        else:
+            self._can_send = False
         self.failed = exc
         self._input_closed = True
-        self._can_send = False
+        self._partial_checked = 0
         self._reset_fragments()
         self.state = State.CLOSED
 
@@ -588,6 +639,10 @@ class Connection:
         close frame failing the connection), ``b""`` if none. Write them
         right away."""
         out = self._out
+        if self._pending_close is not None:
+            out.append(self._pending_close)
+            self._pending_close = None
+            self._can_send = False  # RFC 6455 §5.5.1: no data frame after a close
         if not out:
             return _EMPTY
         self._out = []
