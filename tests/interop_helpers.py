@@ -171,7 +171,7 @@ def close_payload(code=None, reason=b""):
 
 
 class Frame:
-    __slots__ = ("fin", "rsv", "op", "masked", "payload")
+    __slots__ = ("fin", "masked", "op", "payload", "rsv")
 
     def __init__(self, fin, rsv, op, masked, payload):
         self.fin, self.rsv, self.op, self.masked, self.payload = fin, rsv, op, masked, payload

@@ -14,9 +14,9 @@ import functools
 import os
 
 import pytest
+from interop_helpers import LoopThread, require_codec, run_in_loop
 
 import wsfast
-from interop_helpers import LoopThread, require_codec, run_in_loop
 
 pytestmark = pytest.mark.browser
 
@@ -223,7 +223,7 @@ GREETING = "Hello from the browser \u00e9\u20ac\U0001f600"
 
 def test_page_talks_to_the_handler(browser, run, codec):
     async def main():
-        async with page_session(browser, codec) as (page, closed):
+        async with page_session(browser, codec) as (page, _closed):
             # onopen sent the greeting; the reply is shown in the DOM
             log = await page.wait_for_text("#log", "You said: " + GREETING)
             assert log == "You said: " + GREETING
@@ -234,7 +234,7 @@ def test_page_talks_to_the_handler(browser, run, codec):
 
 def test_binary_arraybuffer(browser, run, codec):
     async def main():
-        async with page_session(browser, codec) as (page, closed):
+        async with page_session(browser, codec) as (page, _closed):
             await page.wait_for_text("#log", "You said:")
             echoed = await page.evaluate(
                 """async () => {
@@ -252,7 +252,7 @@ def test_binary_arraybuffer(browser, run, codec):
 
 def test_one_mebibyte(browser, run, codec):
     async def main():
-        async with page_session(browser, codec) as (page, closed):
+        async with page_session(browser, codec) as (page, _closed):
             await page.wait_for_text("#log", "You said:")
             result = await page.evaluate(
                 """async () => {

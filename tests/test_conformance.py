@@ -30,7 +30,6 @@ import sys
 import time
 
 import pytest
-
 from conformance_client import echo_once
 from interop_helpers import (
     BINARY,
@@ -48,6 +47,8 @@ from interop_helpers import (
     require_codec,
     run_in_loop,
 )
+
+import wsfast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 2**20
@@ -789,7 +790,7 @@ def _wait_for_port(port, proc, timeout=15.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            out, err = proc.communicate(timeout=5)
+            _, err = proc.communicate(timeout=5)
             raise AssertionError(f"`{' '.join(proc.args)}` exited with {proc.returncode}:\n{err.decode()}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -966,7 +967,7 @@ async def drive_client(client_side, scenario, *, timeout=15.0, **connect_kwargs)
 
     server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    kwargs = dict(codec=client_side.codec, close_timeout=2.0)
+    kwargs = {"codec": client_side.codec, "close_timeout": 2.0}
     kwargs.update(connect_kwargs)
     client = asyncio.ensure_future(
         client_side.thread.arun(echo_once(f"ws://127.0.0.1:{port}/", **kwargs), timeout)
@@ -1139,3 +1140,94 @@ def test_handshake_never_ends(loop_kind):
             await server.stop(timeout=1)
 
     run_in_loop(loop_kind, main(), timeout=15)
+
+
+# -- soak (slow) -----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_server_soak(target):
+    """50 raw clients at once, 200 messages each: random sizes (0 .. 70 000
+    bytes), random fragmentation and chopping, pings in between; every
+    message comes back whole, in order, to the right client."""
+    import random
+
+    async def one(seed):
+        rng = random.Random(seed)
+        ws = await RawWebSocket.connect(target.port, "/")
+        try:
+            for i in range(200):
+                op = rng.choice((TEXT, BINARY))
+                size = rng.choice((0, 1, 125, 126, 1000, 65535, 65536, 70000, rng.randrange(70000)))
+                data = payload_for(op, size)
+                fragment = rng.choice((None, None, 1 + rng.randrange(max(size, 1)), 64))
+                chop = rng.choice((None, None, None, 997))
+                if rng.random() < 0.2:
+                    await ws.send_frame(PING, b"%d-%d" % (seed, i))
+                    await ws.expect((PONG, b"%d-%d" % (seed, i)))
+                await echo_check(ws, op, data, chop=chop, fragment=fragment)
+            await ws.close()
+        finally:
+            ws.abort()
+
+    await asyncio.wait_for(asyncio.gather(*(one(seed) for seed in range(50))), 300)
+
+
+# -- close timeout: a peer that never answers the close ----------------------------------------------
+
+
+class _ClosesAtOnce(wsfast.WebSocketHandler):
+    def open(self):
+        self.close(4002, "going")
+
+    def on_message(self, message):
+        pass
+
+
+@pytest.mark.parametrize("codec", ["cython", "python"])
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_server_close_timeout(loop_kind, codec):
+    """The server closes; the client never answers: TCP is dropped after
+    ``websocket_close_timeout`` (RFC 6455 §7.1.1 bounds the wait)."""
+    require_codec(codec)
+
+    async def main():
+        app = wsfast.Application([(r"/", _ClosesAtOnce)], codec=codec, websocket_close_timeout=0.3)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port, "/")
+            start = time.monotonic()
+            assert await ws.expect_close(4002, eof=False) == 4002
+            await ws.expect_eof(timeout=2)  # we never answered
+            assert 0.2 < time.monotonic() - start < 1.5
+            ws.abort()
+        finally:
+            await server.stop(timeout=1)
+
+    run_in_loop(loop_kind, main(), timeout=10)
+
+
+async def test_client_close_timeout(client_side):
+    """The client closes; the server never answers: ``close()`` returns
+    after a bounded wait and the client drops TCP."""
+
+    async def client(port):
+        ws = await wsfast.connect(f"ws://127.0.0.1:{port}/", codec=client_side.codec, close_timeout=0.3)
+        start = time.monotonic()
+        await ws.close(4003, "client going")
+        return time.monotonic() - start, ws.closed
+
+    async def on_connection(reader, writer):
+        ws = await RawWebSocket.accept(reader, writer)
+        seen.set_result(await ws.read_event())
+        await asyncio.sleep(5)  # never answer, never close
+
+    seen = asyncio.get_running_loop().create_future()
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        elapsed, closed = await client_side.thread.arun(client(port), 10)
+        assert await asyncio.wait_for(seen, 1) == (CLOSE, close_payload(4003, b"client going"))
+        assert closed and elapsed < 2.0, elapsed
+    finally:
+        server.close()

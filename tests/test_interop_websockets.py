@@ -16,20 +16,21 @@ from http import HTTPStatus
 
 import pytest
 import websockets
+from interop_helpers import TEXT, frame, require_codec, run_in_loop
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
 import wsfast
-from interop_helpers import BINARY, TEXT, frame, require_codec, run_in_loop
 
 MiB = 2**20
 SIZES = [0, 1, 125, 126, 65535, 65536, MiB, 16 * MiB]
 
 # websockets defaults changed for the better in v10+, but be explicit: no
 # size limit, no compression, no keepalive, no proxy from the environment.
-WS_CLIENT = dict(max_size=None, compression=None, ping_interval=None, open_timeout=5, close_timeout=2,
-                 proxy=None)
-WS_SERVER = dict(max_size=None, compression=None, ping_interval=None, open_timeout=5, close_timeout=2)
+WS_CLIENT = {"max_size": None, "compression": None, "ping_interval": None, "open_timeout": 5,
+             "close_timeout": 2, "proxy": None}
+WS_SERVER = {"max_size": None, "compression": None, "ping_interval": None, "open_timeout": 5,
+             "close_timeout": 2}
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -176,7 +177,7 @@ class TestServer:
                 await asyncio.sleep(0)
 
         async def main():
-            async with wsfast_server(codec) as (uri, log):
+            async with wsfast_server(codec) as (uri, _log):
                 async with ws_connect(uri + "/ws", **WS_CLIENT) as ws:
                     whole = parts[0][:0].join(parts)
                     await ws.send(parts)  # an iterable: one fragment each
@@ -334,7 +335,7 @@ class TestServer:
 
     def test_refused_by_prepare(self, run, codec):
         async def main():
-            async with wsfast_server(codec) as (uri, log):
+            async with wsfast_server(codec) as (uri, _log):
                 with pytest.raises(websockets.InvalidStatus) as info:
                     await ws_connect(uri + "/guarded?token=wrong", **WS_CLIENT)
                 assert info.value.response.status_code == 401
@@ -347,7 +348,7 @@ class TestServer:
 
     def test_refused_by_check_origin(self, run, codec):
         async def main():
-            async with wsfast_server(codec) as (uri, log):
+            async with wsfast_server(codec) as (uri, _log):
                 with pytest.raises(websockets.InvalidStatus) as info:
                     await ws_connect(uri + "/ws", origin="http://evil.example", **WS_CLIENT)
                 assert info.value.response.status_code == 403
@@ -366,7 +367,7 @@ class TestServer:
                     assert await ws.recv() == f"{i}:{j}"
 
         async def main():
-            async with wsfast_server(codec) as (uri, log):
+            async with wsfast_server(codec) as (uri, _log):
                 await asyncio.gather(*(one(uri, i) for i in range(20)))
 
         run(main())
