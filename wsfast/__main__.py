@@ -1,7 +1,8 @@
 """Command line: ``python -m wsfast COMMAND``.
 
 * ``echo``: an echo server (text back as text, binary as binary) on every
-  path, for conformance runs and benchmarks.
+  path, for conformance runs and benchmarks; ``--deflate`` accepts
+  permessage-deflate (RFC 7692) offers.
 * ``demo``: a page at ``/`` whose script talks to a small chat at
   ``/websocket``; open it in a browser (two tabs chat with each other).
 """
@@ -14,6 +15,7 @@ import sys
 
 import wsfast
 from wsfast import codec as _codec
+from wsfast.deflate import DeflateOptions
 
 DEMO_PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "demo.html")
 
@@ -92,6 +94,11 @@ def _common(parser, default_port):
     parser.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     parser.add_argument("--ping-interval", type=float, default=None, metavar="SECONDS",
                         help="send keepalive pings (default: off)")
+    parser.add_argument("--deflate", action="store_true",
+                        help="accept permessage-deflate (RFC 7692) offers (default: off)")
+    parser.add_argument("--deflate-threshold", type=_size, default=None, metavar="N",
+                        help="with --deflate: send messages shorter than N bytes uncompressed "
+                             "(default 128)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
 
 
@@ -124,6 +131,11 @@ def main(argv=None):
         websocket_ping_interval=args.ping_interval,
         codec=codec_name,
     )
+    if args.deflate:
+        deflate = {}
+        if args.deflate_threshold is not None:
+            deflate["threshold"] = args.deflate_threshold
+        settings["websocket_compression"] = DeflateOptions(**deflate)
     if args.command == "echo":
         app = wsfast.Application([(r"/.*", EchoHandler)], **settings)
         path = "/"
@@ -136,7 +148,8 @@ def main(argv=None):
         host = args.host if ":" not in args.host else f"[{args.host}]"
         kind = "echo server" if args.command == "echo" else "demo: open http://%s:%d/ in a browser;" % (host, server.port)
         print(f"wsfast {kind} ws://{host}:{server.port}{path} "
-              f"(codec {codec_name}, loop {loop_name}, max message {args.max_message_size} bytes)",
+              f"(codec {codec_name}, loop {loop_name}, max message {args.max_message_size} bytes"
+              f"{', permessage-deflate' if args.deflate else ''})",
               flush=True)
 
     try:

@@ -12,6 +12,13 @@ context manager (closes on exit). It runs the opening handshake (RFC 6455
 ``Sec-WebSocket-Accept`` and refusing subprotocols or extensions it did not
 offer (:class:`~wsfast.HandshakeError`), then drives the connection through
 the same adapter as the server (:mod:`wsfast.protocol`).
+
+Compression: ``connect(uri, compression="deflate")`` offers permessage-deflate
+(RFC 7692; ``DeflateOptions`` or a dict for other settings). It is off by
+default, as in Tornado and as the server's default: a compressed connection
+costs CPU per message and ~50 KiB of zlib state, and the uncompressed path is
+wsfast's fast path (docs/deflate.md). Unlike ``websockets``, which offers it
+by default, turn it on where the bytes on the wire matter.
 """
 
 import asyncio
@@ -24,6 +31,8 @@ from urllib.parse import urlsplit
 from . import __version__ as _version
 from . import handshake as _hs
 from .connection import Side
+from .deflate import client_offer as _client_offer
+from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError
 from .protocol import Options, WebSocketProtocol
 
@@ -59,15 +68,19 @@ class ClientConnection:
 
     ``await send(message)`` (str → text, bytes → binary), ``await recv()``,
     ``async for message in ws``, ``await ping()``, ``await close(code, reason)``.
-    ``subprotocol``: the one the server chose (or None); ``response``: the
-    server's 101 (``.headers``); ``close_code``/``close_reason`` once closed.
+    ``subprotocol``: the one the server chose (or None); ``extensions``: the
+    negotiated extensions (``[PerMessageDeflate(...)]`` or ``[]``);
+    ``response``: the server's 101 (``.headers``); ``close_code``/``close_reason``
+    once closed.
     """
 
-    def __init__(self, options, key, subprotocols, request):
+    def __init__(self, options, key, subprotocols, request, compression=None):
         self.options = options
         self.protocol = None
         self.subprotocol = None
         self.response = None
+        self.extensions = []
+        self._compression = compression  # the DeflateOptions offered, or None
         self._request = request
         self._key = key
         self._subprotocols = list(subprotocols or ())
@@ -81,13 +94,14 @@ class ClientConnection:
 
     # -- the public API --------------------------------------------------------
 
-    async def send(self, message):
+    async def send(self, message, compress=True):
         """Send a message: ``str`` as text, bytes-like as binary. Waits while
-        the write buffer is above its high-water mark. Raises
+        the write buffer is above its high-water mark. ``compress=False``
+        sends it uncompressed when permessage-deflate is on. Raises
         :class:`~wsfast.ConnectionClosed` once the connection is closing."""
         if self._closed:
             raise self._closed_error()
-        await self.protocol.write_message(message)
+        await self.protocol.write_message(message, False, compress)
 
     async def recv(self):
         """The next message (``str`` or ``bytes``). Raises
@@ -239,12 +253,18 @@ class ClientConnection:
     def handshake_response(self, protocol, response):
         self.response = response
         try:
-            self.subprotocol = _hs.check_response(response, self._key, self._subprotocols)
+            compression = self._compression
+            self.subprotocol = _hs.check_response(
+                response, self._key, self._subprotocols, compression is not None
+            )
+            if compression is not None:
+                self.extensions = _hs.accept_extensions(response, compression)
         except HandshakeError as exc:
+            # RFC 6455 §4.1: fail the connection (an answer we cannot accept).
             self.handshake_failed(protocol, exc)
             protocol.abort()
             return
-        protocol.upgrade(self)
+        protocol.upgrade(self, extensions=self.extensions)
         if not self._handshake.done():
             self._handshake.set_result(None)
 
@@ -282,6 +302,11 @@ class connect:
     pauses), ``write_buffer_high``/``write_buffer_low``; ``codec``:
     "cython"/"python"/None. ``host``/``port``/``sock`` connect somewhere else
     than the URI says (the URI still gives ``Host`` and the path).
+    ``compression``: None (the default: offer nothing), ``"deflate"`` (offer
+    permessage-deflate with the defaults: ``permessage-deflate;
+    client_max_window_bits``), a dict of
+    :class:`~wsfast.deflate.DeflateOptions` keywords or a ``DeflateOptions``;
+    ``ws.extensions`` tells what the server accepted (a server may decline).
 
     Raises :class:`~wsfast.HandshakeError` if the server refuses (``.status``),
     ``TimeoutError`` if the handshake takes longer than ``open_timeout``,
@@ -307,6 +332,7 @@ class connect:
         write_buffer_high=256 * 1024,
         write_buffer_low=64 * 1024,
         codec=None,
+        compression=None,
         user_agent=USER_AGENT,
         host=None,
         port=None,
@@ -335,6 +361,7 @@ class connect:
             headers.append(("User-Agent", user_agent))
         self._headers = headers
         self._origin = origin
+        self._compression = _compression_options(compression)
         self.open_timeout = open_timeout
         self.options = Options(
             max_message_size=max_message_size,
@@ -352,10 +379,17 @@ class connect:
     async def _open(self):
         loop = asyncio.get_running_loop()
         key = _hs.generate_key()
+        compression = self._compression
         request = _hs.build_request(
-            self._host_header, self._resource, key, self._subprotocols, self._headers, self._origin
+            self._host_header,
+            self._resource,
+            key,
+            self._subprotocols,
+            self._headers,
+            self._origin,
+            extensions=_client_offer(compression) if compression is not None else None,
         )
-        client = ClientConnection(self.options, key, self._subprotocols, request)
+        client = ClientConnection(self.options, key, self._subprotocols, request, compression)
 
         def factory():
             return WebSocketProtocol(Side.CLIENT, self.options, client)

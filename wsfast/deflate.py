@@ -58,6 +58,7 @@ __all__ = [
     "negotiate_server",
     "client_offer",
     "accept_client",
+    "compression_options",
 ]
 
 #: The extension token (RFC 7692 §5), compared case-insensitively.
@@ -349,6 +350,32 @@ class DeflateOptions:
             backend=self.backend,
             **negotiated,
         )
+
+
+_TORNADO_KEYS = {"compression_level": "level", "mem_level": "mem_level"}
+
+
+def compression_options(value):
+    """Normalize a ``compression=`` setting to :class:`DeflateOptions` or None.
+
+    None or False: no compression. ``"deflate"`` or True: the defaults
+    (``DeflateOptions()``). A :class:`DeflateOptions`: itself. A dict: the
+    ``DeflateOptions`` keywords, plus Tornado's ``compression_options`` keys
+    ``compression_level`` (zlib's level) and ``mem_level``; ``{}`` means the
+    defaults (as in Tornado). ``"permessage-deflate"`` is the same as ``"deflate"``. Anything else raises ``ValueError``/``TypeError``.
+    """
+    if value is None or value is False:
+        return None
+    if isinstance(value, DeflateOptions):
+        return value
+    if value is True or (isinstance(value, str) and value.lower() in ("deflate", EXTENSION_NAME)):
+        return _DEFAULT_OPTIONS
+    if isinstance(value, dict):
+        kwargs = {_TORNADO_KEYS.get(k, k): v for k, v in value.items()}
+        return DeflateOptions(**kwargs) if kwargs else _DEFAULT_OPTIONS
+    raise ValueError(
+        f"compression must be None, 'deflate', a dict or a DeflateOptions, not {value!r}"
+    )
 
 
 # -- server --------------------------------------------------------------------

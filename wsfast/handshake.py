@@ -11,9 +11,10 @@ Client: :func:`generate_key`, :func:`build_request`, then
 subprotocol (or raises :class:`HandshakeError`).
 
 Extensions: :func:`parse_extensions` parses ``Sec-WebSocket-Extensions``;
-:func:`negotiate_extensions` is where a server will accept offers (it accepts
-none yet: permessage-deflate comes later), and :func:`check_response` refuses
-any extension the client did not offer.
+:func:`negotiate_extensions` lets the server's extension factories (a
+:class:`~wsfast.deflate.DeflateOptions` for permessage-deflate) accept
+offers; :func:`check_response` refuses any extension when the client offered
+none, and :func:`accept_extensions` checks the server's answer to an offer.
 """
 
 import base64
@@ -21,6 +22,7 @@ import binascii
 import hashlib
 import os
 
+from .deflate import accept_client as _accept_deflate
 from .exceptions import HandshakeError
 from .http import Headers, build_response
 
@@ -35,6 +37,7 @@ __all__ = [
     "build_accept_response",
     "build_request",
     "check_response",
+    "accept_extensions",
 ]
 
 #: RFC 6455 §1.3: the GUID appended to the key.
@@ -168,9 +171,11 @@ def parse_extensions(headers):
 
 def negotiate_extensions(offers, available=()):
     """Server side: choose extensions among the client's ``offers`` (from
-    :func:`parse_extensions`). ``available`` will hold extension factories
-    (permessage-deflate, in a later issue); each would be asked in turn to
-    accept an offer and return ``(response_header_value, extension_object)``.
+    :func:`parse_extensions`). ``available`` holds extension factories, e.g.
+    ``[DeflateOptions()]``; each is asked in turn, with
+    ``factory.accept(name, params, accepted_so_far)``, to accept one of the
+    offers (the first it can, in the client's order) and returns
+    ``(response_header_value, extension_object)`` or None to decline.
 
     Returns ``(header_value_or_None, [extension objects])`` for
     :class:`~wsfast.connection.Connection` ``extensions=``. With nothing
@@ -246,14 +251,16 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def check_response(response, key, subprotocols=()):
+def check_response(response, key, subprotocols=(), extensions_offered=False):
     """Validate the server's answer (RFC 6455 §4.1, the client's checks);
     return the accepted subprotocol or None.
 
     Raises :class:`HandshakeError` (``.status`` is the server's status) when
     the status is not 101, ``Upgrade``/``Connection`` are wrong,
     ``Sec-WebSocket-Accept`` does not match ``key``, or the server chose a
-    subprotocol or an extension that was not offered.
+    subprotocol that was not offered, or any extension when
+    ``extensions_offered`` is false (when it is true, check the
+    ``Sec-WebSocket-Extensions`` answer with :func:`accept_extensions`).
     """
     status = response.status
     headers = response.headers
@@ -274,9 +281,9 @@ def check_response(response, key, subprotocols=()):
     accepts = headers.get_all("Sec-WebSocket-Accept")
     if len(accepts) != 1 or accepts[0].strip() != accept_key(key):
         raise fail("invalid Sec-WebSocket-Accept header")
-    if headers.get_all("Sec-WebSocket-Extensions"):
+    if not extensions_offered and headers.get_all("Sec-WebSocket-Extensions"):
         # RFC 6455 §4.1 (9): an extension the client did not offer fails the
-        # connection. The client offers none yet.
+        # connection.
         raise fail("server accepted an extension that was not offered")
     chosen = parse_subprotocols(headers)
     if not chosen:
@@ -286,3 +293,26 @@ def check_response(response, key, subprotocols=()):
     if chosen[0] not in subprotocols:
         raise fail(f"server chose subprotocol {chosen[0]!r}, which was not offered")
     return chosen[0]
+
+
+def accept_extensions(response, deflate_options):
+    """Client side: check the server's ``Sec-WebSocket-Extensions`` answer to
+    the permessage-deflate offer made with ``deflate_options`` (a
+    :class:`~wsfast.deflate.DeflateOptions`, or None if nothing was offered);
+    return the extension objects for ``Connection(extensions=...)`` (``[]``
+    when the server accepted nothing). Raises :class:`HandshakeError` (a
+    ``NegotiationError``, status 101) for an answer that was not asked for.
+    """
+    values = response.headers.get_all("Sec-WebSocket-Extensions")
+    if deflate_options is None:
+        if values:
+            raise HandshakeError(
+                response.status,
+                "server accepted an extension that was not offered",
+                response.headers.items(),
+            )
+        return []
+    if not values:
+        return []
+    extension = _accept_deflate(values, deflate_options)
+    return [extension] if extension is not None else []

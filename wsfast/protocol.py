@@ -648,18 +648,21 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- WebSocket: sending --------------------------------------------------------
 
-    def write_message(self, message, binary=False):
+    def write_message(self, message, binary=False, compress=True):
         """Send a message: ``str`` as text (or as UTF-8 binary if ``binary``),
-        bytes-like as binary, ``dict``/``list`` as JSON text. Returns an
-        awaitable that is done unless the write buffer is above its high-water
-        mark, in which case it completes once the buffer has drained; awaiting
-        it slows a fast producer down. Raises ``ConnectionClosed`` once the
-        connection is closing or closed."""
+        bytes-like as binary, ``dict``/``list`` as JSON text. ``compress=False``
+        sends this one uncompressed when permessage-deflate was negotiated
+        (no effect otherwise). Returns an awaitable that is done unless the
+        write buffer is above its high-water mark, in which case it completes
+        once the buffer has drained; awaiting it slows a fast producer down.
+        Raises ``ConnectionClosed`` once the connection is closing or closed."""
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
         kind = type(message)
-        if kind is str:
+        if not compress:  # rare: the opt-out keeps the common path unchanged
+            data = self._encode_uncompressed(conn, message, kind, binary)
+        elif kind is str:
             data = conn.send_binary(message.encode()) if binary else conn.send_text(message)
         elif kind is dict or kind is list:
             data = conn.send_text(json.dumps(message))
@@ -676,6 +679,16 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if drain is None:
             drain = self._drain = self._loop.create_future()
         return drain
+
+    @staticmethod
+    def _encode_uncompressed(conn, message, kind, binary):
+        if kind is str:
+            if binary:
+                return conn.send_binary(message.encode(), compress=False)
+            return conn.send_text(message, compress=False)
+        if kind is dict or kind is list:
+            return conn.send_text(json.dumps(message), compress=False)
+        return conn.send_binary(message, compress=False)
 
     def drained(self):
         """An awaitable that completes when the write buffer is below its

@@ -46,6 +46,17 @@ on_message`` before reading pauses), ``websocket_write_buffer_high`` /
 ("cython", "python" or None for the fastest available); ``static_path`` /
 ``static_url_prefix`` ("/static/") to serve files; ``websocket_close_wait``
 (bounded wait of a graceful shutdown, default: close timeout + 1 s).
+
+**Compression** (permessage-deflate, RFC 7692) is off unless asked for: the
+setting ``websocket_compression`` (or ``compression``) turns it on for every
+handler: ``"deflate"``/True (the defaults), a dict of
+:class:`~wsfast.deflate.DeflateOptions` keywords (Tornado's
+``compression_level``/``mem_level`` too) or a ``DeflateOptions``; a handler
+overrides it with ``get_compression_options()`` (Tornado's hook: None turns
+it off, ``{}`` on with the defaults). Clients that offer no compression, and
+handlers without it, keep the uncompressed fast path. ``write_message(msg,
+compress=False)`` sends one message uncompressed; messages under the
+``threshold`` (128 bytes) are always sent so. See docs/deflate.md.
 """
 
 import asyncio
@@ -63,6 +74,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import handshake as _hs
 from .connection import Side
+from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, HandshakeError
 from .http import Headers, build_response, status_reason
 from .protocol import Options, WebSocketProtocol
@@ -536,6 +548,15 @@ class WebSocketHandler(RequestHandler):
         its order of preference) or None for none."""
         return None
 
+    def get_compression_options(self):
+        """permessage-deflate for this handler (Tornado's hook): None for no
+        compression, else a dict (``{}``: the defaults; keys are
+        :class:`~wsfast.deflate.DeflateOptions` keywords, or Tornado's
+        ``compression_level`` and ``mem_level``) or a ``DeflateOptions``.
+        Default: the application's ``websocket_compression`` setting
+        (``compression`` for short), None unless set."""
+        return self.application._compression
+
     def check_origin(self, origin):
         """Return True to accept a request with this ``Origin`` header.
         Default: only from the same host (as Tornado), which stops other
@@ -546,16 +567,17 @@ class WebSocketHandler(RequestHandler):
 
     # -- actions ------------------------------------------------------------------
 
-    def write_message(self, message, binary=False):
+    def write_message(self, message, binary=False, compress=True):
         """Send ``message``: ``str`` as text (as binary if ``binary``),
-        ``bytes`` as binary, ``dict`` as JSON text. Returns an awaitable
+        ``bytes`` as binary, ``dict`` as JSON text. ``compress=False`` sends
+        it uncompressed when permessage-deflate is on. Returns an awaitable
         that completes when the write buffer has room again: ``await`` it
         to slow down a fast producer (or ignore it). Raises
         :class:`~wsfast.ConnectionClosed` once the connection is closing."""
         protocol = self.ws_connection
         if protocol is None:
             raise WebSocketClosedError(1006, "the WebSocket connection is not open")
-        return protocol.write_message(message, binary)
+        return protocol.write_message(message, binary, compress)
 
     def ping(self, data=b""):
         """Send a ping; ``on_pong`` gets the answer."""
@@ -611,8 +633,11 @@ class WebSocketHandler(RequestHandler):
                         f"select_subprotocol returned {subprotocol!r}, not one of {offered}"
                     )
             self.selected_subprotocol = subprotocol
-            # The place for extension negotiation (permessage-deflate later).
-            ext_header, extensions = _hs.negotiate_extensions(_hs.parse_extensions(request.headers))
+            ext_header, extensions = None, ()
+            if "Sec-WebSocket-Extensions" in request.headers:
+                available = self._extension_factories()
+                offers = _hs.parse_extensions(request.headers)
+                ext_header, extensions = _hs.negotiate_extensions(offers, available)
             response = _hs.build_accept_response(
                 key, subprotocol, ext_header, extra_headers=self._headers
             )
@@ -637,6 +662,14 @@ class WebSocketHandler(RequestHandler):
 
     def _open(self):
         return self.open(*self.path_args, **self.path_kwargs)
+
+    def _extension_factories(self):
+        get = self.get_compression_options
+        if getattr(get, "__func__", None) is WebSocketHandler.get_compression_options:
+            options = self.application._compression  # normalized once
+        else:
+            options = _compression_options(get())
+        return (options,) if options is not None else ()
 
     def _websocket_options(self):
         get = self.get_websocket_option
@@ -707,6 +740,8 @@ class Application:
             max_body_size=settings.get("max_body_size", 1024 * 1024),
             codec=settings.get("codec"),
         )
+        compression = settings.get("websocket_compression", settings.get("compression"))
+        self._compression = _compression_options(compression)  # ValueError now, not per request
 
     def add_route(self, pattern, handler_class, kwargs=None, name=None):
         self._routes.append(_Route(pattern, handler_class, kwargs, name))
