@@ -586,3 +586,25 @@ def test_partial_after_error_is_none(impl):
     frames = parser.feed(wire[8:] + b"\x85\x80")  # completes the frame, then a bad header
     assert [f.payload for f in frames] == [b"abcdef"] and parser.error is not None
     assert parser.partial() is None and parser.buffered == 0
+
+
+def test_no_hold_on_the_fed_buffer_after_an_error(impl):
+    """The stored error must not keep a view of the caller's buffer alive."""
+    buf = bytearray(b"\x85\x80" + MASK)
+    parser = impl.FrameParser(mask_required=True)
+    with pytest.raises(ProtocolError):
+        parser.feed(memoryview(buf))
+    buf.extend(b"resizable")  # BufferError if a view were still exported
+    data = bytearray(b"ok \xff")
+    v = impl.Utf8Validator()
+    with pytest.raises(InvalidUTF8):
+        v.feed(memoryview(data))
+    data.extend(b"resizable")
+
+
+@pytest.mark.parametrize("opcode", [-1, 16, 255, 256])
+def test_build_frame_rejects_bad_opcodes(impl, opcode):
+    with pytest.raises(ValueError):
+        impl.build_frame(opcode, b"")
+    with pytest.raises(ValueError):
+        impl.build_frame(opcode, bytes(70000))

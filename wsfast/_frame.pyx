@@ -258,10 +258,10 @@ def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
 
 
 cdef inline long _first_byte(object opcode, object fin, object rsv1) except -1:
-    cdef long b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | <long>opcode
-    if b0 < 0 or b0 > 255:
-        raise ValueError("bytes must be in range(0, 256)")
-    return b0
+    cdef long op = opcode
+    if op < 0 or op > 15:
+        raise ValueError(f"opcode must be in range(0, 16), not {op}")
+    return (0x80 if fin else 0) | (0x40 if rsv1 else 0) | op
 
 
 cdef bytes _build(unsigned char b0, const unsigned char *src, Py_ssize_t n,

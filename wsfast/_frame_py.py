@@ -160,6 +160,8 @@ def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
         payload = payload.encode("utf-8")
     else:
         payload = _as_bytes_like(payload)
+    if not 0 <= opcode <= 15:
+        raise ValueError(f"opcode must be in range(0, 16), not {opcode}")
     b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     n = len(payload)
     mask_bit = 0 if mask_key is None else 0x80
@@ -199,6 +201,7 @@ class FrameParser:
         ``feed(b"")`` flushes it); with no frame before it, it is raised now.
         """
         if self.error is not None:
+            data = None  # the traceback keeps this frame: hold no caller buffer
             raise self.error
         buf = self._buf
         if buf:
@@ -249,12 +252,22 @@ class FrameParser:
             self._buf = bytearray()
             if frames:
                 return frames
+            if type(src) is memoryview:
+                src.release()
+            data = src = None  # the traceback keeps this frame: hold no caller buffer
             raise
-        if src is buf:
-            del buf[:pos]
-        elif pos < end:
-            self._buf = bytearray(src[pos:])
-        return frames
+        else:
+            if src is buf:
+                del buf[:pos]
+            elif pos < end:
+                self._buf = bytearray(src[pos:])
+            return frames
+        finally:
+            # The stored error's traceback keeps this frame alive: release the
+            # view made here, so the caller's buffer is not held (it may be
+            # resized or reused, as the contract promises).
+            if type(src) is memoryview:
+                src.release()
 
     @property
     def buffered(self):
@@ -352,28 +365,36 @@ class Utf8Validator:
         """Check the next piece of a message; ``final=True`` on its last piece
         also rejects a sequence truncated at the end."""
         if self._error is not None:
+            data = None  # the traceback keeps this frame: hold no caller buffer
             raise self._error
         pending = self._pending
+        src = _as_bytes_like(data)
         if pending:
-            src = pending + bytes(_as_bytes_like(data))
-        else:
-            src = _as_bytes_like(data)
+            src = pending + bytes(src)
         offset = len(pending)
         try:
             consumed = _utf8_decode(src, "strict", False)[1]
+            tail = bytes(src[consumed:])
         except UnicodeDecodeError as exc:
             at = exc.start if exc.reason == "invalid start byte" else exc.end
             self._error = InvalidUTF8(f"invalid UTF-8 at byte {at - offset}")
+            if type(src) is memoryview:
+                src.release()
+            data = src = None  # the traceback keeps this frame: hold no caller buffer
             raise self._error from None
-        tail = bytes(src[consumed:])
+        finally:
+            if type(src) is memoryview:  # hold no view of the caller's buffer
+                src.release()
         bad = _tail_error(tail)
         if bad >= 0:
             self._error = InvalidUTF8(f"invalid UTF-8 at byte {consumed + bad - offset}")
-            raise self._error
-        if final and tail:
+        elif final and tail:
             self._error = InvalidUTF8("truncated UTF-8 sequence at end of message")
-            raise self._error
-        self._pending = tail
+        else:
+            self._pending = tail
+            return
+        data = src = None  # the traceback keeps this frame: hold no caller buffer
+        raise self._error
 
 
 def validate_utf8(data):
