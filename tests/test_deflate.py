@@ -163,15 +163,17 @@ SERVER_TABLE = [
         (12, 15, True, False),
     ),
     (
-        # The client announces it resets: nothing to answer, our decoder resets too.
+        # The client says it resets (RFC 7692) or would accept to (Autobahn):
+        # echoed, it binds under both readings, and our decoder resets too.
         "permessage-deflate; client_no_context_takeover",
-        "permessage-deflate; server_max_window_bits=12",
+        "permessage-deflate; client_no_context_takeover; server_max_window_bits=12",
         (12, 15, False, True),
     ),
     (
         "PERMESSAGE-DEFLATE; Client_No_Context_Takeover; SERVER_NO_CONTEXT_TAKEOVER; "
         "server_max_window_bits=9; client_max_window_bits=11",
-        "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; client_max_window_bits=11",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+        "server_max_window_bits=9; client_max_window_bits=11",
         (9, 11, True, True),
     ),
     # The first acceptable offer wins; invalid ones and other extensions are skipped.

@@ -14,6 +14,9 @@ inflates the echoes with the negotiated server window, a few bytes of output
 at a time so that a back reference beyond the window fails.
 """
 
+import asyncio
+import base64
+import hashlib
 import json
 import os
 import random
@@ -26,14 +29,18 @@ from interop_helpers import (
     BINARY,
     CLOSE,
     CONT,
+    GUID,
     PING,
     PONG,
     TEXT,
     RawWebSocket,
     free_port,
+    parse_head,
     require_codec,
     run_in_loop,
 )
+
+import wsfast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAIL = b"\x00\x00\xff\xff"
@@ -106,7 +113,10 @@ def negotiated(offer, answer):
     elif offer["client_max_window_bits"] is not None and "client_max_window_bits" in answer:
         assert int(answer["client_max_window_bits"]) <= int(offer["client_max_window_bits"])
     client_bits = int(answer.get("client_max_window_bits") or offer.get("client_max_window_bits") or 15)
-    client_reset = "client_no_context_takeover" in answer or "client_no_context_takeover" in offer
+    # Autobahn's reading: client_no_context_takeover in an offer means "I
+    # accept it if asked"; the client resets only if the answer says so. (The
+    # RFC's reading, a promise to reset, is the easier case for a server.)
+    client_reset = "client_no_context_takeover" in answer
     server_bits = int(answer.get("server_max_window_bits") or 15)
     server_reset = "server_no_context_takeover" in answer
     return client_bits, client_reset, server_bits, server_reset
@@ -360,3 +370,99 @@ def test_compression_errors(server_port, frames, code):
         await raw.expect_close(code)
 
     run_in_loop("asyncio", main())
+
+
+# -- the client: wsfast.connect against a raw server's answers ---------------------------
+
+# What an Autobahn fuzzing server answers to our offer (``permessage-deflate;
+# client_max_window_bits``) in sections 12 and 13: (answer, client_bits,
+# client_reset, server_bits, server_reset) as the raw server then applies them.
+ANSWERS = [
+    ("permessage-deflate", 15, False, 15, False),
+    ("permessage-deflate; client_max_window_bits=8", 8, False, 15, False),
+    ("permessage-deflate; client_max_window_bits=15", 15, False, 15, False),
+    ("permessage-deflate; client_no_context_takeover; client_max_window_bits=8", 8, True, 15, False),
+    ("permessage-deflate; client_no_context_takeover; client_max_window_bits=15", 15, True, 15, False),
+    ("permessage-deflate; client_no_context_takeover", 15, True, 15, False),
+    ("permessage-deflate; server_no_context_takeover", 15, False, 15, True),
+    ("permessage-deflate; server_max_window_bits=8", 15, False, 8, False),
+    ("permessage-deflate; server_max_window_bits=9; server_no_context_takeover", 15, False, 9, True),
+    (("permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+      "server_max_window_bits=10; client_max_window_bits=11"), 11, True, 10, True),
+]
+
+
+async def run_client_against(answer, client_bits, client_reset, server_bits, server_reset,
+                             fragment, codec):
+    # Our client compresses with at most 12 bits (DeflateOptions' default)
+    # whatever a larger answer allows; the strict inflater checks the limit
+    # the answer set, which is the contract.
+    deflater = Deflater(server_bits, server_reset)
+    inflater = StrictInflater(client_bits, client_reset)
+    text, binary = corpus(len(answer))
+    rnd = random.Random(len(answer))
+    done = asyncio.get_running_loop().create_future()
+
+    async def handle(reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            _, fields = parse_head(head)
+            assert fields["sec-websocket-extensions"] == "permessage-deflate; client_max_window_bits"
+            accept = base64.b64encode(
+                hashlib.sha1((fields["sec-websocket-key"] + GUID).encode()).digest()
+            ).decode()
+            writer.write(
+                ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: {answer}\r\n\r\n").encode()
+            )
+            raw = RawWebSocket(reader, writer, client=False)
+            n = 0
+            for size, count in SIZES:
+                for i in range(count):
+                    op, data = (BINARY, binary(size)) if i % 2 else (TEXT, text(size).encode())
+                    payload = deflater.message(data)
+                    if fragment and len(payload) > 1:
+                        cuts = sorted(rnd.sample(range(1, len(payload)), min(3, len(payload) - 1)))
+                        pieces = [payload[a:b] for a, b in zip([0] + cuts, cuts + [len(payload)])]
+                        frames = [raw.frame(op, pieces[0], fin=False, rsv=4)]
+                        frames += [raw.frame(CONT, p, fin=j == len(pieces) - 2)
+                                   for j, p in enumerate(pieces[1:])]
+                        await raw.send(*frames)
+                    else:
+                        await raw.send_frame(op, payload, rsv=4)
+                    got_op, got = await read_message(raw, inflater)
+                    assert got_op == op and got == data, (size, i)
+                    n += 1
+            await raw.send_frame(CLOSE, b"\x03\xe8")
+            f = await raw.read_frame(5)
+            assert f.op == CLOSE
+            writer.close()
+            done.set_result(n)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test, not lost in the server task
+            if not done.done():
+                done.set_exception(exc)
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        async with wsfast.connect(f"ws://127.0.0.1:{port}/", compression="deflate", codec=codec) as ws:
+            (ext,) = ws.extensions
+            assert ext.local_max_window_bits <= client_bits
+            assert ext.remote_max_window_bits == server_bits
+            assert ext.local_no_context_takeover == client_reset
+            assert ext.remote_no_context_takeover == server_reset
+            async for message in ws:
+                await ws.send(message)
+        return await asyncio.wait_for(done, 5)
+
+
+@pytest.mark.parametrize("codec", ["cython", "python"])
+@pytest.mark.parametrize("fragment", [False, True], ids=["whole", "fragmented"])
+@pytest.mark.parametrize("answer, client_bits, client_reset, server_bits, server_reset", ANSWERS,
+                         ids=[a[0].replace("permessage-deflate", "pmd") for a in ANSWERS])
+def test_client_answer(answer, client_bits, client_reset, server_bits, server_reset, fragment, codec):
+    require_codec(codec)
+    n = run_in_loop("asyncio", run_client_against(
+        answer, client_bits, client_reset, server_bits, server_reset, fragment, codec), timeout=60)
+    assert n == sum(count for _, count in SIZES)

@@ -390,8 +390,12 @@ def _accept_offer(offer, options):
     if server_reset:
         response.append(("server_no_context_takeover", None))
     # §7.1.1.2: we may ask the client not to take over context; its offer may say it won't.
+    # In an offer the RFC makes it a hint that the client will reset; Autobahn's
+    # clients put it in every offer meaning "I accept it if asked" and take
+    # over context unless the answer says otherwise. Echoed, it binds the
+    # client under both readings, so our decoder may reset per message.
     client_reset = options.client_no_context_takeover or "client_no_context_takeover" in offer
-    if options.client_no_context_takeover:
+    if client_reset:
         response.append(("client_no_context_takeover", None))
     # §7.1.2.1: our compressor's window: at most what the client asked for,
     # announced (an answer may carry it even when the offer did not).
