@@ -123,6 +123,8 @@ class ClientConnection:
         protocol = self.protocol
         if protocol._read_paused and len(messages) <= self.options.max_queue // 2:
             protocol.resume_reading()
+        if not messages:
+            protocol.consumed()  # a close held behind this message may go now
         return message
 
     def __aiter__(self):
@@ -205,6 +207,9 @@ class ClientConnection:
         return self.protocol.closed_error()
 
     # -- handler interface (called by WebSocketProtocol) ----------------------------
+
+    def _unconsumed(self):
+        return bool(self._messages)
 
     def on_message(self, message):
         messages = self._messages

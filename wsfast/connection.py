@@ -634,12 +634,22 @@ class Connection:
         self._reset_fragments()
         self.state = State.CLOSED
 
-    def data_to_send(self):
+    @property
+    def close_pending(self):
+        """True while a close frame (the reply to the peer's close, or the one
+        failing the connection) waits in :meth:`data_to_send`; until it is
+        taken, the messages that came before it may still be answered."""
+        return self._pending_close is not None
+
+    def data_to_send(self, hold_close=False):
         """Return the queued automatic replies (pongs, the close reply, the
         close frame failing the connection), ``b""`` if none. Write them
-        right away."""
+        right away. ``hold_close=True`` leaves a pending close frame queued
+        (see :attr:`close_pending`), for an application that has not yet
+        consumed the messages that arrived before it; take it, bounded in
+        time, with a later call."""
         out = self._out
-        if self._pending_close is not None:
+        if self._pending_close is not None and not hold_close:
             out.append(self._pending_close)
             self._pending_close = None
             self._can_send = False  # RFC 6455 §5.5.1: no data frame after a close

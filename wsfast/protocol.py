@@ -72,6 +72,7 @@ _WS = 1
 _DONE = 2  # closing handshake done or failed: discard input
 
 _CLOSED = State.CLOSED
+_HOLD_LIMIT = 1.0  # seconds a close may wait for an async consumer (see _hold_close)
 _OPEN = State.OPEN
 
 
@@ -199,6 +200,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
+        "_close_held", "_hold_timer",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -240,6 +242,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._close_timer = None
         self._ping_timer = None
         self._pong_timer = None
+        # The close frame of a read is held back while the application still
+        # has messages from before it to answer (see _hold_close).
+        self._close_held = False
+        self._hold_timer = None
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
@@ -554,20 +560,71 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     # Close: the Connection queued the reply; the state tells the rest.
             finally:
                 self._batch = None
-            out = conn.data_to_send()
-            if out:
-                batch.append(out)
-            if batch and not self._lost:
-                if len(batch) == 1:
-                    self.transport.write(batch[0])
-                else:
-                    self.transport.writelines(batch)
+        else:
+            batch = []
+        if conn.state is _CLOSED:
+            if conn.close_pending and self._unconsumed():
+                out = conn.data_to_send(hold_close=True)
+                self._hold_close()
+            else:
+                out = conn.data_to_send()
         else:
             out = conn.data_to_send()
-            if out and not self._lost:
-                self.transport.write(out)
+        if out:
+            batch.append(out)
+        if batch and not self._lost:
+            if len(batch) == 1:
+                self.transport.write(batch[0])
+            else:
+                self.transport.writelines(batch)
+        if conn.state is _CLOSED and not self._close_held:
+            self._ws_finished()
+
+    # -- the close of a read, held while earlier messages are unanswered ----------
+    #
+    # RFC 6455 §5.5.1 lets an endpoint finish its current message before its
+    # close frame. When a read completes messages *and* a close (the peer's,
+    # or one failing the connection on a violation behind them), a sync
+    # on_message has answered them before the close goes out. An async
+    # consumer (``async def on_message``, the client's recv()) has not: the
+    # close waits until it has taken those messages (and had a turn to
+    # answer), or for at most _HOLD_LIMIT seconds (close_timeout if shorter).
+
+    def _unconsumed(self):
+        """Messages received but not yet handled by an async consumer?"""
+        backlog = self._backlog
+        if backlog is not None:  # async def on_message: busy, or messages queued
+            return bool(backlog) or (self._consumer is not None and self._idle is None)
+        pending = getattr(self.handler, "_unconsumed", None)  # the client's recv() queue
+        return pending is not None and pending()
+
+    def _hold_close(self):
+        self._close_held = True
+        limit = self.options.close_timeout
+        limit = _HOLD_LIMIT if limit is None else min(limit, _HOLD_LIMIT)
+        self._hold_timer = self._loop.call_later(limit, self._release_close)
+
+    def _release_close(self):
+        """Send the held close frame and finish (called outside any batch)."""
+        if not self._close_held:
+            return
+        self._close_held = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        conn = self.connection
+        out = conn.data_to_send()
+        if out and not self._lost:
+            self.transport.write(out)
         if conn.state is _CLOSED:
             self._ws_finished()
+
+    def consumed(self):
+        """The async consumer took the last queued message: let the held
+        close go after its current turn (so a reply it sends first still
+        precedes the close)."""
+        if self._close_held:
+            self._loop.call_soon(self._release_close)
 
     def _send(self, data):
         """Write ``data`` after whatever is batched (see ``_receive_ws``)."""
@@ -624,6 +681,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                         result = self._on_message(message)
                     except ConnectionClosed:
                         pass
+                    continue
+                if self._close_held:  # every message before the close answered
+                    self._release_close()
                     continue
                 if self._ws_closed or self._on_message is _drop:
                     break
@@ -746,6 +806,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             else:
                 self._shutting_down = True
             return
+        if self._close_held:  # the peer's close (or a failure) is answered now
+            self._loop.call_soon(self._release_close)
+            return
         conn = self.connection
         if conn is None or conn.state is not _OPEN:
             return
@@ -834,6 +897,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _cancel_timers(self):
         self._cancel_head_timer()
         self._cancel_keepalive()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
