@@ -1,7 +1,7 @@
 """Codec micro-benchmarks: Cython and Python side by side, with the peers'
 fastest equivalents as references in the same run.
 
-    python -m pytest bench/test_bench_codec.py --benchmark-json=bench/results/codec.json
+    python -m pytest bench/test_bench_codec.py --benchmark-warmup=on --benchmark-json=bench/results/codec.json
     python bench/codec_report.py bench/results/codec.json > bench/results/codec.md
 
 Groups: mask-<size> (copying), mask-inplace-<size>, parse-10k-64B, parse-1MiB,
