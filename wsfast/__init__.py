@@ -20,6 +20,7 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 from .client import ClientConnection, connect  # noqa: E402 (needs __version__)
+from .broadcast import BroadcastResult, broadcast  # noqa: E402  (the function shadows the module)
 from .web import (  # noqa: E402
     Application,
     HTTPError,
@@ -55,4 +56,6 @@ __all__ = [
     "run",
     "connect",
     "ClientConnection",
+    "broadcast",
+    "BroadcastResult",
 ]

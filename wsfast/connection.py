@@ -568,6 +568,23 @@ class Connection:
             return self._take_out(data)
         return data
 
+    def send_prepared(self, data):
+        """Return ``data``, a complete frame built beforehand (the same bytes
+        for many connections: :func:`wsfast.broadcast`), after checking that
+        a data frame may be sent now; preceded by any queued reply, as for
+        :meth:`send_text`. Server side only (server frames are not masked,
+        RFC 6455 §5.1: one frame fits every connection); an unmasked frame
+        with RSV1 clear is valid with permessage-deflate too (RFC 7692 §6).
+        Raises ``ConnectionClosed`` once a close was sent or the connection
+        ended, ``ValueError`` on a client connection."""
+        if not self._can_send:
+            raise self._closed_error()
+        if self._client:
+            raise ValueError("a client must mask each frame: send_prepared is for servers")
+        if self._out:
+            return self._take_out(data)
+        return data
+
     def _send_control(self, opcode, data):
         # Control frames may follow our close frame (RFC 6455 §5.5.1 forbids
         # only data frames), not the end of the connection.

@@ -1,0 +1,128 @@
+"""Fan-out: one message to many server-side WebSocket connections.
+
+::
+
+    result = wsfast.broadcast(room, "hello")          # room: WebSocketHandler objects
+    result = wsfast.broadcast(room, payload, slow="close")
+    result.sent, result.skipped, result.closed, result.queued
+
+Theory of operation: a server's frames are not masked (RFC 6455 §5.1), so
+the frame for a message is the same bytes on every connection. It is built
+once; then, for each open connection, ``Connection.send_prepared()`` checks
+that a data frame may still be sent (the state rules stay in the sans-IO
+layer) and the very same bytes object goes to the transport: no copy, no
+per-connection encoding. A connection that negotiated permessage-deflate gets
+the uncompressed frame (RSV1 clear is always allowed, RFC 7692 §6), so its
+compression state is untouched and later compressed messages still decode.
+
+A connection whose transport is paused for writing (its write buffer is
+above ``write_buffer_high``: the client reads slower than we send) is a
+*slow consumer*; ``slow`` says what to do with it:
+
+* ``"skip"`` (default): do not send; counted in ``skipped``. It gets the
+  next broadcast once its buffer has drained below ``write_buffer_low``.
+* ``"close"``: start the closing handshake with 1008 "slow consumer"
+  (the close timeout then drops it if it never reads); counted in ``closed``.
+* ``"queue"``: write anyway, asyncio buffers it without bound; counted in
+  ``queued``.
+
+Connections that are not open (not yet upgraded, closing, closed) are left
+out and counted nowhere, so ``sent + skipped + closed + queued`` can be less
+than the number given. A handler's own ``write_message`` override is not
+called. Called from a handler's ``on_message``, the frame to that handler's
+own connection keeps its place after the replies already written in the
+same read.
+"""
+
+import json
+from collections import namedtuple
+
+from . import codec as _codec
+from .connection import State
+from .exceptions import WebSocketError
+from .protocol import _WS, WebSocketProtocol
+
+__all__ = ["BroadcastResult", "broadcast", "encode"]
+
+
+_OPEN = State.OPEN
+
+BroadcastResult = namedtuple("BroadcastResult", "sent skipped closed queued")
+BroadcastResult.__doc__ = """What :func:`broadcast` did: ``sent`` (written to
+connections below their high-water mark), ``skipped`` and ``closed`` (slow
+consumers, by policy), ``queued`` (slow consumers written to anyway)."""
+
+_POLICIES = ("skip", "close", "queue")
+
+
+def encode(message, binary=None):
+    """The unmasked frame :func:`broadcast` sends for ``message``: ``str``
+    as text (UTF-8 binary if ``binary``), bytes-like as binary (as text if
+    ``binary is False``: it must then be UTF-8, else ``ValueError``),
+    ``dict``/``list`` as JSON text."""
+    build = _codec.default.build_frame
+    kind = type(message)
+    if kind is str:
+        return build(2 if binary else 1, message)
+    if kind is dict or kind is list:
+        return build(2 if binary else 1, json.dumps(message))
+    if binary is False:  # pre-encoded text, e.g. from a pub/sub backend
+        if not _codec.default.validate_utf8(message):
+            raise ValueError("a text message must be UTF-8 (RFC 6455 §5.6)")
+        return build(1, message)
+    return build(2, message)
+
+
+def broadcast(connections, message, *, binary=None, slow="skip"):
+    """Send ``message`` to every open connection in ``connections``
+    (server-side ``WebSocketHandler`` objects), encoding it once.
+
+    ``message``: ``str`` (text; ``binary=True`` sends it as UTF-8 binary),
+    bytes-like (binary; ``binary=False`` sends UTF-8 bytes as text) or
+    ``dict``/``list`` (JSON text). ``slow``: ``"skip"``, ``"close"`` or
+    ``"queue"``, for connections whose write buffer is over the high-water
+    mark (see the module docstring). Returns a :class:`BroadcastResult`.
+    Never raises for a connection that is closing or closed: it is left out.
+    """
+    if slow not in _POLICIES:
+        raise ValueError(f"slow must be one of {_POLICIES}, not {slow!r}")
+    frame = encode(message, binary)
+    skip = slow == "skip"
+    sent = skipped = closed = queued = 0
+    for handler in connections:
+        protocol = handler.ws_connection
+        if protocol is None or protocol._mode != _WS:
+            continue
+        if protocol._write_paused:  # a slow consumer
+            if skip:
+                skipped += 1
+                continue
+            if slow == "close":
+                if protocol.connection.state is _OPEN:
+                    protocol.close(1008, "slow consumer")
+                    closed += 1
+                continue
+            try:
+                data = protocol.connection.send_prepared(frame)
+            except WebSocketError:  # closing: left out
+                continue
+            queued += 1
+        else:
+            try:
+                data = protocol.connection.send_prepared(frame)
+            except WebSocketError:
+                continue
+            sent += 1
+        batch = protocol._batch
+        if batch is not None:  # inside this connection's read: keep the order
+            batch.append(data)
+        else:
+            protocol.transport.write(data)
+    return BroadcastResult(sent, skipped, closed, queued)
+
+
+# The protocol attributes read above; fail at import, not in production,
+# if they are renamed.
+assert {"_mode", "_write_paused", "_batch", "connection", "transport"} <= set(
+    WebSocketProtocol.__slots__
+)
