@@ -97,6 +97,7 @@ class ChatProcess:
         self.args = ["--host", "127.0.0.1", "--port", str(self.port), *args]
         self.proc = None
         self.log_path = None
+        self._output = None
 
     def start(self, timeout=10):
         import tempfile
@@ -120,6 +121,8 @@ class ChatProcess:
                 self.proc.wait()
 
     def output(self):
+        if self._output is not None:
+            return self._output
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
 
@@ -129,6 +132,7 @@ class ChatProcess:
     def __exit__(self, *exc):
         self.stop()
         if self.log_path:
+            self._output = self.output()
             os.unlink(self.log_path)
 
 

@@ -5,13 +5,20 @@
   permessage-deflate (RFC 7692) offers.
 * ``demo``: a page at ``/`` whose script talks to a small chat at
   ``/websocket``; open it in a browser (two tabs chat with each other).
+* ``chat``: the chat (nicks, rooms, history, presence, reconnection) of
+  :mod:`wsfast.chat`; ``--redis redis://host:port`` shares rooms between
+  processes and machines, ``--workers N`` starts N processes on one port
+  (SO_REUSEPORT), each with its own event loop.
 """
 
 import argparse
 import itertools
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import wsfast
 from wsfast import codec as _codec
@@ -116,7 +123,124 @@ def build_parser():
     demo = sub.add_parser("demo", help="serve a demo page and a chat at /websocket",
                           description="Serve a page at / whose script chats over ws://HOST:PORT/websocket.")
     _common(demo, 8888)
+    chat = sub.add_parser(
+        "chat", help="serve the chat: rooms, history, presence; --redis to share rooms between workers",
+        description="Serve the chat page at / and its WebSocket at /chat on one port. Rooms are "
+                    "in-process unless --redis is given; --workers N starts N processes on the "
+                    "port (SO_REUSEPORT), which then need --redis to share rooms.")
+    chat.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    chat.add_argument("--port", type=int, default=8888, help="port (default: %(default)s)")
+    chat.add_argument("--redis", metavar="URL", default=None,
+                      help="share rooms through Redis, e.g. redis://127.0.0.1:6379 (default: in-process)")
+    chat.add_argument("--workers", type=int, default=1, metavar="N",
+                      help="processes serving the port (default 1; more than 1 needs --redis)")
+    chat.add_argument("--reuse-port", action="store_true",
+                      help="listen with SO_REUSEPORT, so other processes can serve the same port")
+    chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
+    chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
+
+
+def _chat_main(args):
+    from wsfast import chat as _chat
+    from wsfast.pubsub import RedisHub
+
+    if args.workers < 1:
+        print("wsfast chat: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        if not args.redis:
+            print("wsfast chat: --workers N > 1 needs --redis redis://HOST:PORT: each worker "
+                  "has its own rooms otherwise, and people on different workers would not "
+                  "see each other's messages", file=sys.stderr)
+            return 2
+        if args.port == 0:
+            print("wsfast chat: --workers N > 1 needs a fixed --port", file=sys.stderr)
+            return 2
+        return _supervise(args)
+    if args.redis:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            print("wsfast chat: --redis needs redis-py: pip install 'redis>=5' hiredis", file=sys.stderr)
+            return 2
+        hub = RedisHub(args.redis, history=_chat.HISTORY)
+    else:
+        hub = None
+    server = _chat.ChatServer(hub)
+
+    def started(srv):
+        import asyncio
+
+        loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        host = args.host if ":" not in args.host else f"[{args.host}]"
+        rooms = f"rooms shared through {args.redis}" if args.redis else "in-process rooms"
+        print(f"wsfast chat: open http://{host}:{srv.port}/ in a browser "
+              f"(WebSocket ws://{host}:{srv.port}/chat; {rooms}; pid {os.getpid()}, "
+              f"codec {_codec.IMPLEMENTATION}, loop {loop_name})", flush=True)
+
+    try:
+        _chat.run(server, args.host, args.port, reuse_port=args.reuse_port,
+                  use_uvloop=False if args.no_uvloop else None, on_start=started)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"wsfast chat: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _supervise(args):
+    """Start ``args.workers`` single-worker processes on one port
+    (SO_REUSEPORT); forward SIGINT/SIGTERM; restart a worker that dies."""
+    command = [sys.executable, "-m", "wsfast", "chat", "--host", args.host, "--port", str(args.port),
+               "--redis", args.redis, "--workers", "1", "--reuse-port"]
+    if args.no_uvloop:
+        command.append("--no-uvloop")
+    if args.verbose:
+        command.append("-v")
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    workers = [subprocess.Popen(command) for _ in range(args.workers)]
+    started = time.monotonic()
+    print(f"wsfast chat: {args.workers} workers on port {args.port} "
+          f"(pids {' '.join(str(w.pid) for w in workers)}), rooms shared through {args.redis}",
+          flush=True)
+    status = 0
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for i, worker in enumerate(workers):
+                code = worker.poll()
+                if code is None or stopping:
+                    continue
+                if time.monotonic() - started < 5:
+                    print(f"wsfast chat: worker {worker.pid} exited with {code} at start; stopping",
+                          file=sys.stderr)
+                    status = code or 1
+                    stopping = True
+                    break
+                print(f"wsfast chat: worker {worker.pid} exited with {code}; starting another",
+                      file=sys.stderr, flush=True)
+                workers[i] = subprocess.Popen(command)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for worker in workers:
+            try:
+                worker.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    return status
 
 
 def main(argv=None):
@@ -125,6 +249,8 @@ def main(argv=None):
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.command == "chat":
+        return _chat_main(args)
     codec_name = "python" if args.pure_python else _codec.IMPLEMENTATION
     settings = dict(
         websocket_max_message_size=args.max_message_size,

@@ -46,21 +46,11 @@ import random
 import socket
 import time
 
-from .exceptions import ConnectionClosed
-
-try:  # the broadcast primitive (docs/DESIGN.md, "Broadcast")
-    from .broadcast import broadcast as _broadcast
-except ImportError:  # pragma: no cover - until wsfast/broadcast.py lands
-    _broadcast = None
+from .broadcast import BroadcastResult, broadcast
 
 __all__ = ["BroadcastResult", "Hub", "PublishResult", "RedisHub"]
 
 log = logging.getLogger("wsfast.pubsub")
-
-try:
-    from .broadcast import BroadcastResult
-except ImportError:  # pragma: no cover - until wsfast/broadcast.py lands
-    BroadcastResult = collections.namedtuple("BroadcastResult", "sent skipped closed queued")
 
 #: What ``publish()`` returns. ``local``: the :class:`BroadcastResult` of the
 #: delivery to this process's subscribers. ``accepted``: True when every
@@ -68,27 +58,6 @@ except ImportError:  # pragma: no cover - until wsfast/broadcast.py lands
 #: it is in the outgoing buffer), False when the buffer was full and only
 #: this process's subscribers got it.
 PublishResult = collections.namedtuple("PublishResult", "local accepted")
-
-
-def _fallback_broadcast(connections, message, *, binary=None, slow="skip"):
-    """A write_message loop with broadcast()'s signature, until
-    wsfast/broadcast.py exists (no shared encoding, no slow-consumer policy)."""
-    sent = skipped = 0
-    if binary is None:
-        binary = not isinstance(message, str)
-    for conn in connections:
-        try:
-            conn.write_message(message, binary=binary)
-            sent += 1
-        except ConnectionClosed:
-            skipped += 1
-    return BroadcastResult(sent, skipped, 0, 0)
-
-
-def broadcast(connections, message, *, binary=None, slow="skip"):
-    if _broadcast is not None:
-        return _broadcast(connections, message, binary=binary, slow=slow)
-    return _fallback_broadcast(connections, message, binary=binary, slow=slow)
 
 
 class _Ready:
