@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install wsfast (with its Cython extension, and uvloop) into a
-# virtualenv and start the demo server: a page at / talking to a WebSocket at
-# /websocket on the same port. Open http://127.0.0.1:8888/ in a browser.
+# virtualenv and start the chat: the page at / and its WebSocket at /chat on
+# the same port, rooms in-process (no Redis needed). Open
+# http://127.0.0.1:8888/ in two browser tabs and chat.
 #
 #   bash ci/demo.sh                      # 127.0.0.1:8888
 #   HOST=0.0.0.0 PORT=9000 bash ci/demo.sh
@@ -17,4 +18,4 @@ python -m pip install -q --upgrade pip
 python -m pip install -q ".[uvloop]"
 cd /  # import the installed package, not the source tree
 python -c "import wsfast; print('wsfast', wsfast.__version__, 'codec:', wsfast.IMPLEMENTATION)"
-exec python -m wsfast demo --host "${HOST:-127.0.0.1}" --port "${PORT:-8888}"
+exec python -m wsfast chat --host "${HOST:-127.0.0.1}" --port "${PORT:-8888}"

@@ -11,9 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# -- system packages: Chromium for the browser tests ---------------------------
+# -- system packages: Chromium for the browser tests, Redis for the pub/sub ones -
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
     echo "ci/test.sh: installing Debian packages: ${need[*]}"
     SUDO=""
