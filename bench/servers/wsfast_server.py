@@ -1,0 +1,71 @@
+"""wsfast echo + fan-out server (Cython codec, or the pure-Python twin with
+``--pure-python``), on uvloop, written as wsfast's README shows."""
+
+import os
+import sys
+from typing import ClassVar
+
+# WSFAST_TREE: wsfast exported at a commit (bench/run.py --commit); else this checkout
+sys.path.insert(0, os.environ.get("WSFAST_TREE")
+                or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import _common
+
+import wsfast
+
+try:  # docs/DESIGN.md "Broadcast": encode once, the same bytes to every transport
+    from wsfast import broadcast as _broadcast
+except ImportError:  # not landed yet: the loop of write_message it replaces
+    _broadcast = None
+
+BROADCAST_API = "wsfast.broadcast" if _broadcast is not None else "write_message loop"
+
+
+class Bench(wsfast.WebSocketHandler):
+    clients: ClassVar[set] = set()
+
+    def check_origin(self, origin):
+        return True
+
+    def open(self):
+        self.clients.add(self)
+
+    def on_close(self):
+        self.clients.discard(self)
+
+    def on_message(self, message):
+        if type(message) is not str:
+            self.write_message(message)
+            return
+        command = _common.parse_broadcast(message)
+        if command is None:
+            self.write_message(message)
+            return
+        clients = self.clients
+        for payload in _common.payloads(*command):
+            if _broadcast is not None:
+                _broadcast(clients, payload, slow="queue")
+            else:
+                for client in list(clients):
+                    try:
+                        client.write_message(payload)
+                    except wsfast.WebSocketError:
+                        clients.discard(client)
+
+
+def main():
+    args = _common.parse_args(__doc__, lambda p: p.add_argument("--pure-python", action="store_true"))
+    _common.raise_nofile()
+    app = wsfast.Application(
+        [(r"/.*", Bench)],
+        codec="python" if args.pure_python else None,
+        websocket_max_message_size=64 * 2**20,
+    )
+    wsfast.run(app, host=args.host, port=args.port, use_uvloop=True, backlog=4096,
+               on_start=lambda server: print(
+                   f"wsfast {wsfast.__version__} codec={'python' if args.pure_python else wsfast.IMPLEMENTATION} "
+                   f"broadcast={BROADCAST_API} from {os.path.dirname(wsfast.__file__)}", flush=True))
+
+
+if __name__ == "__main__":
+    main()
