@@ -138,7 +138,22 @@ def build_parser():
                       help="listen with SO_REUSEPORT, so other processes can serve the same port")
     chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    sub.add_parser("bench", add_help=False,
+                   help="run the whole-system benchmarks (bench/run.py of a checkout; its options follow)")
     return parser
+
+
+def _bench_main(argv):
+    """``python -m wsfast bench ARGS``: bench/run.py ARGS in a child process.
+    The benchmark code lives in the checkout, not in the package."""
+    import subprocess
+
+    run = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "run.py")
+    if not os.path.exists(run):
+        print("wsfast bench: bench/run.py is not next to this wsfast (it ships with the source "
+              "checkout, not the wheel); run it from a checkout: python bench/run.py", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, run, *argv])
 
 
 def _chat_main(args):
@@ -244,6 +259,9 @@ def _supervise(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # every later argument belongs to bench/run.py
+        return _bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
