@@ -268,6 +268,7 @@ class RedisHub(Hub):
         self._last_id = {}  # topic -> last stream id delivered here, (ms, seq)
         self._down_since = None
         self._overflowed = 0
+        self._clock_offset_ms = 0.0  # Redis server's clock minus ours
         self._seq_key = f"{prefix}seq:{self.worker_id}"
         self._worker_bytes = self.worker_id.encode()
 
@@ -369,6 +370,11 @@ class RedisHub(Hub):
     def _topic_added(self, topic):
         session = self._session
         if session is None or self._state != "up":
+            # Subscribed while not connected: catch up, once connected, from
+            # now (stream ids are the Redis server's clock in ms; the offset
+            # to ours was measured at the last connection).
+            now_ms = int(time.time() * 1000 + self._clock_offset_ms)
+            self._last_id.setdefault(topic, (now_ms - 1, 0))
             return _READY
         return session.add_topic(topic)
 
@@ -481,6 +487,8 @@ class _Session:
             hub.url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=hub.connect_timeout,
             socket_keepalive=True, health_check_interval=0)
         await asyncio.wait_for(self.client.ping(), hub.connect_timeout + 1)
+        seconds, micros = await self.client.time()
+        hub._clock_offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
         self.failed = asyncio.get_running_loop().create_future()
         # Loaded once per connection (a restarted Redis has an empty script cache).
         self.sha = await self.client.script_load(_PUBLISH_LUA)
