@@ -6,6 +6,7 @@ exchanges on every codec (``codec`` from conftest.py).
 """
 
 import asyncio
+import time
 import contextlib
 import os
 
@@ -240,6 +241,31 @@ def test_recv_queue_pauses_reading(run):
                 async for _ in ws:
                     n += 1
                 assert n == 100
+
+    run(main())
+
+
+def test_close_while_reading_is_paused_reads_the_reply(run):
+    """A client that stopped reading (its recv() queue is full) and then
+    closes must still read the server's close reply, not wait out close_timeout."""
+
+    class Flood(wsfast.WebSocketHandler):
+        def open(self):
+            for _ in range(50):
+                self.write_message(b"f" * 10000)
+
+        def on_message(self, message):
+            pass
+
+    async def main():
+        async with serving([(r"/ws", Flood)]) as base:
+            ws = await wsfast.connect(base + "/ws", max_queue=2, close_timeout=5)
+            await asyncio.sleep(0.1)
+            assert ws.protocol._read_paused
+            start = time.monotonic()
+            await asyncio.wait_for(ws.close(), 3)
+            assert time.monotonic() - start < 1.0
+            assert ws.close_code == 1000
 
     run(main())
 

@@ -326,7 +326,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # -- reading control ---------------------------------------------------------
 
     def pause_reading(self):
-        """Stop reading from the socket (the application lags); idempotent."""
+        """Stop reading from the socket (the application lags); idempotent.
+        Not once our close was sent: the peer's close reply must be read
+        (RFC 6455 §7.1.1), or the closing handshake waits out its timeout."""
+        conn = self.connection
+        if conn is not None and conn.close_sent is not None:
+            return
         if not self._read_paused:
             self._read_paused = True
             if not self._lost:
@@ -813,6 +818,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn is None or conn.state is not _OPEN:
             return
         self._send(conn.send_close(code, reason))
+        self.resume_reading()  # a lagging application paused it: the reply must be read
         self._cancel_keepalive()
         self._arm_close_timer(abort=True)
 
