@@ -562,8 +562,10 @@ def test_partial_frame(impl, masked):
     assert parser.buffered == 0 and parser.partial() is None
     assert parser.feed(wire[:2]) == []
     assert parser.buffered == 2 and parser.partial() is None  # header incomplete
+    assert parser.partial_opcode == -1
     parser.feed(wire[2:hlen])
     assert parser.buffered == hlen and parser.partial() == (1, b"")
+    assert parser.partial_opcode == 1
     seen = 0
     for cut in (hlen + 1, hlen + 5, hlen + 6, hlen + 100, len(wire) - 1):
         parser.feed(wire[hlen + seen : cut])

@@ -168,6 +168,8 @@ def test_partials_agree(payload, opcode, masked, cuts, start):
         got = []
         for p in parsers:
             frames = p.feed(wire[last:cut])
-            got.append(([f.payload for f in frames], p.buffered, p.partial(start), p.partial()))
+            got.append(
+                ([f.payload for f in frames], p.buffered, p.partial(start), p.partial(), p.partial_opcode)
+            )
         assert got[0] == got[1]
         last = cut

@@ -393,6 +393,15 @@ cdef class FrameParser:
             return self._hlen + self._filled
         return self._hdr_len
 
+    @property
+    def partial_opcode(self):
+        """The opcode of the unfinished frame once its header is complete,
+        else -1: lets a caller skip :meth:`partial` (a copy) for frames it
+        does not check, such as binary ones."""
+        if self.error is not None or self._part == NULL:
+            return -1
+        return self._opcode
+
     def partial(self, Py_ssize_t start=0):
         """The unfinished frame, for checks that cannot wait for its end
         (RFC 6455 §8.1: fail fast on invalid UTF-8 inside one long frame).

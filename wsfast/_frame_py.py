@@ -275,6 +275,19 @@ class FrameParser:
         whether :meth:`partial` can have anything to say."""
         return len(self._buf)
 
+    @property
+    def partial_opcode(self):
+        """The opcode of the unfinished frame once its header is complete,
+        else -1: lets a caller skip :meth:`partial` (a copy) for frames it
+        does not check, such as binary ones."""
+        buf = self._buf
+        if self.error is not None or len(buf) < 2:
+            return -1
+        b1 = buf[1]
+        length = b1 & 0x7F
+        hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if b1 & 0x80 else 0)
+        return buf[0] & 0x0F if len(buf) >= hlen else -1
+
     def partial(self, start=0):
         """The unfinished frame, for checks that cannot wait for its end
         (RFC 6455 §8.1: fail fast on invalid UTF-8 inside one long frame).

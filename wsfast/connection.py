@@ -394,16 +394,19 @@ class Connection:
         that brings it, not when the (possibly huge) frame ends."""
         if self.extensions:  # compressed payloads are checked once inflated
             return
+        # Only text needs it: ask for the opcode first, since partial() copies
+        # (copying a big binary frame on every read made 16 MiB echoes quadratic).
+        parser = self._parser
+        op = parser.partial_opcode
+        if op == 1:
+            if self._frag_opcode:
+                return  # a sequencing error, raised when the frame completes
+        elif op != 0 or self._frag_opcode != 1:
+            return  # binary, control, no complete header yet
         checked = self._partial_checked
-        partial = self._parser.partial(checked)
-        if partial is None:
-            return
-        op, data = partial
-        if op == 1 and not self._frag_opcode:
-            if not checked:
-                self._new_utf8()
-        elif not (op == 0 and self._frag_opcode == 1):
-            return  # binary, control, or a sequencing error the parser's frame will raise
+        if op == 1 and not checked:
+            self._new_utf8()
+        data = parser.partial(checked)[1]
         if data:
             self._utf8.feed(data)
             self._partial_checked = checked + len(data)
