@@ -381,3 +381,105 @@ def test_wire_client_inflates_the_compressed_ones(run):
             wire.close()
 
     run(main())
+
+
+# -- corking ---------------------------------------------------------------------------------
+
+
+class CountingTransport:
+    """Wraps a transport, counting the calls that write."""
+
+    def __init__(self, transport):
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        self._transport.write(data)
+
+    def writelines(self, data):
+        self.writes += 1
+        self._transport.writelines(data)
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+def test_broadcasts_in_one_loop_turn_cost_one_write_per_connection(run, codec):
+    members = []
+
+    async def main():
+        async with serving([(r"/ws", Room, {"members": members})], codec=codec) as server:
+            clients = [await wsfast.connect(ws_url(server), codec=codec) for _ in range(3)]
+            await until(lambda: len(members) == 3)
+            counters = []
+            for handler in members:
+                protocol = handler.ws_connection
+                protocol.transport = CountingTransport(protocol.transport)
+                counters.append(protocol.transport)
+            # One turn: broadcasts, a direct write and a close interleaved.
+            for i in range(5):
+                assert wsfast.broadcast(members, f"m{i}") == (3, 0, 0, 0)
+            members[0].write_message("direct")
+            wsfast.broadcast(members, "m5")
+            members[1].close(4000, "bye")
+            wsfast.broadcast(members, "after close")  # left out for members[1]
+            assert [c.writes for c in counters] == [0, 0, 0]  # corked
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert [c.writes for c in counters] == [1, 1, 1]
+            expected = [f"m{i}" for i in range(5)]
+            got = [await clients[0].recv() for _ in range(8)]
+            assert got == expected + ["direct", "m5", "after close"]
+            assert [await clients[1].recv() for _ in range(6)] == expected + ["m5"]
+            with pytest.raises(wsfast.ConnectionClosed) as info:
+                await clients[1].recv()
+            assert info.value.code == 4000
+            assert [await clients[2].recv() for _ in range(7)] == expected + ["m5", "after close"]
+            for ws in clients:
+                await ws.close()
+
+    run(main())
+
+
+def test_corked_frames_are_bounded_and_large_frames_are_not_corked(run):
+    members = []
+
+    async def main():
+        async with serving([(r"/ws", Room, {"members": members})]) as server:
+            ws = await wsfast.connect(ws_url(server), max_queue=1000)
+            await until(lambda: len(members) == 1)
+            protocol = members[0].ws_connection
+            counter = protocol.transport = CountingTransport(protocol.transport)
+            for i in range(100):
+                wsfast.broadcast(members, str(i))
+            assert counter.writes == 3  # after 32, 64 and 96 entries
+            wsfast.broadcast(members, b"x" * 20000)  # joins the open batch
+            assert counter.writes == 3
+            await asyncio.sleep(0)
+            assert counter.writes == 4
+            wsfast.broadcast(members, b"y" * 20000)  # no batch open: written at once
+            assert counter.writes == 5
+            assert [await ws.recv() for _ in range(100)] == [str(i) for i in range(100)]
+            assert await ws.recv() == b"x" * 20000
+            assert await ws.recv() == b"y" * 20000
+            await ws.close()
+
+    run(main())
+
+
+def test_a_corked_batch_goes_out_before_the_connection_ends(run):
+    members = []
+
+    async def main():
+        async with serving([(r"/ws", Room, {"members": members})]) as server:
+            raw = await WireClient.connect(server.port)
+            await until(lambda: len(members) == 1)
+            wsfast.broadcast(members, "last words")
+            protocol = members[0].ws_connection
+            protocol.eof_received()  # as if the client half-closed now: finishes at once
+            frame = await raw.next_frame()
+            assert frame.payload == b"last words"
+            raw.close()
+
+    run(main())

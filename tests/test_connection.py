@@ -342,7 +342,7 @@ def test_fragments_dropped_after_failure(codec, side):
     conn.receive_data(peer_frame(codec, side, BINARY, bytes(900), fin=False))
     conn.receive_data(peer_frame(codec, side, CONT, bytes(200), fin=False))
     assert conn.failed.code == 1009
-    assert conn._frag_parts == [] and conn._frag_size == 0  # memory released
+    assert not conn._frag_parts and conn._frag_size == 0  # memory released
 
 
 # -- UTF-8: fail fast, in the fragment where the bad byte arrives --------------

@@ -185,6 +185,7 @@ class Close:
 
 _MASK_POOL_SIZE = 4096  # 1024 masking keys per os.urandom() call
 _EMPTY = b""
+_NO_OUT = ()  # Connection._out while nothing is queued (falsy, shared)
 
 
 class Connection:
@@ -197,6 +198,15 @@ class Connection:
     extension objects, in the order they were negotiated (see
     :meth:`_decode_extensions` for what they must provide).
     """
+
+    # Many connections: no per-instance dict (memory per idle connection).
+    __slots__ = (
+        "side", "codec", "max_message_size", "extensions", "state", "close_sent",
+        "close_received", "failed", "_max_frame_size", "_parser", "_build_frame", "_utf8",
+        "_out", "_pending_close", "_partial_checked", "_input_closed", "_can_send",
+        "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_parts", "_frag_size",
+        "_fast_base", "_fast",
+    )
 
     def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=()):
         if not isinstance(side, Side):
@@ -221,7 +231,7 @@ class Connection:
         )
         self._build_frame = codec.build_frame
         self._utf8 = None  # codec.Utf8Validator, created for the first fragmented text
-        self._out = []  # queued automatic replies (bytes)
+        self._out = _NO_OUT  # queued automatic replies (bytes); a list once there is one
         # The close frame answering a received close, or failing the
         # connection, waits here until data_to_send(): the messages of the
         # same read came first, and their replies may still be sent (RFC 6455
@@ -238,7 +248,7 @@ class Connection:
 
         # A fragmented message in progress: its opcode (1 or 2), or 0 if none.
         self._frag_opcode = 0
-        self._frag_parts = []
+        self._frag_parts = None  # a list while a fragmented message arrives
         self._frag_size = 0
         # The inline path in receive_data handles complete text/binary frames
         # when this is True: no fragmented message in progress, no extension,
@@ -300,7 +310,7 @@ class Connection:
                 # "unless it already received a Close frame": having *sent* one
                 # does not exempt us (§5.5.1 forbids only data frames after it).
                 append(Ping(payload))
-                self._out.append(self._frame(10, payload))
+                self._queue(self._frame(10, payload))
                 return False
             if op == 10:  # PONG, RFC 6455 §5.5.3: an unsolicited one needs no reply
                 append(Pong(payload))
@@ -355,7 +365,7 @@ class Connection:
                 append(payload.decode("utf-8") if op == 1 else payload)
                 return False
             self._frag_opcode = op
-            self._frag_parts.append(payload)
+            self._frag_parts = [payload]
             self._frag_size = size
             self._fast = False
             if op == 1:  # RFC 6455 §8.1: fail fast, in the fragment with the bad byte
@@ -414,7 +424,7 @@ class Connection:
     def _reset_fragments(self):
         if self._frag_opcode:
             self._frag_opcode = 0
-            self._frag_parts = []
+            self._frag_parts = None
             self._frag_size = 0
             self._fast = self._fast_base
             if not self.extensions:
@@ -518,12 +528,19 @@ class Connection:
             frame.opcode, frame.payload, fin=frame.fin, rsv1=frame.rsv1, mask_key=mask_key
         )
 
+    def _queue(self, data):
+        out = self._out
+        if out:
+            out.append(data)
+        else:
+            self._out = [data]
+
     def _take_out(self, data):
         out = self._out
         if out:
             out.append(data)
             data = _EMPTY.join(out)
-            self._out = []
+            self._out = _NO_OUT
         return data
 
     def send_text(self, text, compress=True):
@@ -668,14 +685,14 @@ class Connection:
         (see :attr:`close_pending`), for an application that has not yet
         consumed the messages that arrived before it; take it, bounded in
         time, with a later call."""
-        out = self._out
         if self._pending_close is not None and not hold_close:
-            out.append(self._pending_close)
+            self._queue(self._pending_close)
             self._pending_close = None
             self._can_send = False  # RFC 6455 §5.5.1: no data frame after a close
+        out = self._out
         if not out:
             return _EMPTY
-        self._out = []
+        self._out = _NO_OUT
         return _EMPTY.join(out) if len(out) > 1 else out[0]
 
     def __repr__(self):

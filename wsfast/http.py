@@ -34,6 +34,17 @@ __all__ = [
 ]
 
 
+# Interned header names and common values (bounded: input decides what goes in).
+_INTERN_MAX = 1024
+_NAMES = {}
+_VALUES = {}
+_SHARED_VALUES = frozenset((
+    b"host", b"upgrade", b"connection", b"sec-websocket-version", b"origin",
+    b"user-agent", b"sec-websocket-extensions", b"sec-websocket-protocol", b"pragma",
+    b"cache-control", b"accept-encoding", b"accept-language",
+))
+
+
 class Headers:
     """A case-insensitive multi-dict of HTTP headers that keeps their order.
 
@@ -46,7 +57,7 @@ class Headers:
 
     def __init__(self, items=()):
         self._items = []
-        self._index = {}
+        self._index = None  # {lower-case name: [values]}, built at the first lookup
         if hasattr(items, "items") and not isinstance(items, Headers):
             items = items.items()
         for name, value in items:
@@ -57,7 +68,21 @@ class Headers:
         name = str(name)
         value = str(value)
         self._items.append((name, value))
-        self._index.setdefault(name.lower(), []).append(value)
+        if self._index is not None:
+            self._index.setdefault(name.lower(), []).append(value)
+
+    def _lookup(self):
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for name, value in self._items:
+                index.setdefault(name.lower(), []).append(value)
+        return index
+
+    def compact(self):
+        """Drop the lookup index (rebuilt when needed): a request kept for
+        the life of a WebSocket connection then costs less memory."""
+        self._index = None
 
     def __setitem__(self, name, value):
         """Replace every value of ``name`` by ``value``."""
@@ -66,28 +91,29 @@ class Headers:
 
     def remove(self, name):
         key = name.lower()
-        if key in self._index:
-            del self._index[key]
+        index = self._lookup()
+        if key in index:
+            del index[key]
             self._items = [(n, v) for n, v in self._items if n.lower() != key]
 
     __delitem__ = remove
 
     def __getitem__(self, name):
-        return self._index[name.lower()][0]
+        return self._lookup()[name.lower()][0]
 
     def get(self, name, default=None):
-        values = self._index.get(name.lower())
+        values = self._lookup().get(name.lower())
         return values[0] if values else default
 
     def get_all(self, name):
         """Every value of ``name``, in order (an empty list if absent)."""
-        return list(self._index.get(name.lower(), ()))
+        return list(self._lookup().get(name.lower(), ()))
 
     def get_list(self, name):
         """The comma-separated tokens of every ``name`` header, stripped, empty
         ones dropped (``Connection: keep-alive, Upgrade`` → ``["keep-alive", "Upgrade"]``)."""
         tokens = []
-        for value in self._index.get(name.lower(), ()):
+        for value in self._lookup().get(name.lower(), ()):
             for token in value.split(","):
                 token = token.strip()
                 if token:
@@ -95,7 +121,7 @@ class Headers:
         return tokens
 
     def __contains__(self, name):
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._lookup()
 
     def __iter__(self):
         return iter(name for name, _ in self._items)
@@ -303,7 +329,24 @@ class _ParserBase:
     def on_header(self, name, value):
         self._grow_head(len(name) + len(value) + 4)
         # RFC 9110 §5.5: field values are octets; latin-1 keeps each one.
-        self._headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        # Names, and the values of headers every client sends alike, are
+        # shared between requests: a WebSocket keeps its request for life.
+        key = name.lower()
+        text = _NAMES.get(name)
+        if text is None:
+            text = name.decode("latin-1")
+            if len(_NAMES) < _INTERN_MAX:
+                _NAMES[bytes(name)] = text
+        if key in _SHARED_VALUES and len(value) <= 256:
+            shared = _VALUES.get(value)
+            if shared is None:
+                shared = value.decode("latin-1")
+                if len(_VALUES) < _INTERN_MAX:
+                    _VALUES[bytes(value)] = shared
+            value = shared
+        else:
+            value = value.decode("latin-1")
+        self._headers.add(text, value)
         if len(self._headers) > 256:
             self._error = HandshakeError(431, "too many header fields")
             raise self._error

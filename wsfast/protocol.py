@@ -152,12 +152,24 @@ class _LoopShared:
     """What all connections of one event loop share: the read buffer and the
     completed future that ``write_message`` returns when nothing waits."""
 
-    __slots__ = ("view", "done")
+    __slots__ = ("view", "done", "loop", "corked", "flush_pending")
 
     def __init__(self, loop):
         self.view = memoryview(bytearray(READ_BUFFER_SIZE))
         self.done = loop.create_future()
         self.done.set_result(None)
+        self.loop = loop
+        # Protocols whose writes wsfast.broadcast corked in this loop turn
+        # (see WebSocketProtocol._cork), written by flush_corked soon after.
+        self.corked = []
+        self.flush_pending = False
+
+    def flush_corked(self):
+        corked = self.corked
+        self.corked = []
+        self.flush_pending = False
+        for protocol in corked:
+            protocol._flush_batch()  # a no-op if its own read wrote it already
 
 
 _SHARED_ATTR = "_wsfast_shared"
@@ -220,7 +232,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
         # HTTP
         self._parser = None
-        self._requests = collections.deque()
+        self._requests = []  # rarely more than one: a list is 56 bytes, a deque 600
         self._busy = False  # a request is being handled
         self._eof = False
         self._shutting_down = False
@@ -394,7 +406,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._pending_error = None
                 self._http_error(error)
             return
-        request = self._requests.popleft()
+        request = self._requests.pop(0)
         self._busy = True
         if self._read_paused and not self._parser.upgraded and len(self._requests) <= 4:
             self.resume_reading()
@@ -529,10 +541,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _receive_ws(self, data):
         conn = self.connection
         events = conn.receive_data(data)
+        # Frames corked by a broadcast earlier in this loop turn go first.
+        batch = self._batch
         if events:
             # Replies written while handling this read are batched into one
             # transport write (one syscall for a read full of messages).
-            batch = self._batch = []
+            if batch is None:
+                batch = self._batch = []
             try:
                 for event in events:
                     kind = type(event)
@@ -565,8 +580,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     # Close: the Connection queued the reply; the state tells the rest.
             finally:
                 self._batch = None
-        else:
+        elif batch is None:
             batch = []
+        else:
+            self._batch = None
         if conn.state is _CLOSED:
             if conn.close_pending and self._unconsumed():
                 out = conn.data_to_send(hold_close=True)
@@ -619,6 +636,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._hold_timer = None
         conn = self.connection
         out = conn.data_to_send()
+        self._flush_batch()  # what a broadcast corked goes before the close
         if out and not self._lost:
             self.transport.write(out)
         if conn.state is _CLOSED:
@@ -630,6 +648,49 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         precedes the close)."""
         if self._close_held:
             self._loop.call_soon(self._release_close)
+
+    # -- corking: many small writes to one transport in one loop turn ------------
+    #
+    # wsfast.broadcast does not write to a transport that has no batch open:
+    # it opens one (``_cork``) and a callback of the same loop turn's end
+    # (``_LoopShared.flush_corked``) writes it. Several broadcasts in one turn
+    # (a fan-out wave, commands that came in one read) then cost one syscall
+    # per connection, not one per message. Everything written meanwhile
+    # (write_message, pongs, a close) joins the batch, so the order holds; a
+    # read of that connection writes the batch itself; _ws_finished flushes
+    # it before the half-close.
+
+    def _cork(self, data):
+        """Open a batch holding ``data``; it is written at the end of this loop turn."""
+        self._batch = [data]
+        shared = _loop_shared(self._loop)
+        shared.corked.append(self)
+        if not shared.flush_pending:
+            shared.flush_pending = True
+            self._loop.call_soon(shared.flush_corked)
+
+    def _flush_batch(self):
+        """Write the open batch now and close it."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        if batch and not self._lost:
+            if len(batch) == 1:
+                self.transport.write(batch[0])
+            else:
+                self.transport.writelines(batch)
+
+    def _write_batch(self):
+        """Write what the open batch holds now, keeping it open (a read that
+        owns it may still append)."""
+        batch = self._batch
+        if batch and not self._lost:
+            if len(batch) == 1:
+                self.transport.write(batch[0])
+            else:
+                self.transport.writelines(batch)
+        del batch[:]
 
     def _send(self, data):
         """Write ``data`` after whatever is batched (see ``_receive_ws``)."""
@@ -854,6 +915,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return
         self._mode = _DONE
         self._cancel_keepalive()
+        self._flush_batch()  # corked frames go out before the half-close
         if not self._lost:
             transport = self.transport
             if self._read_paused:

@@ -648,6 +648,11 @@ class WebSocketHandler(RequestHandler):
             return
         self._finished = True
         self.ws_connection = protocol
+        # The answer is sent: its headers and body buffer are not needed for
+        # the life of the connection (memory per idle connection).
+        self._headers = None
+        self._write_buffer = None
+        request.headers.compact()
         if type(self).write_message is WebSocketHandler.write_message:
             # Hot path: skip one call per message.
             self.write_message = protocol.write_message
@@ -671,18 +676,19 @@ class WebSocketHandler(RequestHandler):
             options = _compression_options(get())
         return (options,) if options is not None else ()
 
+    _OPTION_NAMES = ("max_message_size", "ping_interval", "ping_timeout", "close_timeout",
+                     "max_queue", "write_buffer_high", "write_buffer_low")
+
     def _websocket_options(self):
         get = self.get_websocket_option
         base = self.application._options
-        return base.replace(
-            max_message_size=get("max_message_size", base.max_message_size),
-            ping_interval=get("ping_interval", base.ping_interval),
-            ping_timeout=get("ping_timeout", base.ping_timeout),
-            close_timeout=get("close_timeout", base.close_timeout),
-            max_queue=get("max_queue", base.max_queue),
-            write_buffer_high=get("write_buffer_high", base.write_buffer_high),
-            write_buffer_low=get("write_buffer_low", base.write_buffer_low),
-        )
+        changes = {}
+        for name in self._OPTION_NAMES:
+            value = get(name, getattr(base, name))
+            if value != getattr(base, name):
+                changes[name] = value
+        # Shared when nothing differs: one Options per application, not per connection.
+        return base.replace(**changes) if changes else base
 
     def _ws_closed(self):
         conn = self.ws_connection.connection
