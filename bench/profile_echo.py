@@ -52,7 +52,8 @@ def _uvloop():
 
 
 def serve_wsfast(port, text):
-    sys.path.insert(0, ROOT)
+    # WSFAST_TREE: another checkout (a "before" build) for the *-base kinds
+    sys.path.insert(0, os.environ.get("WSFAST_TREE") or ROOT)
     import wsfast
 
     class Echo(wsfast.WebSocketHandler):
@@ -195,6 +196,8 @@ def serve_ceiling(port, text):
 SERVERS = {
     "wsfast": serve_wsfast,
     "wsfast-py": serve_wsfast,
+    "wsfast-base": serve_wsfast,  # WSFAST_BASE_TREE, e.g. a git archive of the commit before
+    "wsfast-py-base": serve_wsfast,
     "picows": serve_picows,
     "ceiling": serve_ceiling,
 }
@@ -331,10 +334,12 @@ def free_port():
 def start_server(kind, port, text, cpu="0"):
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    if kind == "wsfast-py":
+    if kind.startswith("wsfast-py"):
         env["WSFAST_NO_EXTENSIONS"] = "1"
     else:
         env.pop("WSFAST_NO_EXTENSIONS", None)
+    if kind.endswith("-base"):
+        env["WSFAST_TREE"] = os.environ["WSFAST_BASE_TREE"]
     cmd = [sys.executable, os.path.abspath(__file__), "serve", kind, "--port", str(port)]
     if text:
         cmd.append("--text")

@@ -549,12 +549,16 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if batch is None:
                 batch = self._batch = []
             try:
+                # on_message while messages go straight to it (no consumer
+                # task), else None; read again whenever that may change.
+                on_message = self._on_message if self._backlog is None else None
+                done = self._done
                 for event in events:
                     kind = type(event)
                     if kind is str or kind is bytes:
-                        if self._backlog is None:
+                        if on_message is not None:
                             try:
-                                result = self._on_message(event)
+                                result = on_message(event)
                             except ConnectionClosed:
                                 # A reply to a message that came with the
                                 # close (or a failure) in one read: the
@@ -562,12 +566,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                 continue
                             except Exception:
                                 self._handler_failed("on_message")
+                                on_message = self._on_message if self._backlog is None else None
                                 continue
-                            if result is not None and result is not self._done:
+                            if result is not None and result is not done:
                                 # A coroutine (async def on_message), or a
                                 # pending write awaitable it returned.
                                 if inspect.isawaitable(result):
                                     self._start_consumer(result)
+                                    on_message = None
                         else:
                             self._enqueue(event)
                     elif kind is Ping:
