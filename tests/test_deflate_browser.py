@@ -11,8 +11,8 @@ The browser launch and page helpers are tests/test_browser.py's.
 import functools
 
 import pytest
-from interop_helpers import require_codec, run_in_loop
-from test_browser import Browser, _browser_missing, _PageProxy
+from interop_helpers import run_in_loop
+from test_browser import _PageProxy, browser, codec  # noqa: F401 (fixtures shared with test_browser)
 
 import wsfast
 
@@ -35,26 +35,9 @@ ws.onclose = (e) => { document.getElementById("status").textContent = "closed " 
 """
 
 
-@pytest.fixture(scope="module")
-def browser():
-    reason = _browser_missing()
-    if reason:
-        pytest.skip(reason)
-    b = Browser()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
 @pytest.fixture(params=["asyncio", "uvloop"])
 def run(request):
     return functools.partial(run_in_loop, request.param, timeout=40)
-
-
-@pytest.fixture(params=["cython", "python"])
-def codec(request):
-    return require_codec(request.param)
 
 
 class MainPage(wsfast.RequestHandler):
