@@ -181,6 +181,17 @@ class Close:
         return f"Close({self.code}, {self.reason!r})"
 
 
+def _close_to_send(code, reason):
+    """The payload of a close frame to send, and its record as sent (the
+    reason as truncated to fit, RFC 6455 §5.5). ValueError for a code that
+    may not be sent."""
+    close = Close(code, reason)
+    payload = close.serialize()
+    if len(payload) > 2:
+        close.reason = payload[2:].decode("utf-8")
+    return close, payload
+
+
 # -- the connection -------------------------------------------------------------
 
 _MASK_POOL_SIZE = 4096  # 1024 masking keys per os.urandom() call
@@ -636,10 +647,7 @@ class Connection:
         bound the wait (RFC 6455 §7.1.1)."""
         if self.close_sent is not None or self.state is State.CLOSED:
             return self._take_out(_EMPTY)
-        close = Close(code, reason)
-        payload = close.serialize()  # ValueError for a code that may not be sent
-        if len(payload) > 2:  # record what was actually sent
-            close.reason = payload[2:].decode("utf-8")
+        close, payload = _close_to_send(code, reason)  # ValueError for a code that may not be sent
         self.close_sent = close
         self._can_send = False
         self.state = State.CLOSING
@@ -657,10 +665,7 @@ class Connection:
     def _fail(self, exc):
         # Queue the close frame; the caller returns or flushes the queue.
         if self.close_sent is None:
-            close = Close(exc.code, exc.reason)
-            payload = close.serialize()
-            if len(payload) > 2:
-                close.reason = payload[2:].decode("utf-8")
+            close, payload = _close_to_send(exc.code, exc.reason)
             self._pending_close = self._frame(8, payload)
             self.close_sent = close
         else:
