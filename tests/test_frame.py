@@ -610,3 +610,69 @@ def test_build_frame_rejects_bad_opcodes(impl, opcode):
         impl.build_frame(opcode, b"")
     with pytest.raises(ValueError):
         impl.build_frame(opcode, bytes(70000))
+
+
+# -- feed_messages: complete single-frame messages as str/bytes ------------------
+
+
+def test_feed_messages_converts_complete_data_frames(impl):
+    parser = impl.FrameParser(mask_required=True)
+    wire = (impl.build_frame(2, b"bin", mask_key=MASK) + impl.build_frame(1, "tëxt", mask_key=MASK)
+            + impl.build_frame(2, b"", mask_key=MASK))
+    assert parser.feed_messages(wire) == [b"bin", "tëxt", b""]
+
+
+def test_feed_messages_frames_from_the_first_other_frame_on(impl):
+    parser = impl.FrameParser(mask_required=True)
+    wire = (impl.build_frame(2, b"a", mask_key=MASK)
+            + impl.build_frame(9, b"p", mask_key=MASK)       # a ping: a Frame ...
+            + impl.build_frame(2, b"b", mask_key=MASK)       # ... and so is all after it
+            + impl.build_frame(1, b"c", fin=False, mask_key=MASK))
+    got = parser.feed_messages(wire)
+    assert got[0] == b"a"
+    assert [(f.opcode, f.fin, f.payload) for f in got[1:]] == [(9, True, b"p"), (2, True, b"b"),
+                                                             (1, False, b"c")]
+    parser = impl.FrameParser(mask_required=True)
+    got = parser.feed_messages(impl.build_frame(1, b"x", fin=False, mask_key=MASK)
+                               + impl.build_frame(2, b"y", mask_key=MASK))
+    assert [type(f).__name__ for f in got] == ["Frame", "Frame"]
+
+
+def test_feed_messages_text_that_began_earlier_stays_a_frame(impl):
+    """A caller may have checked the start of a text frame through partial()."""
+    for opcode in (1, 2):
+        parser = impl.FrameParser(mask_required=True)
+        wire = impl.build_frame(opcode, b"hello world", mask_key=MASK) + impl.build_frame(
+            2, b"next", mask_key=MASK)
+        for cut in (1, 7, 10):  # in the header, at its end, in the payload
+            parser = impl.FrameParser(mask_required=True)
+            assert parser.feed_messages(wire[:cut]) == []
+            got = parser.feed_messages(wire[cut:])
+            if opcode == 2:
+                assert got == [b"hello world", b"next"]
+            else:
+                assert (got[0].opcode, got[0].payload) == (1, b"hello world")
+                assert got[1].payload == b"next"  # after a Frame: Frames
+
+
+def test_feed_messages_invalid_utf8_is_a_violation(impl):
+    parser = impl.FrameParser(mask_required=True)
+    good = impl.build_frame(2, b"ok", mask_key=MASK)
+    bad = impl.build_frame(1, b"ab\xff", mask_key=MASK)
+    assert parser.feed_messages(good + bad + good) == [b"ok"]  # the frames before it
+    assert isinstance(parser.error, InvalidUTF8)
+    assert (parser.error.code, parser.error.reason) == (1007, "invalid UTF-8 at byte 2")
+    with pytest.raises(InvalidUTF8):
+        parser.feed_messages(b"")
+    parser = impl.FrameParser(mask_required=True)
+    with pytest.raises(InvalidUTF8, match="at byte 2"):  # nothing before it: raised now
+        parser.feed_messages(bad)
+
+
+def test_feed_messages_rsv1_and_unmasked_client_frames(impl):
+    parser = impl.FrameParser(mask_required=False, allow_rsv1=True)
+    wire = impl.build_frame(2, b"z", rsv1=True) + impl.build_frame(2, b"w")
+    got = parser.feed_messages(wire)
+    assert (got[0].rsv1, got[0].payload) == (True, b"z") and got[1].payload == b"w"
+    parser = impl.FrameParser(mask_required=False)
+    assert parser.feed_messages(impl.build_frame(1, "ß") + impl.build_frame(2, b"w")) == ["ß", b"w"]

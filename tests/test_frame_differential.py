@@ -28,7 +28,12 @@ def raw_frame(draw):
     rsv = draw(st.sampled_from([0, 0, 0, 0, 0x40, 0x20, 0x10]))
     masked = draw(st.booleans()) if draw(st.integers(0, 5)) == 0 else True
     n = draw(lengths)
-    payload = draw(st.binary(min_size=n, max_size=n)) if n < 512 else bytes(range(256)) * (n // 256) + bytes(n % 256)
+    if n >= 512:
+        payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    elif draw(st.booleans()):  # mostly valid UTF-8 (the cut may split a character)
+        payload = draw(st.text(max_size=n)).encode("utf-8")[:n].ljust(n, b"a")
+    else:
+        payload = draw(st.binary(min_size=n, max_size=n))
     b0 = (0x80 if fin else 0) | rsv | opcode
     mbit = 0x80 if masked else 0
     form = draw(st.sampled_from(["minimal", "minimal", "minimal", "16", "64", "64msb"]))
@@ -52,13 +57,21 @@ def raw_frame(draw):
     return header + payload
 
 
-def outcome(parser, chunks):
-    """What a parser does with each chunk: frames, or the error it raised."""
+def item(f):
+    if type(f) in (bytes, str):  # feed_messages: a message
+        return (type(f).__name__, f)
+    return (f.opcode, f.fin, f.rsv1, f.payload)
+
+
+def outcome(parser, chunks, messages=False):
+    """What a parser does with each chunk: frames (or, with ``messages``,
+    what feed_messages returns), or the error it raised."""
+    feed = parser.feed_messages if messages else parser.feed
     result = []
     for chunk in chunks:
         try:
-            frames = parser.feed(chunk)
-            result.append([(f.opcode, f.fin, f.rsv1, f.payload) for f in frames])
+            frames = feed(chunk)
+            result.append([item(f) for f in frames])
         except ProtocolError as exc:
             result.append((type(exc).__name__, exc.code, exc.reason))
         except Exception as exc:  # anything else is a bug in either twin
@@ -85,13 +98,14 @@ def chunked(data, cuts):
     mask_required=st.booleans(),
     allow_rsv1=st.booleans(),
     max_frame_size=st.sampled_from([0, 1, 125, 126, 65535, 65536, 16 * 2**20]),
+    messages=st.booleans(),
 )
-def test_parsers_agree(frames, cuts, mask_required, allow_rsv1, max_frame_size):
+def test_parsers_agree(frames, cuts, mask_required, allow_rsv1, max_frame_size, messages):
     data = b"".join(frames)
     chunks = chunked(data, cuts)
     kw = dict(mask_required=mask_required, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size)
-    py = outcome(PY.FrameParser(**kw), chunks)
-    cy = outcome(CY.FrameParser(**kw), chunks)
+    py = outcome(PY.FrameParser(**kw), chunks, messages)
+    cy = outcome(CY.FrameParser(**kw), chunks, messages)
     assert py == cy
     assert not any(isinstance(r, tuple) and r[0] == "UNEXPECTED" for r in py)
 

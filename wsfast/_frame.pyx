@@ -368,17 +368,30 @@ cdef class FrameParser:
         returned and the ``ProtocolError`` is raised by the next call (so
         ``feed(b"")`` flushes it); with no frame before it, it is raised now.
         """
+        return self._feed(data, False)
+
+    def feed_messages(self, data):
+        """Like :meth:`feed`, but until the first ``Frame`` it returns, a
+        complete unfragmented frame (FIN set, RSV1 clear) comes as its
+        message: a binary one as its payload (``bytes``), a text one that
+        began in this call as its payload decoded (``str``; invalid UTF-8
+        is a violation, ``InvalidUTF8``, raised as the others). A text frame
+        that began in an earlier call stays a ``Frame`` (its caller may have
+        checked part of it, see :meth:`partial`)."""
+        return self._feed(data, True)
+
+    cdef list _feed(self, data, bint convert):
         cdef Py_buffer view
         cdef list frames = []
         if self.error is not None:
             raise self.error
         if PyBytes_CheckExact(data):
             self._parse(<const unsigned char *>PyBytes_AS_STRING(data),
-                        PyBytes_GET_SIZE(data), frames)
+                        PyBytes_GET_SIZE(data), frames, convert)
         else:
             _get_buffer(data, &view)
             try:
-                self._parse(<const unsigned char *>view.buf, view.len, frames)
+                self._parse(<const unsigned char *>view.buf, view.len, frames, convert)
             finally:
                 PyBuffer_Release(&view)
         if self.error is not None and not frames:
@@ -552,7 +565,9 @@ cdef class FrameParser:
         self._part = NULL
         return payload
 
-    cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames) except -1:
+    cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames,
+                    bint convert) except -1:
+        # ``convert``: feed_messages() (see there) until a Frame is appended.
         cdef Py_ssize_t i = 0, h, take, old
         cdef bint in_hdr
         cdef bytes payload
@@ -573,7 +588,11 @@ cdef class FrameParser:
                 if self._filled < self._size:
                     return 0
                 payload = self._take_part()
-                frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
+                if convert and self._opcode == 2 and self._fin and not self._rsv1:
+                    frames.append(payload)
+                else:  # text that began earlier stays a Frame, as in the twin
+                    convert = False
+                    frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
                 continue
             if self._hdr_len:
                 # Continue a partial header: add what can belong to it (a
@@ -609,7 +628,19 @@ cdef class FrameParser:
             if n - i >= self._size:
                 payload = self._payload_from(p + i)
                 i += self._size
-                frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
+                if (convert and self._fin and not self._rsv1
+                        and (self._opcode == 2 or self._opcode == 1 and not in_hdr)):
+                    if self._opcode == 2:
+                        frames.append(payload)
+                    else:
+                        try:
+                            frames.append(payload.decode("utf-8"))
+                        except UnicodeDecodeError as exc:
+                            self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
+                            return 0
+                else:
+                    convert = False
+                    frames.append(_new_frame(self._opcode, self._fin, self._rsv1, payload))
             else:
                 if not in_hdr:  # keep the header, for the checks of the next feed()
                     memcpy(self._hdr, p + i - h, h)

@@ -200,6 +200,27 @@ class FrameParser:
         returned and the ``ProtocolError`` is raised by the next call (so
         ``feed(b"")`` flushes it); with no frame before it, it is raised now.
         """
+        try:
+            return self._feed(data, False)
+        except ProtocolError:
+            data = None  # the traceback keeps this frame: hold no caller buffer
+            raise
+
+    def feed_messages(self, data):
+        """Like :meth:`feed`, but until the first ``Frame`` it returns, a
+        complete unfragmented frame (FIN set, RSV1 clear) comes as its
+        message: a binary one as its payload (``bytes``), a text one that
+        began in this call as its payload decoded (``str``; invalid UTF-8
+        is a violation, ``InvalidUTF8``, raised as the others). A text frame
+        that began in an earlier call stays a ``Frame`` (its caller may have
+        checked part of it, see :meth:`partial`)."""
+        try:
+            return self._feed(data, True)
+        except ProtocolError:
+            data = None  # the traceback keeps this frame: hold no caller buffer
+            raise
+
+    def _feed(self, data, convert):
         if self.error is not None:
             data = None  # the traceback keeps this frame: hold no caller buffer
             raise self.error
@@ -207,8 +228,10 @@ class FrameParser:
         if buf:
             buf += data
             src = buf
+            began = 1  # the first frame began in an earlier call
         else:
             src = _as_bytes_like(data)
+            began = 0
         frames = []
         pos = 0
         end = len(src)
@@ -245,7 +268,17 @@ class FrameParser:
                     payload = apply_mask(src[pos + hlen : stop], src[pos + hlen - 4 : pos + hlen])
                 else:
                     payload = bytes(src[pos + hlen : stop])
-                frames.append(_new_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload))
+                if convert and b0 & 0xC0 == 0x80 and (opcode == 2 or opcode == 1 and pos >= began):
+                    if opcode == 2:
+                        frames.append(payload)
+                    else:
+                        try:
+                            frames.append(payload.decode("utf-8"))
+                        except UnicodeDecodeError as exc:
+                            raise InvalidUTF8(f"invalid UTF-8 at byte {exc.start}") from None
+                else:
+                    convert = False
+                    frames.append(_new_frame(opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload))
                 pos = stop
         except ProtocolError as exc:
             self.error = exc

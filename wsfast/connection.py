@@ -40,6 +40,7 @@ message limit below 125 bytes) goes through ``_handle_frame``.
 """
 
 import os
+import struct
 from enum import Enum
 
 from . import codec as _codec_module
@@ -197,6 +198,8 @@ def _close_to_send(code, reason):
 _MASK_POOL_SIZE = 4096  # 1024 masking keys per os.urandom() call
 _EMPTY = b""
 _NO_OUT = ()  # Connection._out while nothing is queued (falsy, shared)
+_HEAD_16 = struct.Struct("!BBH").pack  # a server frame's header, 16-bit length
+_HEAD_64 = struct.Struct("!BBQ").pack  # ... 64-bit length (RFC 6455 §5.2)
 
 
 class Connection:
@@ -278,27 +281,22 @@ class Connection:
         """
         if self._input_closed:
             return []
-        events = []
-        append = events.append
+        events = None
         try:
             parser = self._parser
-            frames = parser.feed(data)
-            fast = self._fast
-            if self._partial_checked and frames:
-                # The first frame was checked in part while it arrived.
-                fast = False
-            for frame in frames:
-                if fast and frame.fin:
-                    op = frame.opcode
-                    if op == 1:  # TEXT, RFC 6455 §5.6: must be UTF-8
-                        append(frame.payload.decode("utf-8"))
-                        continue
-                    if op == 2:  # BINARY
-                        append(frame.payload)
-                        continue
-                if self._handle_frame(frame, append):
-                    return events  # a close arrived: nothing after it counts
-                fast = self._fast
+            if self._fast:
+                # Complete single-frame messages come from the codec as their
+                # str/bytes events; from its first Frame on, the rest are
+                # Frames (so a last item of another type means none is).
+                events = parser.feed_messages(data)
+                if events:
+                    last = type(events[-1])
+                    if last is not bytes and last is not str and self._handle_frames(events):
+                        return events  # a close arrived: nothing after it counts
+            else:
+                events = parser.feed(data)
+                if events and self._handle_frames(events):
+                    return events
             # FrameParser stores a violation found after complete frames of
             # this read; they were processed above, now fail (RFC 6455 §7.1.7).
             if parser.error is not None:
@@ -309,7 +307,34 @@ class Connection:
             self._fail(exc)
         except UnicodeDecodeError as exc:  # a single-frame text message
             self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
-        return events
+        return [] if events is None else events
+
+    def _handle_frames(self, events):
+        """Replace the Frames at the end of ``events`` (from the first one on)
+        by the events they complete, in place. True when a close ended the input."""
+        k = 0
+        for k, item in enumerate(events):
+            if type(item) is not bytes and type(item) is not str:
+                break
+        frames = events[k:]
+        del events[k:]
+        append = events.append
+        # A text frame checked in part as it arrived (the first one) goes
+        # through _handle_frame, which checks only the rest.
+        fast = self._fast and not self._partial_checked
+        for frame in frames:
+            if fast and frame.fin:
+                op = frame.opcode
+                if op == 1:  # TEXT, RFC 6455 §5.6: must be UTF-8
+                    append(frame.payload.decode("utf-8"))
+                    continue
+                if op == 2:  # BINARY
+                    append(frame.payload)
+                    continue
+            if self._handle_frame(frame, append):
+                return True  # a close arrived: nothing after it counts
+            fast = self._fast
+        return False
 
     def _handle_frame(self, frame, append):
         """Everything but a complete text/binary frame on the fast path.
@@ -615,6 +640,31 @@ class Connection:
         if self._out:
             return self._take_out(data)
         return data
+
+    def send_binary_parts(self, data):
+        """Return a binary message carrying ``data`` (``bytes``) as two parts
+        to write in this order, ``(head, data)``: ``head`` holds any queued
+        reply and the frame header, ``data`` is the payload itself, not
+        copied (write both with ``writelines``). For large payloads on a
+        server without extensions (a client masks, an extension transforms
+        the payload: use :meth:`send_binary` there, which raises
+        ``ValueError`` here). Raises ``ConnectionClosed`` as send_binary does."""
+        if not self._can_send:
+            raise self._closed_error()
+        if self._client or self.extensions:
+            raise ValueError("send_binary_parts: server side without extensions only")
+        if type(data) is not bytes:  # bytes alone cannot change after it is queued
+            raise TypeError(f"send_binary_parts takes bytes, not {type(data).__name__}")
+        n = len(data)
+        if n < 126:
+            head = bytes((0x82, n))
+        elif n < 65536:
+            head = _HEAD_16(0x82, 126, n)
+        else:
+            head = _HEAD_64(0x82, 127, n)
+        if self._out:
+            head = self._take_out(head)
+        return head, data
 
     def _send_control(self, opcode, data):
         # Control frames may follow our close frame (RFC 6455 §5.5.1 forbids
