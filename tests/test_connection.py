@@ -798,3 +798,30 @@ def test_valid_text_in_chops(codec, side, chop):
         for i in range(0, len(data), chop):
             events += conn.receive_data(data[i : i + chop])
         assert events == [text] and conn.state is State.OPEN
+
+
+# -- send_binary_parts: a large payload written after its header, not copied ------
+
+
+@pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536, 200_000])
+def test_send_binary_parts_is_send_binary_without_the_copy(codec, n):
+    conn = Connection(Side.SERVER, codec=codec)
+    payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    head, data = conn.send_binary_parts(payload)
+    assert data is payload  # the same object: no copy
+    assert head + data == Connection(Side.SERVER, codec=codec).send_binary(payload)
+    assert written(codec, Side.SERVER, head + data) == [(BINARY, payload)]
+
+
+def test_send_binary_parts_after_a_queued_reply_and_the_rules(codec):
+    conn = Connection(Side.SERVER, codec=codec)
+    conn.receive_data(peer_frame(codec, Side.SERVER, PING, b"p"))  # its pong is queued
+    head, data = conn.send_binary_parts(b"x" * 70000)
+    assert written(codec, Side.SERVER, head + data) == [(PONG, b"p"), (BINARY, b"x" * 70000)]
+    with pytest.raises(TypeError):
+        conn.send_binary_parts(bytearray(10))  # mutable: it could change once queued
+    with pytest.raises(ValueError):
+        Connection(Side.CLIENT, codec=codec).send_binary_parts(b"x")  # a client masks
+    conn.send_close()
+    with pytest.raises(ConnectionClosed):
+        conn.send_binary_parts(b"x")

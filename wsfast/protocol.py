@@ -74,6 +74,10 @@ _DONE = 2  # closing handshake done or failed: discard input
 _CLOSED = State.CLOSED
 _HOLD_LIMIT = 1.0  # seconds a close may wait for an async consumer (see _hold_close)
 _OPEN = State.OPEN
+# A binary payload at least this big (bytes) is written after its frame header
+# as it is, not copied into one frame (Connection.send_binary_parts): at this
+# size the copy and its fresh pages cost more than a second iovec.
+_UNCOPIED_MIN = 64 * 1024
 
 
 class Options:
@@ -706,6 +710,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         elif data and not self._lost:
             self.transport.write(data)
 
+    def _send_parts(self, parts):
+        """Write ``parts`` (a tuple of buffers) in order, after whatever is batched."""
+        batch = self._batch
+        if batch is not None:
+            batch.extend(parts)
+        elif not self._lost:
+            self.transport.writelines(parts)
+
     def _call_handler(self, method, arg):
         try:
             result = method(arg)
@@ -798,6 +810,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             data = conn.send_binary(message.encode()) if binary else conn.send_text(message)
         elif kind is dict or kind is list:
             data = conn.send_text(json.dumps(message))
+        elif kind is bytes and len(message) >= _UNCOPIED_MIN and self._server and not conn.extensions:
+            self._send_parts(conn.send_binary_parts(message))
+            if not self._write_paused:
+                return self._done
+            return self.drained()
         else:
             data = conn.send_binary(message)
         batch = self._batch

@@ -1,0 +1,132 @@
+"""In-process cost of the echo hot path, without sockets: ns per message.
+
+    python bench/hotpath_micro.py                 # wsfast (compiled codec) vs the ceiling's parser
+    python bench/hotpath_micro.py --size 256 --batch 8
+    WSFAST_NO_EXTENSIONS=1 python bench/hotpath_micro.py
+
+A ``WebSocketProtocol`` upgraded with a ``WebSocketHandler`` that echoes as
+bench/servers/wsfast_server.py does, fed reads of ``--batch`` masked binary
+frames through ``get_buffer``/``buffer_updated``, writing to a transport that
+drops the bytes; beside it bench/servers/ceiling_server.py's ``Ceiling``
+protocol fed the same reads. The difference is what wsfast's Python and C
+cost per message beyond the least a Python server must do; the syscalls both
+make come on top (bench/run.py measures the whole).
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "servers"))
+
+import wsfast  # noqa: E402
+from wsfast.connection import Side  # noqa: E402
+from wsfast.protocol import Options, WebSocketProtocol  # noqa: E402
+
+
+class NullTransport(asyncio.Transport):
+    def __init__(self):
+        super().__init__()
+        self.written = 0
+
+    def write(self, data):
+        self.written += len(data)
+
+    def writelines(self, parts):
+        for part in parts:
+            self.written += len(part)
+
+    def set_write_buffer_limits(self, high=None, low=None):
+        pass
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def is_closing(self):
+        return False
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+class Echo(wsfast.WebSocketHandler):
+    def on_message(self, message):  # as bench/servers/wsfast_server.py
+        if type(message) is not str:
+            self.write_message(message)
+            return
+        self.write_message(message)
+
+
+class Owner:
+    def connection_made(self, protocol):
+        pass
+
+    def connection_lost(self, protocol):
+        pass
+
+
+def frame(size, text=False):
+    from wsfast import codec
+    return codec.get_codec().build_frame(1 if text else 2, b"x" * size, mask_key=b"\x37\xfa\x21\x3d")
+
+
+def feed(protocol, data, reads):
+    n = len(data)
+    t0 = time.perf_counter_ns()
+    for _ in range(reads):
+        view = protocol.get_buffer(n)
+        view[:n] = data
+        protocol.buffer_updated(n)
+    return time.perf_counter_ns() - t0
+
+
+def wsfast_protocol(codec):
+    protocol = WebSocketProtocol(Side.SERVER, Options(codec=codec), Owner())
+    protocol.connection_made(NullTransport())
+    app = wsfast.Application([(r"/", Echo)])
+    handler = Echo(app, None)
+    handler.ws_connection = protocol
+    protocol.upgrade(handler)
+    return protocol
+
+
+def ceiling_protocol():
+    import ceiling_server
+    protocol = ceiling_server.Ceiling()
+    protocol.connection_made(NullTransport())
+    protocol.upgraded = True
+    return protocol
+
+
+async def main(args):
+    data = frame(args.size, args.text) * args.batch
+    messages = args.reads * args.batch
+    codec = "python" if os.environ.get("WSFAST_NO_EXTENSIONS") else None
+    results = {}
+    for _ in range(args.rounds):
+        for name, make in (("wsfast", lambda: wsfast_protocol(codec)), ("ceiling", ceiling_protocol)):
+            protocol = make()
+            feed(protocol, data, 200)  # warm up
+            ns = feed(protocol, data, args.reads) / messages
+            results.setdefault(name, []).append(ns)
+    for name, values in results.items():
+        print(f"{name:8} {min(values):7.1f} ns/message (best of {args.rounds}; "
+              f"{args.size} B {'text' if args.text else 'binary'}, {args.batch} per read)")
+    print(f"wsfast - ceiling: {min(results['wsfast']) - min(results['ceiling']):.1f} ns/message")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=8, help="frames per read")
+    p.add_argument("--reads", type=int, default=20000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--text", action="store_true")
+    asyncio.run(main(p.parse_args()))
