@@ -128,6 +128,9 @@ def broadcast(connections, message, *, binary=None, slow="skip"):
             sent += 1
         batch = protocol._batch
         if batch is not None:  # inside this connection's read, or corked: keep the order
+            if not cork:  # batches hold small frames only (they are joined)
+                protocol._send_parts((data,))
+                continue
             batch.append(data)
             if len(batch) >= _CORK_ENTRIES:
                 protocol._write_batch()

@@ -74,6 +74,8 @@ _DONE = 2  # closing handshake done or failed: discard input
 _CLOSED = State.CLOSED
 _HOLD_LIMIT = 1.0  # seconds a close may wait for an async consumer (see _hold_close)
 _OPEN = State.OPEN
+_EMPTY = b""
+_JOIN_MAX = 1024  # frames of a batch shorter than this are joined (_write_list)
 # A binary payload at least this big (bytes) is written after its frame header
 # as it is, not copied into one frame (Connection.send_binary_parts): at this
 # size the copy and its fresh pages cost more than a second iovec.
@@ -191,6 +193,20 @@ def _loop_shared(loop):
         except AttributeError:
             shared = _shared_fallback.setdefault(id(loop), shared)
     return shared
+
+
+def _write_list(transport, batch):
+    """Write the frames of a batch (non-empty, in order) in one call. Small
+    frames are joined: for uvloop one buffer costs less than several (about
+    60 ns per extra buffer; joining costs a copy, cheaper below ~1 KiB).
+    Batches of bigger frames go as they are (large payloads never wait in a
+    batch: see _send_parts)."""
+    if len(batch) == 1:
+        transport.write(batch[0])
+    elif len(batch[0]) < _JOIN_MAX and len(batch[-1]) < _JOIN_MAX:
+        transport.write(_EMPTY.join(batch))
+    else:
+        transport.writelines(batch)
 
 
 def _drop(message):  # on_message after the handler failed: ignore the rest
@@ -605,10 +621,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if out:
             batch.append(out)
         if batch and not self._lost:
-            if len(batch) == 1:
-                self.transport.write(batch[0])
-            else:
-                self.transport.writelines(batch)
+            _write_list(self.transport, batch)
         if conn.state is _CLOSED and not self._close_held:
             self._ws_finished()
 
@@ -686,20 +699,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return
         self._batch = None
         if batch and not self._lost:
-            if len(batch) == 1:
-                self.transport.write(batch[0])
-            else:
-                self.transport.writelines(batch)
+            _write_list(self.transport, batch)
 
     def _write_batch(self):
         """Write what the open batch holds now, keeping it open (a read that
         owns it may still append)."""
         batch = self._batch
         if batch and not self._lost:
-            if len(batch) == 1:
-                self.transport.write(batch[0])
-            else:
-                self.transport.writelines(batch)
+            _write_list(self.transport, batch)
         del batch[:]
 
     def _send(self, data):
@@ -711,11 +718,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.transport.write(data)
 
     def _send_parts(self, parts):
-        """Write ``parts`` (a tuple of buffers) in order, after whatever is batched."""
+        """Write ``parts`` (a tuple of buffers, large ones among them) in
+        order, after whatever is batched, now: batches hold small frames
+        only, joined when written, and a large payload is not copied. An
+        open batch stays open (its owner may still append)."""
         batch = self._batch
-        if batch is not None:
-            batch.extend(parts)
-        elif not self._lost:
+        if batch:
+            parts = (_EMPTY.join(batch), *parts)
+            del batch[:]
+        if not self._lost:
             self.transport.writelines(parts)
 
     def _call_handler(self, method, arg):
@@ -804,17 +815,20 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
         kind = type(message)
-        if not compress:  # rare: the opt-out keeps the common path unchanged
+        if kind is bytes and compress:  # the most common case first
+            if len(message) < _UNCOPIED_MIN or conn.extensions or not self._server:
+                data = conn.send_binary(message)
+            else:
+                self._send_parts(conn.send_binary_parts(message))
+                if not self._write_paused:
+                    return self._done
+                return self.drained()
+        elif not compress:  # rare: the opt-out keeps the common path unchanged
             data = self._encode_uncompressed(conn, message, kind, binary)
         elif kind is str:
             data = conn.send_binary(message.encode()) if binary else conn.send_text(message)
         elif kind is dict or kind is list:
             data = conn.send_text(json.dumps(message))
-        elif kind is bytes and len(message) >= _UNCOPIED_MIN and self._server and not conn.extensions:
-            self._send_parts(conn.send_binary_parts(message))
-            if not self._write_paused:
-                return self._done
-            return self.drained()
         else:
             data = conn.send_binary(message)
         batch = self._batch
