@@ -676,3 +676,55 @@ def test_feed_messages_rsv1_and_unmasked_client_frames(impl):
     assert (got[0].rsv1, got[0].payload) == (True, b"z") and got[1].payload == b"w"
     parser = impl.FrameParser(mask_required=False)
     assert parser.feed_messages(impl.build_frame(1, "ß") + impl.build_frame(2, b"w")) == ["ß", b"w"]
+
+
+# -- the twin's masking paths: numpy (when importable) and pure Python ------------
+
+
+def _reference_mask(data, mask):
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+@pytest.fixture(params=["numpy", "no-numpy"])
+def twin_mask_path(request, monkeypatch):
+    from wsfast import _frame_py
+
+    if request.param == "numpy":
+        np = pytest.importorskip("numpy")
+        monkeypatch.setattr(_frame_py, "_np", np)
+    else:
+        monkeypatch.setattr(_frame_py, "_np", None)
+    monkeypatch.setattr(_frame_py, "_np_tried", True)
+    return _frame_py
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 8, 9, 2047, 2048, 2049, 2055, 16383, 16384, 16385, 100_001])
+@pytest.mark.parametrize("offset", [0, 3])
+def test_twin_masking_paths(twin_mask_path, n, offset):
+    py = twin_mask_path
+    buf = bytes(range(256)) * ((n + offset) // 256 + 1)
+    data = memoryview(buf)[offset : offset + n]  # a view at an odd offset, too
+    key = b"\x9d\x01\xf3\x5a"
+    expected = _reference_mask(data, key)
+    got = py.apply_mask(data, key)
+    assert type(got) is bytes and got == expected
+    inplace = bytearray(data)
+    py.apply_mask_inplace(inplace, key)
+    assert inplace == expected
+    parser = py.FrameParser(mask_required=True, max_frame_size=2**24)
+    (frame,) = parser.feed(py.build_frame(2, bytes(data), mask_key=key))
+    assert frame.payload == bytes(data)
+
+
+def test_twin_numpy_path_beyond_the_kept_scratch_buffer(monkeypatch):
+    np = pytest.importorskip("numpy")
+    from wsfast import _frame_py
+
+    monkeypatch.setattr(_frame_py, "_np_tried", True)
+    data = bytes(range(251)) * (_frame_py._SCRATCH_MAX // 251 + 7)  # > the kept buffer
+    key = b"\x01\x80\xff\x10"
+    monkeypatch.setattr(_frame_py, "_np", np)
+    with_numpy = _frame_py.apply_mask(data, key)
+    monkeypatch.setattr(_frame_py, "_np", None)
+    assert with_numpy == _frame_py.apply_mask(data, key)
+    assert _frame_py.apply_mask(with_numpy, key) == data

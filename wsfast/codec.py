@@ -44,6 +44,7 @@ if _cython is not None and not _flag("WSFAST_NO_EXTENSIONS"):
 else:
     default = _frame_py
     IMPLEMENTATION = "python"
+    _frame_py.load_numpy()  # its masking accelerator, if installed: imported now, not mid-loop
 
 
 def get_codec(name=None):
