@@ -62,6 +62,8 @@ CLIENT = os.path.join(HERE, "loadclient.py")
 SERVERS = {
     "wsfast": ("wsfast (Cython)", "wsfast_server.py", [], ["wsfast._frame"]),
     "wsfast-python": ("wsfast (pure Python)", "wsfast_server.py", ["--pure-python"], []),
+    "wsfast-python-nonumpy": ("wsfast (pure Python, no numpy)", "wsfast_server.py",
+                              ["--pure-python", "--no-numpy"], []),
     "picows": ("picows", "picows_server.py", [], ["picows"]),
     "aiohttp": ("aiohttp", "aiohttp_server.py", [], ["aiohttp"]),
     "websockets": ("websockets", "websockets_server.py", [], ["websockets"]),
@@ -302,6 +304,10 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
             r = ratio(case, "wsfast-python", "websockets", "round_trips_per_s")
             add(f"echo {SIZE_LABEL[s]}: wsfast pure Python ≥ websockets", r, r is not None and r >= 1.0,
                 f"{r:.2f}×" if r is not None else "–")
+        if "websockets" in servers and "wsfast-python-nonumpy" in servers:
+            r = ratio(case, "wsfast-python-nonumpy", "websockets", "round_trips_per_s")
+            add(f"echo {SIZE_LABEL[s]}: wsfast pure Python without numpy ≥ websockets", r,
+                r is not None and r >= 1.0, f"{r:.2f}×" if r is not None else "–")
     for case in sorted(c for c in results if c.startswith("idle-")):
         v = metric(results, case, "wsfast", "bytes_per_connection")
         add("wsfast ≤ 6 KiB per idle connection", v, v is not None and v <= 6 * 1024,
@@ -463,7 +469,7 @@ def charts(results, servers, out):
     import matplotlib.pyplot as plt
 
     labels = [SERVERS[s][0] for s in servers]
-    colors = {"wsfast": "#1f6feb", "wsfast-python": "#79a8f2", "picows": "#e8590c", "aiohttp": "#2f9e44",
+    colors = {"wsfast": "#1f6feb", "wsfast-python": "#79a8f2", "wsfast-python-nonumpy": "#b6cdf5", "picows": "#e8590c", "aiohttp": "#2f9e44",
               "websockets": "#9c36b5", "tornado": "#868e96", "ceiling": "#343a40"}
     written = []
 

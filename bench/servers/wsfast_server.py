@@ -1,9 +1,13 @@
 """wsfast echo + fan-out server (Cython codec, or the pure-Python twin with
-``--pure-python``), on uvloop, written as wsfast's README shows."""
+``--pure-python``; ``--no-numpy`` keeps the twin from masking with numpy), on
+uvloop, written as wsfast's README shows."""
 
 import os
 import sys
 from typing import ClassVar
+
+if "--no-numpy" in sys.argv:  # before wsfast is imported
+    os.environ["WSFAST_NO_NUMPY"] = "1"
 
 # WSFAST_TREE: wsfast exported at a commit (bench/run.py --commit); else this checkout
 sys.path.insert(0, os.environ.get("WSFAST_TREE")
@@ -54,7 +58,11 @@ class Bench(wsfast.WebSocketHandler):
 
 
 def main():
-    args = _common.parse_args(__doc__, lambda p: p.add_argument("--pure-python", action="store_true"))
+    def options(p):
+        p.add_argument("--pure-python", action="store_true")
+        p.add_argument("--no-numpy", action="store_true")
+
+    args = _common.parse_args(__doc__, options)
     _common.raise_nofile()
     app = wsfast.Application(
         [(r"/.*", Bench)],
@@ -64,6 +72,7 @@ def main():
     wsfast.run(app, host=args.host, port=args.port, use_uvloop=True, backlog=4096,
                on_start=lambda server: print(
                    f"wsfast {wsfast.__version__} codec={'python' if args.pure_python else wsfast.IMPLEMENTATION} "
+                   f"numpy-masking={'off' if args.no_numpy else 'when importable'} "
                    f"broadcast={BROADCAST_API} from {os.path.dirname(wsfast.__file__)}", flush=True))
 
 
