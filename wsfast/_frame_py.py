@@ -93,9 +93,9 @@ _local = threading.local()
 
 def load_numpy():
     """Import numpy for masking unless ``WSFAST_NO_NUMPY`` is set; returns
-    the module or None. Called on the first large payload, or up front (by
-    wsfast.codec when this twin is the default, so that a server pays the
-    import at start, not inside its event loop)."""
+    the module or None. Called by the first FrameParser (and by wsfast.codec
+    when this twin is the default), so that a server pays the import at start
+    or at its first connection, not in the middle of a message."""
     global _np, _np_tried
     if not _np_tried:
         _np_tried = True
@@ -248,6 +248,8 @@ class FrameParser:
         self.allow_rsv1 = allow_rsv1
         self.error = None
         self._buf = bytearray()
+        if not _np_tried:  # import the masking accelerator with the first parser, not mid-message
+            load_numpy()
 
     def feed(self, data):
         """Parse ``data``; return the list of frames it completed.
