@@ -1137,3 +1137,63 @@ def test_cli_help():
                          env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))))
     assert out.returncode == 0
     assert "echo" in out.stdout and "demo" in out.stdout
+
+
+def test_replies_keep_the_wire_order_with_automatic_replies(run, codec):
+    """write_message builds the bare frame itself only while nothing is queued:
+    the pongs of a read still go before the echoes written after them, and
+    nothing is sent after the close reply (RFC 6455 §5.5.1)."""
+
+    async def main():
+        async with serving([(r"/ws", Echo)], codec=codec) as server:
+            raw = await RawClient.connect(server.port)
+            frames = [_frame_py.build_frame(op, payload, mask_key=os.urandom(4)) for op, payload in (
+                (9, b"p1"), (2, b"bin"), (1, b"txt"), (9, b"p2"), (2, b"x" * 70000), (1, b"last"))]
+            raw.writer.write(b"".join(frames))
+            got = [await raw.next_frame() for _ in range(6)]
+            # The pongs of a read are queued while it is parsed, and go out
+            # ahead of the first reply written after (RFC 6455 §5.5.2: "as
+            # soon as practical"); the echoes keep their order.
+            assert [(f.opcode, f.payload) for f in got] == [
+                (10, b"p1"), (10, b"p2"), (2, b"bin"), (1, b"txt"), (2, b"x" * 70000), (1, b"last")]
+            # messages and the close in one read: the echoes, the close reply, then nothing
+            raw.writer.write(b"".join(_frame_py.build_frame(op, payload, mask_key=os.urandom(4))
+                                      for op, payload in ((2, b"a"), (8, b"\x03\xe8"), (2, b"late"))))
+            got = [await raw.next_frame() for _ in range(2)]
+            assert [(f.opcode, f.payload) for f in got] == [(2, b"a"), (8, b"\x03\xe8")]
+            await raw.wait_eof()
+            assert not raw.frames
+
+    run(main())
+
+
+class CloseThenWrite(wsfast.WebSocketHandler):
+    def initialize(self, log):
+        self.log = log
+
+    def on_message(self, message):
+        self.close(1000, "bye")
+        for late in (b"late bytes", "late text"):
+            try:
+                self.write_message(late)
+            except wsfast.ConnectionClosed as exc:
+                self.log.append(type(exc).__name__)
+
+
+def test_no_data_frame_after_our_close(run, codec):
+    """RFC 6455 §5.5.1: after sending a close, write_message raises (on the
+    hot path too) and nothing follows the close frame on the wire."""
+    log = []
+
+    async def main():
+        async with serving([(r"/ws", CloseThenWrite, {"log": log})], codec=codec) as server:
+            raw = await RawClient.connect(server.port)
+            raw.send(2, b"go")
+            frame = await raw.next_frame()
+            assert (frame.opcode, frame.payload) == (8, b"\x03\xe8bye")
+            raw.send(8, b"\x03\xe8")
+            await raw.wait_eof()
+            assert not raw.frames
+            assert log == ["ConnectionClosedOK", "ConnectionClosedOK"]
+
+    run(main())

@@ -232,7 +232,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
-        "_close_held", "_hold_timer",
+        "_close_held", "_hold_timer", "_bare_build",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -278,6 +278,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         # has messages from before it to answer (see _hold_close).
         self._close_held = False
         self._hold_timer = None
+        # The codec's build_frame on a server without extensions, where a
+        # data frame is the bare frame (see write_message), else None.
+        self._bare_build = None
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
@@ -532,6 +535,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             codec=opts.codec,
             extensions=extensions,
         )
+        if self._server and not extensions:
+            self._bare_build = self.connection.codec.build_frame
         self._mode = _WS
         if opts.ping_interval:
             self._ping_timer = self._loop.call_later(opts.ping_interval, self._keepalive)
@@ -815,8 +820,18 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
         kind = type(message)
+        # The hot path: on a server without extensions, while data frames may
+        # be sent and no automatic reply is queued, Connection.send_binary /
+        # send_text return exactly build_frame(opcode, message); build it here
+        # and save that call (in any other state they decide, or raise).
+        build = self._bare_build
         if kind is bytes and compress:  # the most common case first
-            if len(message) < _UNCOPIED_MIN or conn.extensions or not self._server:
+            if len(message) < _UNCOPIED_MIN:
+                if build is not None and conn._can_send and not conn._out:
+                    data = build(2, message)
+                else:
+                    data = conn.send_binary(message)
+            elif conn.extensions or not self._server:
                 data = conn.send_binary(message)
             else:
                 self._send_parts(conn.send_binary_parts(message))
@@ -826,7 +841,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         elif not compress:  # rare: the opt-out keeps the common path unchanged
             data = self._encode_uncompressed(conn, message, kind, binary)
         elif kind is str:
-            data = conn.send_binary(message.encode()) if binary else conn.send_text(message)
+            if binary:
+                data = conn.send_binary(message.encode())
+            elif build is not None and conn._can_send and not conn._out:
+                data = build(1, message)
+            else:
+                data = conn.send_text(message)
         elif kind is dict or kind is list:
             data = conn.send_text(json.dumps(message))
         else:
