@@ -322,7 +322,13 @@ class FrameParser:
                 stop = pos + hlen + length
                 if stop > end:
                     break
-                if b1 & 0x80:
+                if src is buf:  # slice a view of the parser's own buffer, not a copy of it
+                    with memoryview(buf) as view:
+                        if b1 & 0x80:
+                            payload = apply_mask(view[pos + hlen : stop], view[pos + hlen - 4 : pos + hlen])
+                        else:
+                            payload = bytes(view[pos + hlen : stop])
+                elif b1 & 0x80:
                     payload = apply_mask(src[pos + hlen : stop], src[pos + hlen - 4 : pos + hlen])
                 else:
                     payload = bytes(src[pos + hlen : stop])
