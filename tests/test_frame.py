@@ -641,7 +641,6 @@ def test_feed_messages_frames_from_the_first_other_frame_on(impl):
 def test_feed_messages_text_that_began_earlier_stays_a_frame(impl):
     """A caller may have checked the start of a text frame through partial()."""
     for opcode in (1, 2):
-        parser = impl.FrameParser(mask_required=True)
         wire = impl.build_frame(opcode, b"hello world", mask_key=MASK) + impl.build_frame(
             2, b"next", mask_key=MASK)
         for cut in (1, 7, 10):  # in the header, at its end, in the payload

@@ -135,7 +135,7 @@ def apply_mask(data, mask):
     mask = _mask_key(mask)
     n = len(data)
     if n >= _NUMPY_THRESHOLD:
-        np = _np if _np_tried else load_numpy()
+        np = load_numpy()
         if np is not None:
             return _mask_numpy(np, data, mask, n)
     if n < _TRANSLATE_THRESHOLD:

@@ -128,7 +128,7 @@ def broadcast(connections, message, *, binary=None, slow="skip"):
             sent += 1
         batch = protocol._batch
         if batch is not None:  # inside this connection's read, or corked: keep the order
-            if not cork:  # batches hold small frames only (they are joined)
+            if not cork:  # a large frame goes now, after the batch, not joined into it
                 protocol._send_parts((data,))
                 continue
             batch.append(data)
