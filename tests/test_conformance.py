@@ -24,7 +24,8 @@ import asyncio
 import functools
 import importlib.util
 import os
-import socket
+import re
+import select
 import subprocess
 import sys
 import time
@@ -42,7 +43,6 @@ from interop_helpers import (
     RawWebSocket,
     close_payload,
     echo_app,
-    free_port,
     parse_head,
     require_codec,
     run_in_loop,
@@ -786,29 +786,31 @@ else:
     TARGETS = INPROC_VARIANTS
 
 
-def _wait_for_port(port, proc, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _, err = proc.communicate(timeout=5)
-            raise AssertionError(f"`{' '.join(proc.args)}` exited with {proc.returncode}:\n{err.decode()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"`{' '.join(proc.args)}` does not accept connections on port {port}")
+def wait_for_cli(proc, timeout=15.0):
+    """The port a server from :func:`launch_cli` announces once it listens
+    (its first line: ``wsfast echo server ws://127.0.0.1:PORT/ ...``)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline().decode() if ready else ""
+    match = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
+    if match is None:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise AssertionError(f"`{' '.join(proc.args)}` did not announce its port "
+                             f"(exit {proc.returncode}, said {line!r}):\n{err.decode()}")
+    return int(match.group(1))
 
 
 def launch_cli(flags, *extra):
-    """Start ``python -m wsfast echo`` on a free port; returns ``(process, port)``
-    at once (see :func:`wait_for_cli`)."""
-    port = free_port()
+    """Start ``python -m wsfast echo`` on port 0 and return the process at
+    once (see :func:`wait_for_cli`). The kernel picks the port as the server
+    binds, so two servers started together (or another process on the
+    machine) cannot end up on one port, as they could with a port found
+    free a moment before."""
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "wsfast", "echo", "--host", "127.0.0.1", "--port", str(port), *flags, *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return proc, port
+    cmd = [sys.executable, "-m", "wsfast", "echo", "--host", "127.0.0.1", "--port", "0", *flags, *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def stop_process(proc):
@@ -819,8 +821,9 @@ def stop_process(proc):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    if proc.stderr is not None:
-        proc.stderr.close()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 class CliPool:
@@ -834,12 +837,10 @@ class CliPool:
         try:
             for name in names:
                 flags = CLI_VARIANTS[name]
-                self.procs[name, "full"], self.ports[name, "full"] = launch_cli(flags)
-                self.procs[name, "limited"], self.ports[name, "limited"] = launch_cli(
-                    flags, "--max-message-size", str(LIMIT)
-                )
+                self.procs[name, "full"] = launch_cli(flags)
+                self.procs[name, "limited"] = launch_cli(flags, "--max-message-size", str(LIMIT))
             for key, proc in self.procs.items():
-                _wait_for_port(self.ports[key], proc)
+                self.ports[key] = wait_for_cli(proc)
         except BaseException:
             self.close()
             raise
