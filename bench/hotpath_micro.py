@@ -26,9 +26,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "servers"))
 
-import wsfast  # noqa: E402
-from wsfast.connection import Side  # noqa: E402
-from wsfast.protocol import Options, WebSocketProtocol  # noqa: E402
+import wsfast
+from wsfast.connection import Side
+from wsfast.protocol import Options, WebSocketProtocol
 
 
 class NullTransport(asyncio.Transport):
