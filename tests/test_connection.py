@@ -31,8 +31,11 @@ def side(request):
     return request.param
 
 
-@pytest.fixture(params=["whole", "bytewise", "next"])
+@pytest.fixture(params=["whole", "bytewise", "next", "window"])
 def chunking(request):
+    """How the wire bytes arrive: in one read, a byte per read, in one read
+    with a ping behind them, or in reads of 5 bytes that go into
+    ``read_window()`` whenever the connection offers one."""
     return request.param
 
 
@@ -81,6 +84,20 @@ def feed(conn, data, chunking):
         events, out = [], b""
         for i in range(len(data)):
             events += conn.receive_data(data[i : i + 1])
+            out += conn.data_to_send()
+        return events, out
+    if chunking == "window":
+        events, out, pos = [], b"", 0
+        while pos < len(data):
+            win = conn.read_window()
+            if win is None:
+                events += conn.receive_data(data[pos : pos + 5])
+                pos += 5
+            else:
+                n = min(len(win), 5, len(data) - pos)
+                win[:n] = data[pos : pos + n]
+                events += conn.receive_window(n)
+                pos += n
             out += conn.data_to_send()
         return events, out
     events = conn.receive_data(data)
@@ -825,3 +842,59 @@ def test_send_binary_parts_after_a_queued_reply_and_the_rules(codec):
     conn.send_close()
     with pytest.raises(ConnectionClosed):
         conn.send_binary_parts(b"x")
+
+
+# -- read_window / receive_window: large payloads read straight in -----------------
+
+
+def test_read_window_takes_a_large_message(codec, side):
+    conn = Connection(side, codec=codec)
+    payload = os.urandom(300_000)
+    data = peer_frame(codec, side, BINARY, payload) + peer_frame(codec, side, PING, b"p")
+    assert conn.in_frame is False and conn.read_window() is None
+    assert conn.receive_data(data[:1000]) == []
+    assert conn.in_frame is True  # the hint an I/O adapter tests first
+    pos, events, windows = 1000, [], 0
+    while pos < len(data):
+        win = conn.read_window(64 * 1024)
+        if win is None:  # the frame's last bytes (fewer than 64 KiB), and the ping
+            events += conn.receive_data(data[pos:])
+            break
+        assert conn.in_frame is False
+        n = min(len(win), 100_000)
+        win[:n] = data[pos : pos + n]
+        events += conn.receive_window(n)
+        pos += n
+        windows += 1
+    assert windows >= 2
+    assert events == [payload, Ping(b"p")]
+    assert written(codec, side, conn.data_to_send()) == [(PONG, b"p")]
+
+
+def test_receive_window_fails_fast_on_invalid_utf8(codec, side):
+    """RFC 6455 §8.1: the read that brings the bad byte fails the connection."""
+    conn = Connection(side, codec=codec)
+    text = ("ab" * 100_000).encode()
+    bad = text[:150_000] + b"\xff" + text[150_001:]
+    data = peer_frame(codec, side, TEXT, bad)
+    conn.receive_data(data[:2000])
+    win = conn.read_window()
+    n = 140_000 - 2000
+    win[:n] = data[2000 : 2000 + n]
+    assert conn.receive_window(n) == [] and conn.failed is None
+    win = conn.read_window()
+    win[:20_000] = data[140_000:160_000]
+    assert conn.receive_window(20_000) == []
+    assert isinstance(conn.failed, InvalidUTF8) and conn.failed.code == 1007
+    assert written(codec, side, conn.data_to_send())[0][1][:2] == close_payload(1007)
+    assert conn.read_window() is None  # the input is closed
+
+
+def test_read_window_respects_the_message_limit_across_fragments(codec, side):
+    conn = Connection(side, codec=codec, max_message_size=100_000)
+    first = peer_frame(codec, side, BINARY, bytes(60_000), fin=False)
+    second = peer_frame(codec, side, CONT, bytes(60_000))  # 120,000 in all: too big
+    assert conn.receive_data(first + second[:20]) == []
+    assert conn.read_window() is None  # the second fragment breaks the lowered limit
+    conn.receive_data(second[20:30])
+    assert isinstance(conn.failed, PayloadTooBig) and conn.failed.code == 1009

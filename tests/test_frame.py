@@ -727,3 +727,129 @@ def test_twin_numpy_path_beyond_the_kept_scratch_buffer(monkeypatch):
     monkeypatch.setattr(_frame_py, "_np", None)
     assert with_numpy == _frame_py.apply_mask(data, key)
     assert _frame_py.apply_mask(with_numpy, key) == data
+
+
+# -- window()/commit(): reading a payload straight into the frame's storage ------
+
+
+def read_through_windows(parser, data, rng, minimum=1):
+    """Give ``data`` to ``parser`` as a socket reader would: into the window
+    while there is one (random short reads), else through feed(). Returns
+    the frames and how many bytes went through windows."""
+    frames, pos, windowed = [], 0, 0
+    while pos < len(data):
+        win = parser.window(minimum)
+        if win is None:
+            n = min(len(data) - pos, rng.randint(1, 70_000))
+            frames += parser.feed(data[pos : pos + n])
+        else:
+            assert 0 < len(win) and not win.readonly
+            n = min(len(win), len(data) - pos, rng.randint(1, 300_000))
+            win[:n] = data[pos : pos + n]
+            frames += parser.commit(n)
+            windowed += n
+        pos += n
+    return frames, windowed
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_window_reads_payloads_straight_in(impl, masked):
+    rng = random.Random(5)
+    key = MASK if masked else None
+    sizes = [0, 1, 125, 126, 70_000, 2**20, 3 * 2**20 + 3, 17]  # 3 MiB: past the first allocation
+    payloads = [rng.randbytes(n) for n in sizes]
+    specs = [(2, p, True) for p in payloads] + [(1, "wörld".encode() * 30_000, False),
+                                                (0, b"tail", True)]
+    wire = b"".join(impl.build_frame(op, p, fin=fin, mask_key=key) for op, p, fin in specs)
+    parser = impl.FrameParser(mask_required=masked)
+    frames, windowed = read_through_windows(parser, wire, rng)
+    assert [as_tuple(f) for f in frames] == [(op, fin, False, p) for op, p, fin in specs]
+    assert windowed > 4 * 2**20 and parser.buffered == 0 and parser.window() is None
+
+
+def test_window_and_partial_agree(impl):
+    payload = ("héllo wörld " * 10_000).encode("utf-8")
+    wire = impl.build_frame(1, payload, mask_key=MASK)
+    h = len(wire) - len(payload)
+    parser = impl.FrameParser(mask_required=True)
+    assert parser.feed(wire[:1001]) == []
+    seen = 1001 - h
+    win = parser.window()
+    assert len(win) <= len(payload) - seen
+    for n in (1, 3, 4, 4093):  # at phases 3, 0, 3, 3: the key rotates as bytes arrive
+        win = parser.window()
+        win[:n] = wire[h + seen : h + seen + n]
+        assert parser.commit(n) == []
+        assert parser.partial(seen) == (1, payload[seen : seen + n])
+        seen += n
+        assert parser.buffered == h + seen and parser.partial_opcode == 1
+    assert parser.partial(0) == (1, payload[:seen])
+    (frame,) = parser.feed(wire[h + seen :])
+    assert frame.payload == payload
+
+
+def test_window_is_none_without_a_payload_in_progress(impl):
+    parser = impl.FrameParser(mask_required=True)
+    assert parser.window() is None  # nothing buffered
+    wire = impl.build_frame(2, bytes(100_000), mask_key=MASK)
+    parser.feed(wire[:5])
+    assert parser.window() is None  # header incomplete
+    parser.feed(wire[5:14])  # header complete, 100,000 bytes missing
+    assert parser.window(100_001) is None and parser.window(100_000) is not None
+    parser.feed(wire[14:-10])
+    assert parser.window(11) is None and len(parser.window(10)) == 10
+    (frame,) = parser.feed(wire[-10:])
+    assert frame.payload == bytes(100_000)
+
+
+def test_window_checks_the_frame_with_the_settings_of_now(impl):
+    """As feed() re-checks an unfinished frame (Connection lowers the limit
+    between fragments), so does window(): None, the error stored, raised next."""
+    parser = impl.FrameParser(mask_required=True)
+    parser.feed(impl.build_frame(2, bytes(100_000), mask_key=MASK)[:50])
+    parser.max_frame_size = 1000
+    assert parser.window() is None
+    assert isinstance(parser.error, PayloadTooBig) and parser.error.code == 1009
+    with pytest.raises(PayloadTooBig):
+        parser.feed(b"")
+    assert parser.window() is None
+
+
+def test_window_misuse_is_an_error_not_a_corruption(impl):
+    parser = impl.FrameParser(mask_required=True)
+    with pytest.raises(ValueError, match="without a window"):
+        parser.commit(0)
+    wire = impl.build_frame(2, bytes(range(256)) * 400, mask_key=MASK)
+    parser.feed(wire[:100])
+    win = parser.window()
+    with pytest.raises(ValueError, match="outside the window"):
+        parser.commit(len(win) + 1)
+    stale = parser.window()
+    parser.feed(wire[100:200])  # any later call releases the view it gave
+    with pytest.raises(ValueError):
+        stale[0] = 1
+    win = parser.window()
+    win[:10] = wire[200:210]
+    assert parser.commit(10) == []
+    with pytest.raises(ValueError):  # that window is spent
+        win[0] = 1
+    with pytest.raises(ValueError, match="without a window"):
+        parser.commit(1)
+    (frame,) = parser.feed(wire[210:])
+    assert frame.payload == bytes(range(256)) * 400
+
+
+def test_a_window_kept_too_long_is_released(impl):
+    """Released when its parser goes (the extension's view points into the
+    parser's storage), or when another parser lends a window (the twin's
+    view is a per-thread scratch buffer)."""
+    wire = impl.build_frame(2, bytes(100_000), mask_key=MASK)
+    parser = impl.FrameParser(mask_required=True)
+    parser.feed(wire[:50])
+    win = parser.window()
+    del parser
+    other = impl.FrameParser(mask_required=True)
+    other.feed(wire[:50])
+    assert other.window() is not None
+    with pytest.raises(ValueError):
+        win[0] = 1

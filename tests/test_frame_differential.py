@@ -187,3 +187,60 @@ def test_partials_agree(payload, opcode, masked, cuts, start):
             )
         assert got[0] == got[1]
         last = cut
+
+
+def outcome_through_windows(parser, chunks, sizes):
+    """What a parser gives for ``chunks`` read as a socket reader would read
+    them: into window() while there is one (``sizes`` picks each read's
+    length), else through feed(). The twins lend windows of different
+    lengths, so this compares the flat sequence of frames and errors."""
+    result = []
+    sizes = iter(sizes)
+    for chunk in chunks:
+        pos = 0
+        while True:
+            try:
+                win = parser.window(next(sizes, 1))
+                if win is None:
+                    result += [item(f) for f in parser.feed(chunk[pos:])]
+                    break
+                n = min(len(win), len(chunk) - pos)
+                win[:n] = chunk[pos : pos + n]
+                result += [item(f) for f in parser.commit(n)]
+                pos += n
+                if pos == len(chunk):
+                    break
+            except ProtocolError as exc:
+                result.append((type(exc).__name__, exc.code, exc.reason))
+                break
+            except Exception as exc:  # anything else is a bug in either twin
+                result.append(("UNEXPECTED", type(exc).__name__, str(exc)))
+                break
+    err = parser.error
+    result.append(None if err is None else (type(err).__name__, err.code, err.reason))
+    return result
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.lists(raw_frame(), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(0, 10**6), max_size=8),
+    mask_required=st.booleans(),
+    max_frame_size=st.sampled_from([0, 125, 65536, 16 * 2**20]),
+    minimums=st.lists(st.integers(0, 300), max_size=12),
+    lower_to=st.sampled_from([None, 0, 100]),
+)
+def test_parsers_agree_through_windows(frames, cuts, mask_required, max_frame_size, minimums,
+                                       lower_to):
+    data = b"".join(frames)
+    chunks = chunked(data, cuts)
+    results = []
+    for codec in (PY, CY):
+        parser = codec.FrameParser(mask_required=mask_required, max_frame_size=max_frame_size)
+        got = outcome_through_windows(parser, chunks[:2], minimums)
+        if lower_to is not None:  # as Connection does between fragments
+            parser.max_frame_size = lower_to
+        got += outcome_through_windows(parser, chunks[2:], minimums)
+        results.append(got)
+    assert results[0] == results[1]
+    assert not any(isinstance(r, tuple) and r[0] == "UNEXPECTED" for r in results[0])

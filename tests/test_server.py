@@ -663,6 +663,46 @@ def test_shared_read_buffer_with_interleaved_partial_frames(run, codec):
     run(main())
 
 
+def test_large_frames_are_read_straight_into_their_storage(run, codec, monkeypatch):
+    """The rest of a long frame is read into the frame itself
+    (Connection.read_window), and what arrives that way is checked as it
+    arrives: a bad UTF-8 byte fails in the read that brings it (RFC 6455 §8.1)."""
+    from wsfast.connection import Connection
+
+    windowed = []
+    receive_window = Connection.receive_window
+
+    def counting(self, nbytes):
+        windowed.append(nbytes)
+        return receive_window(self, nbytes)
+
+    monkeypatch.setattr(Connection, "receive_window", counting)
+    text = "wörld " * 200_000  # 1.4 MB
+    wire = _frame_py.build_frame(1, text, mask_key=os.urandom(4))
+
+    async def main():
+        async with serving([(r"/ws", Echo)], codec=codec) as server:
+            a = await RawClient.connect(server.port)
+            b = await RawClient.connect(server.port)
+            for i in range(0, len(wire), 300_000):  # reads the server cannot join
+                a.writer.write(wire[i : i + 300_000])
+                b.send(2, b"between")  # another connection's reads use the shared buffer
+                assert (await b.next_frame()).payload == b"between"
+                await asyncio.sleep(0.01)
+            frame = await a.next_frame(timeout=5)
+            assert frame.opcode == 1 and frame.payload == text.encode()
+            assert sum(windowed) > 1_000_000
+            bad = bytearray(_frame_py.build_frame(1, text, mask_key=b"\0\0\0\0"))
+            bad[14 + 500_000] = 0xFF  # mask 0: the payload as it is
+            a.writer.write(bytes(bad[:700_000]))  # the frame's end never comes
+            frame = await a.next_frame(timeout=5)
+            assert close_code(frame) == 1007
+            a.close()
+            b.close()
+
+    run(main())
+
+
 def test_pending_write_awaitable_completes_when_the_connection_drops(run):
     state = {}
 

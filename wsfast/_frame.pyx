@@ -9,6 +9,7 @@ SSE2 / AVX2 versions picked at import time.
 
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -65,6 +66,7 @@ cdef extern from "Python.h":
     char *PyByteArray_AS_STRING(object o)
     Py_ssize_t PyByteArray_GET_SIZE(object o)
     char *_bytes_ptr "PyBytes_AS_STRING" (PyObject *o)
+    int PyBUF_WRITE
 
 
 wsf_init()
@@ -329,12 +331,16 @@ cdef class FrameParser:
     cdef PyObject *_part
     cdef Py_ssize_t _cap
     cdef Py_ssize_t _filled
+    # the memoryview window() handed out, released by the next call
+    cdef object _win
 
     def __cinit__(self):
         self._part = NULL
         self._hdr_len = 0
+        self._win = None
 
     def __dealloc__(self):
+        self._drop_window()
         Py_XDECREF(self._part)
         self._part = NULL
 
@@ -383,6 +389,8 @@ cdef class FrameParser:
     cdef list _feed(self, data, bint convert):
         cdef Py_buffer view
         cdef list frames = []
+        if self._win is not None:
+            self._drop_window()
         if self.error is not None:
             raise self.error
         if PyBytes_CheckExact(data):
@@ -432,6 +440,69 @@ cdef class FrameParser:
         # _part is unmasked as it fills: copy out the new part.
         return (self._opcode, PyBytes_FromStringAndSize(
             <char *>_bytes_ptr(self._part) + start, self._filled - start))
+
+    def window(self, Py_ssize_t minimum=1):
+        """Where the rest of the unfinished frame's payload goes, for a
+        caller that reads the socket straight into it (one copy less than
+        :meth:`feed`): a writable memoryview, or None while no frame payload
+        is in progress, when fewer than ``minimum`` of its bytes are missing,
+        or when the frame now breaks a setting (the error is stored and the
+        next call raises it, as with :meth:`feed`).
+
+        Write the next bytes of the stream at the start of the view, then
+        call :meth:`commit` with their count. The view ends at the frame's
+        end (or at the memory taken so far: as with :meth:`feed`, a long
+        frame's storage grows as its bytes arrive) and is released by the
+        next call on this parser.
+        """
+        cdef Py_ssize_t cap
+        if self._win is not None:
+            self._drop_window()
+        if self.error is not None or self._part == NULL:
+            return None
+        if self._size - self._filled < minimum:
+            return None
+        # Checked again with the settings of now, as feed() would.
+        if self._header(self._hdr, self._hlen) < 0:
+            return None
+        if self._filled == self._cap:
+            cap = min(2 * self._cap, self._size)
+            _PyBytes_Resize(&self._part, cap)  # we hold the only reference
+            self._cap = cap
+        self._win = PyMemoryView_FromMemory(
+            _bytes_ptr(self._part) + self._filled, self._cap - self._filled, PyBUF_WRITE)
+        return self._win
+
+    def commit(self, Py_ssize_t nbytes):
+        """Take the ``nbytes`` written at the start of the last
+        :meth:`window` (unmasked here, in place); return the frames they
+        completed, as :meth:`feed` does (here at most one)."""
+        cdef unsigned char *dst
+        cdef list frames = []
+        if self._win is None:
+            raise ValueError("commit() without a window")
+        self._drop_window()
+        if nbytes < 0 or nbytes > self._cap - self._filled:
+            raise ValueError(f"commit({nbytes}) outside the window")
+        dst = <unsigned char *>_bytes_ptr(self._part) + self._filled
+        if self._masked:
+            _mask_into(dst, dst, nbytes, self._key, self._filled & 3)
+        self._filled += nbytes
+        if self._filled == self._size:
+            frames.append(_new_frame(self._opcode, self._fin, self._rsv1, self._take_part()))
+        return frames
+
+    cdef void _drop_window(self) noexcept:
+        # A view kept past its call must not reach memory the parser has
+        # moved, handed over or freed: release it (unless something still
+        # holds a buffer of it, which only a misuse can do).
+        win = self._win
+        if win is not None:
+            self._win = None
+            try:
+                win.release()
+            except BufferError:
+                pass
 
     cdef int _fail(self, exc) except -1:
         self.error = exc

@@ -219,7 +219,7 @@ class Connection:
         "close_received", "failed", "_max_frame_size", "_parser", "_build_frame", "_utf8",
         "_out", "_pending_close", "_partial_checked", "_input_closed", "_can_send",
         "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_parts", "_frag_size",
-        "_fast_base", "_fast",
+        "_fast_base", "_fast", "in_frame",
     )
 
     def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=()):
@@ -269,6 +269,9 @@ class Connection:
         # and the parser's frame limit is the message limit.
         self._fast_base = not self.extensions and max_message_size >= 125
         self._fast = self._fast_base
+        # True when a read left a frame unfinished (cleared by read_window):
+        # the cheap test an I/O adapter makes before asking for a window.
+        self.in_frame = False
 
     # -- receiving -------------------------------------------------------------
 
@@ -302,10 +305,42 @@ class Connection:
             if parser.error is not None:
                 raise parser.error
             if parser.buffered:
+                self.in_frame = True
                 self._check_partial_text()
         except ProtocolError as exc:
             self._fail(exc)
         except UnicodeDecodeError as exc:  # a single-frame text message
+            self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
+        return [] if events is None else events
+
+    def read_window(self, minimum=1):
+        """Where to read the next bytes when they continue an unfinished
+        frame with at least ``minimum`` bytes still missing: a writable
+        memoryview (the codec's ``FrameParser.window``), then call
+        :meth:`receive_window`. A large payload then goes from the socket
+        into the frame's storage directly, one copy less than through
+        :meth:`receive_data`. None otherwise: read into a buffer of your own
+        and call :meth:`receive_data`."""
+        self.in_frame = False
+        if self._input_closed:
+            return None
+        return self._parser.window(minimum)
+
+    def receive_window(self, nbytes):
+        """``nbytes`` were read into the buffer :meth:`read_window` returned:
+        like :meth:`receive_data` with those bytes."""
+        events = None
+        try:
+            parser = self._parser
+            events = parser.commit(nbytes)
+            if events and self._handle_frames(events):
+                return events
+            if parser.buffered:
+                self.in_frame = True
+                self._check_partial_text()
+        except ProtocolError as exc:
+            self._fail(exc)
+        except UnicodeDecodeError as exc:  # a text message in one frame
             self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
         return [] if events is None else events
 

@@ -66,6 +66,9 @@ log = logging.getLogger("wsfast")
 
 #: Size of the read buffer shared by all connections of one event loop.
 READ_BUFFER_SIZE = 256 * 1024
+# The rest of a frame at least this long is read straight into the frame's
+# storage (Connection.read_window), not through the shared read buffer.
+WINDOW_MIN = 64 * 1024
 
 _HTTP = 0  # server: parsing requests; client: waiting for the 101
 _WS = 1
@@ -232,7 +235,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
-        "_close_held", "_hold_timer", "_bare_build",
+        "_close_held", "_hold_timer", "_bare_build", "_windowed",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -281,6 +284,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         # The codec's build_frame on a server without extensions, where a
         # data frame is the bare frame (see write_message), else None.
         self._bare_build = None
+        self._windowed = False  # get_buffer returned the connection's read_window
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
@@ -304,11 +308,20 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.owner.connection_made(self)
 
     def get_buffer(self, sizehint):
+        if self._mode == _WS and self.connection.in_frame:  # (a connection once in _WS)
+            window = self.connection.read_window(WINDOW_MIN)
+            if window is not None:
+                self._windowed = True
+                return window
         return self._view
 
     def buffer_updated(self, nbytes):
         if self._mode == _WS:
-            self._receive_ws(self._view[:nbytes])
+            if self._windowed:
+                self._windowed = False
+                self._receive_ws(self.connection.receive_window(nbytes))
+            else:
+                self._receive_ws(self.connection.receive_data(self._view[:nbytes]))
         elif self._mode == _HTTP:
             if self._server:
                 self._receive_request(self._view[:nbytes])
@@ -551,7 +564,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         pending = self._parser.trailing
         self._parser = None
         if self._mode == _WS and pending:
-            self._receive_ws(pending)
+            self._receive_ws(self.connection.receive_data(pending))
         if self._shutting_down and self._mode == _WS:
             self.close(1001, "server shutting down")
         self.resume_reading()
@@ -563,9 +576,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- WebSocket: receiving ----------------------------------------------------
 
-    def _receive_ws(self, data):
+    def _receive_ws(self, events):
         conn = self.connection
-        events = conn.receive_data(data)
         # Frames corked by a broadcast earlier in this loop turn go first.
         batch = self._batch
         if events:
