@@ -697,7 +697,7 @@ def twin_mask_path(request, monkeypatch):
     return _frame_py
 
 
-@pytest.mark.parametrize("n", [0, 1, 3, 8, 9, 2047, 2048, 2049, 2055, 16383, 16384, 16385, 100_001])
+@pytest.mark.parametrize("n", [0, 1, 3, 8, 9, 1023, 1024, 1025, 1027, 2047, 2048, 2049, 2055, 16384, 100_001])
 @pytest.mark.parametrize("offset", [0, 3])
 def test_twin_masking_paths(twin_mask_path, n, offset):
     py = twin_mask_path
