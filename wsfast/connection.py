@@ -269,8 +269,8 @@ class Connection:
         # and the parser's frame limit is the message limit.
         self._fast_base = not self.extensions and max_message_size >= 125
         self._fast = self._fast_base
-        # True when a read left a frame unfinished (cleared by read_window):
-        # the cheap test an I/O adapter makes before asking for a window.
+        # True when a read left a frame unfinished, until read_window finds
+        # no window to give: the cheap test an I/O adapter makes first.
         self.in_frame = False
 
     # -- receiving -------------------------------------------------------------
@@ -321,10 +321,12 @@ class Connection:
         into the frame's storage directly, one copy less than through
         :meth:`receive_data`. None otherwise: read into a buffer of your own
         and call :meth:`receive_data`."""
+        if not self._input_closed:
+            window = self._parser.window(minimum)
+            if window is not None:
+                return window
         self.in_frame = False
-        if self._input_closed:
-            return None
-        return self._parser.window(minimum)
+        return None
 
     def receive_window(self, nbytes):
         """``nbytes`` were read into the buffer :meth:`read_window` returned:

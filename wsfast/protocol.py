@@ -308,11 +308,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.owner.connection_made(self)
 
     def get_buffer(self, sizehint):
+        # Event loops may ask again without reporting a read (libuv asks
+        # before every read attempt; one that finds nothing is not reported):
+        # whatever this returns, _windowed says so for the next buffer_updated.
         if self._mode == _WS and self.connection.in_frame:  # (a connection once in _WS)
             window = self.connection.read_window(WINDOW_MIN)
             if window is not None:
                 self._windowed = True
                 return window
+            self._windowed = False  # in_frame is now False: the next call skips all this
         return self._view
 
     def buffer_updated(self, nbytes):
