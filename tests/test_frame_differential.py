@@ -235,8 +235,8 @@ def test_parsers_agree_through_windows(frames, cuts, mask_required, max_frame_si
     data = b"".join(frames)
     chunks = chunked(data, cuts)
     results = []
-    for codec in (PY, CY):
-        parser = codec.FrameParser(mask_required=mask_required, max_frame_size=max_frame_size)
+    for twin in (PY, CY):
+        parser = twin.FrameParser(mask_required=mask_required, max_frame_size=max_frame_size)
         got = outcome_through_windows(parser, chunks[:2], minimums)
         if lower_to is not None:  # as Connection does between fragments
             parser.max_frame_size = lower_to
