@@ -303,19 +303,10 @@ class FrameParser:
         the extension gives the frame's own storage.)
         """
         self._drop_window()
-        if self.error is not None or len(self._buf) < 2:
+        header = self._unfinished_header()
+        if header is None:
             return None
-        buf = self._buf
-        b1 = buf[1]
-        length = b1 & 0x7F
-        hlen = 2 if length < 126 else 4 if length == 126 else 10
-        if len(buf) < hlen:
-            return None
-        if length >= 126:
-            length = (_U16 if hlen == 4 else _U64).unpack_from(buf, 2)[0]
-        if b1 & 0x80:
-            hlen += 4
-        missing = hlen + length - len(buf)
+        missing = header[0] + header[1] - len(self._buf)
         if missing < minimum:
             return None
         try:
@@ -451,13 +442,7 @@ class FrameParser:
         """The opcode of the unfinished frame once its header is complete,
         else -1: lets a caller skip :meth:`partial` (a copy) for frames it
         does not check, such as binary ones."""
-        buf = self._buf
-        if self.error is not None or len(buf) < 2:
-            return -1
-        b1 = buf[1]
-        length = b1 & 0x7F
-        hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if b1 & 0x80 else 0)
-        return buf[0] & 0x0F if len(buf) >= hlen else -1
+        return -1 if self._unfinished_header() is None else self._buf[0] & 0x0F
 
     def partial(self, start=0):
         """The unfinished frame, for checks that cannot wait for its end
@@ -467,27 +452,39 @@ class FrameParser:
         where ``data`` is the unmasked payload received so far, from payload
         offset ``start`` on (``b""`` if nothing new).
         """
+        header = self._unfinished_header()
+        if header is None:
+            return None
         buf = self._buf
-        if self.error is not None or len(buf) < 2:
-            return None
-        b1 = buf[1]
-        length = b1 & 0x7F
-        hlen = 2 if length < 126 else 4 if length == 126 else 10
-        if b1 & 0x80:
-            hlen += 4
-        if len(buf) < hlen:
-            return None
+        hlen = header[0]
         opcode = buf[0] & 0x0F
         if start >= len(buf) - hlen:
             return opcode, b""
         data = buf[hlen + start :]
-        if b1 & 0x80:
+        if buf[1] & 0x80:
             key = buf[hlen - 4 : hlen]
             shift = start & 3
             data = apply_mask(data, key[shift:] + key[:shift])
         else:
             data = bytes(data)
         return opcode, data
+
+    def _unfinished_header(self):
+        """``(header length, payload length)`` of the unfinished frame once
+        its header is complete; None before that, and after an error."""
+        buf = self._buf
+        if self.error is not None or len(buf) < 2:
+            return None
+        b1 = buf[1]
+        length = b1 & 0x7F
+        hlen = (2 if length < 126 else 4 if length == 126 else 10) + (4 if b1 & 0x80 else 0)
+        if len(buf) < hlen:
+            return None
+        if length == 126:
+            length = _U16.unpack_from(buf, 2)[0]
+        elif length == 127:
+            length = _U64.unpack_from(buf, 2)[0]
+        return hlen, length
 
     def _check_header(self, b0, b1, opcode):
         # The checks of docs/DESIGN.md, in that order, from the first two bytes.
