@@ -129,6 +129,16 @@ def _http_date(timestamp=None):
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
+def _last_value(values, name, default):
+    """The last of an argument's ``values``; ``default`` if there is none,
+    and ``HTTPError(400)`` if no default was given either."""
+    if values:
+        return values[-1]
+    if default is RequestHandler._ARG_DEFAULT:
+        raise HTTPError(400, f"missing argument {name}")
+    return default
+
+
 class RequestHandler:
     """Base class of plain HTTP handlers: define ``get``/``post``/... (plain
     or ``async def``); build the answer with ``set_status``, ``set_header``,
@@ -310,12 +320,7 @@ class RequestHandler:
         return list(self.request.query_arguments.get(name, []))
 
     def get_query_argument(self, name, default=_ARG_DEFAULT):
-        values = self.get_query_arguments(name)
-        if values:
-            return values[-1]
-        if default is RequestHandler._ARG_DEFAULT:
-            raise HTTPError(400, f"missing argument {name}")
-        return default
+        return _last_value(self.get_query_arguments(name), name, default)
 
     @property
     def body_arguments(self):
@@ -332,12 +337,7 @@ class RequestHandler:
         return list(self.body_arguments.get(name, []))
 
     def get_body_argument(self, name, default=_ARG_DEFAULT):
-        values = self.get_body_arguments(name)
-        if values:
-            return values[-1]
-        if default is RequestHandler._ARG_DEFAULT:
-            raise HTTPError(400, f"missing argument {name}")
-        return default
+        return _last_value(self.get_body_arguments(name), name, default)
 
     def get_arguments(self, name):
         """Query and (form) body values of ``name``."""
@@ -346,12 +346,7 @@ class RequestHandler:
     def get_argument(self, name, default=_ARG_DEFAULT):
         """The last value of ``name`` in the query or form body; raises
         ``HTTPError(400)`` if absent and no ``default`` is given."""
-        values = self.get_arguments(name)
-        if values:
-            return values[-1]
-        if default is RequestHandler._ARG_DEFAULT:
-            raise HTTPError(400, f"missing argument {name}")
-        return default
+        return _last_value(self.get_arguments(name), name, default)
 
     @property
     def cookies(self):
