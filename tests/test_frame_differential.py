@@ -63,6 +63,11 @@ def item(f):
     return (f.opcode, f.fin, f.rsv1, f.payload)
 
 
+def described(exc):
+    """A ProtocolError as comparable data: its type, close code and reason."""
+    return (type(exc).__name__, exc.code, exc.reason)
+
+
 def outcome(parser, chunks, messages=False):
     """What a parser does with each chunk: frames (or, with ``messages``,
     what feed_messages returns), or the error it raised."""
@@ -73,11 +78,11 @@ def outcome(parser, chunks, messages=False):
             frames = feed(chunk)
             result.append([item(f) for f in frames])
         except ProtocolError as exc:
-            result.append((type(exc).__name__, exc.code, exc.reason))
+            result.append(described(exc))
         except Exception as exc:  # anything else is a bug in either twin
             result.append(("UNEXPECTED", type(exc).__name__, str(exc)))
     err = parser.error
-    result.append(None if err is None else (type(err).__name__, err.code, err.reason))
+    result.append(None if err is None else described(err))
     return result
 
 
@@ -132,7 +137,7 @@ def test_utf8_validators_agree(pieces, final):
                 v.feed(piece, final=final and i == len(pieces) - 1)
                 out.append("ok")
             except ProtocolError as exc:
-                out.append((type(exc).__name__, exc.code, exc.reason))
+                out.append(described(exc))
         results.append(out)
     assert results[0] == results[1]
     whole = b"".join(pieces)
@@ -211,13 +216,13 @@ def outcome_through_windows(parser, chunks, sizes):
                 if pos == len(chunk):
                     break
             except ProtocolError as exc:
-                result.append((type(exc).__name__, exc.code, exc.reason))
+                result.append(described(exc))
                 break
             except Exception as exc:  # anything else is a bug in either twin
                 result.append(("UNEXPECTED", type(exc).__name__, str(exc)))
                 break
     err = parser.error
-    result.append(None if err is None else (type(err).__name__, err.code, err.reason))
+    result.append(None if err is None else described(err))
     return result
 
 
