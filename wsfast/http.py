@@ -17,7 +17,8 @@ the status to answer (400, 413, 431); the connection must then be closed.
 """
 
 import http as _http
-from urllib.parse import parse_qs, unquote, urlsplit
+import re
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import httptools
 
@@ -30,6 +31,7 @@ __all__ = [
     "RequestParser",
     "ResponseParser",
     "build_response",
+    "redact_uri",
     "status_reason",
 ]
 
@@ -144,6 +146,36 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+# Query parameter names whose values are credentials: never written to a log.
+# Matched against the decoded, lower-cased name, anywhere in it ("x-api-key",
+# "access_token", "X-Amz-Signature", "client_secret", "sessionid", ...).
+_SECRET_NAME = re.compile(
+    r"token|passw|pwd|secret|key|auth|sig|session|sess_id|sid$|credential|cookie|jwt|bearer"
+    r"|^code$|^otp$|^ticket$|^nonce$|^hmac$|^hash$|^salt$"
+)
+REDACTED = "***"
+
+
+def redact_uri(uri):
+    """``uri`` with the value of each query parameter that looks like a
+    credential (``access_token``, ``password``, ``api_key``, ``sig``, ...)
+    replaced by ``***``: what a log line may show. Names, the path and the
+    other values are kept as sent."""
+    uri, hash_, fragment = uri.partition("#")
+    head, sep, query = uri.partition("?")
+    if not sep and not hash_:
+        return uri
+    parts = []
+    for part in query.split("&") if sep else ():
+        name, eq, value = part.partition("=")
+        if value and _SECRET_NAME.search(unquote_plus(name).lower()):
+            part = name + eq + REDACTED
+        parts.append(part)
+    # A fragment never reaches a server from a browser; if a client sends
+    # one, it is dropped (OAuth's implicit flow puts tokens there).
+    return head + sep + "&".join(parts) + (hash_ + REDACTED if fragment else hash_)
+
+
 class Request:
     """One HTTP request as received.
 
@@ -222,12 +254,18 @@ class Request:
         return self.remote
 
     @property
+    def log_uri(self):
+        """``uri`` as log lines show it: credential-looking query values
+        (``access_token``, ``password``, ...) replaced by ``***``."""
+        return redact_uri(self.uri)
+
+    @property
     def full_path(self):
         """``path`` with ``?query`` if there is one, decoded for display."""
         return unquote(self.path) + ("?" + self.query if self.query else "")
 
     def __repr__(self):
-        return f"<Request {self.method} {self.uri} HTTP/{self.version}>"
+        return f"<Request {self.method} {self.log_uri} HTTP/{self.version}>"
 
 
 class Response:

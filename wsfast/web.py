@@ -278,7 +278,7 @@ class RequestHandler:
         data = build_response(
             status, headers, body, self._reason, head=request.method == "HEAD"
         )
-        access_log.info("%d %s %s (%s)", status, request.method, request.uri, request.remote_ip)
+        access_log.info("%d %s %s (%s)", status, request.method, request.log_uri, request.remote_ip)
         request.connection.finish_http(data, keep_alive)
         try:
             self.on_finish()
@@ -390,7 +390,7 @@ class RequestHandler:
     def _handle_exception(self, exc):
         if isinstance(exc, HTTPError):
             if exc.log_message:
-                log.warning("%s %s: %s", self.request.method, self.request.uri, exc)
+                log.warning("%s %s: %s", self.request.method, self.request.log_uri, exc)
             status = exc.status_code
         elif isinstance(exc, HandshakeError):
             status = exc.status
@@ -402,7 +402,7 @@ class RequestHandler:
         self.send_error(status, exc=exc)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.request.method} {self.request.uri}>"
+        return f"<{type(self).__name__} {self.request.method} {self.request.log_uri}>"
 
 
 def _header_value(value):
@@ -557,7 +557,10 @@ class WebSocketHandler(RequestHandler):
         Default: only from the same host (as Tornado), which stops other
         web sites' scripts from connecting with the user's cookies. Clients
         that send no Origin (non-browsers) are always accepted."""
-        parsed = urlsplit(origin.lower())
+        try:
+            parsed = urlsplit(origin.lower())
+        except ValueError:  # "http://[": not an origin a browser sends
+            return False
         return parsed.netloc == self.request.headers.get("Host", "").lower()
 
     # -- actions ------------------------------------------------------------------
@@ -617,8 +620,10 @@ class WebSocketHandler(RequestHandler):
             key = _hs.check_request(request)
             origin = request.headers.get("Origin")
             if origin is not None and not self.check_origin(origin):
-                raise HTTPError(403, "cross-origin WebSocket refused: %s", origin,
-                                reason="Cross Origin WebSocket Refused")
+                # A refusal is the server working as meant: not worth more
+                # than a debug line (a page may retry in a loop).
+                log.debug("cross-origin WebSocket refused: %r for %s", origin[:200], request.log_uri)
+                raise HTTPError(403, reason="Cross Origin WebSocket Refused")
             subprotocol = None
             offered = _hs.parse_subprotocols(request.headers)
             if offered:
@@ -651,7 +656,7 @@ class WebSocketHandler(RequestHandler):
         if type(self).write_message is WebSocketHandler.write_message:
             # Hot path: skip one call per message.
             self.write_message = protocol.write_message
-        access_log.info("101 GET %s (%s)", request.uri, request.remote_ip)
+        access_log.info("101 GET %s (%s)", request.log_uri, request.remote_ip)
         protocol.upgrade(
             self,
             response,
@@ -696,7 +701,7 @@ class WebSocketHandler(RequestHandler):
             asyncio.ensure_future(result)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.request.uri}>"
+        return f"<{type(self).__name__} {self.request.log_uri}>"
 
 
 class _Route:
