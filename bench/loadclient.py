@@ -12,11 +12,15 @@ message:
 
 * frames to send are built (and masked) once; a connection that got k echoes
   back writes the same bytes again k times;
+* the upgrade's ``Sec-WebSocket-Accept`` must be the one RFC 6455 §4.2.2
+  derives from the key sent, or the connection fails;
 * the servers echo frames of a known length (server frames are unmasked and
   of minimal length encoding, RFC 6455 §5.2), so echoes are counted from the
-  byte count alone; the byte where each chunk's first frame boundary falls
-  must be the expected first header byte, or the run fails (a server that
-  sends anything else is caught, not miscounted);
+  byte count alone, and every byte received is checked: the echo stream must
+  be the expected echo frame (header + the random payload sent) repeated,
+  compared chunk by chunk with one ``memcmp`` (``bytes.startswith``); any
+  other byte fails the run loudly (a server that sends anything else is
+  caught, not miscounted);
 * in fan-out, a connection's k-th message is sequence number k (TCP keeps
   order, the servers send in order); the last frame of each read is checked
   to carry that number, and one connection (the controller) reads each
@@ -30,8 +34,10 @@ window, so the orchestrator need not guess when it is.
 import argparse
 import asyncio
 import base64
+import hashlib
 import json
 import os
+import random
 import resource
 import socket
 import struct
@@ -42,6 +48,7 @@ READ_SIZE = 256 * 1024
 _buffer = memoryview(bytearray(READ_SIZE))  # every connection reads into it
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 MASK = b"\x37\xfa\x21\x3d"
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
@@ -140,7 +147,7 @@ class ProtocolViolation(Exception):
 class Client(asyncio.BufferedProtocol):
     """One WebSocket client connection: the upgrade, then ``on_bytes``."""
 
-    __slots__ = ("done", "head", "lost", "on_bytes", "ready", "rx", "sent_at", "transport")
+    __slots__ = ("done", "head", "key", "lost", "on_bytes", "ready", "rx", "sent_at", "transport")
 
     def __init__(self, ready):
         self.ready = ready
@@ -152,7 +159,7 @@ class Client(asyncio.BufferedProtocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        key = base64.b64encode(os.urandom(16))
+        self.key = key = base64.b64encode(os.urandom(16))
         transport.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                         b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key +
                         b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -170,6 +177,15 @@ class Client(asyncio.BufferedProtocol):
             return
         if not self.head.startswith(b"HTTP/1.1 101"):
             self.fail(ConnectionError(self.head[:end].decode("latin-1")))
+            return
+        accept = None
+        for line in self.head[:end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-accept":
+                accept = value.strip()
+        expected = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
+        if accept != expected:
+            self.fail(ProtocolViolation(f"Sec-WebSocket-Accept {accept!r}, RFC 6455 says {expected!r}"))
             return
         rest, self.head = self.head[end + 4:], b""
         if rest:  # a server that spoke first: keep the bytes for on_bytes
@@ -243,9 +259,14 @@ def close_all(conns):
 
 async def run_echo(args):
     loop = asyncio.get_running_loop()
-    frame = client_frame(2, b"x" * args.size)
-    length = echo_length(args.size)
-    first = header(2, args.size, False)[0]
+    payload = random.Random(args.size).randbytes(args.size)  # not all one byte: a wrong echo shows
+    frame = client_frame(2, payload)
+    echo = header(2, args.size, False) + payload
+    length = len(echo)
+    # the echo stream is `echo` repeated: a chunk starting at offset rx % length
+    # of it must equal expected[rx % length:][:nbytes]
+    expected = echo * (READ_SIZE // length + 2)
+    matches = expected.startswith
     batches = [frame * k for k in range(args.inflight + 1)] if args.size <= 65536 else None
     rtts = []
     record = [False]
@@ -255,10 +276,15 @@ async def run_echo(args):
 
     def on_bytes(conn, nbytes):
         rx = conn.rx
-        boundary = -rx % length  # where the next frame starts in this chunk
-        if boundary < nbytes and _buffer[boundary] != first:
-            conn.fail(ProtocolViolation(f"unexpected byte {_buffer[boundary]:#x} at a frame boundary"))
-            stall[0].done() or stall[0].set_exception(ProtocolViolation("bad frame from the server"))
+        if not matches(_buffer[:nbytes], rx % length):
+            got = bytes(_buffer[:nbytes])
+            want = expected[rx % length:rx % length + nbytes]
+            at = next(i for i in range(nbytes) if got[i] != want[i])
+            exc = ProtocolViolation(f"echo stream byte {rx + at:,} (echo {(rx + at) // length:,}, byte "
+                                    f"{(rx + at) % length} of its {length}-byte frame) is {got[at]:#04x}, "
+                                    f"expected {want[at]:#04x}")
+            conn.fail(exc)
+            stall[0].done() or stall[0].set_exception(exc)
             return
         rx += nbytes
         conn.rx = rx
@@ -302,7 +328,7 @@ async def run_echo(args):
         await asyncio.wait([stall[0]], timeout=args.warmup)
         n0 = total[0]
         window.start()
-        record[0] = args.connections == 1 and args.inflight == 1
+        record[0] = args.inflight == 1
         await asyncio.wait([stall[0]], timeout=args.duration)
     result = window.stop()
     record[0] = False

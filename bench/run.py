@@ -1,37 +1,52 @@
-"""Whole-system benchmarks: wsfast beside its peers and a ceiling, in one run.
+"""Whole-system benchmarks: wsfast beside its peers and two ceilings, in one run.
 
-    python bench/run.py                 # the full run (~30 min), writes bench/results/system.*
+    python bench/run.py --commit HEAD   # the full run, wsfast as committed (git archive + build)
     python bench/run.py --quick         # a few minutes, same scenarios, smaller counts
-    python bench/run.py --commit HEAD   # wsfast as committed (git archive + build), not the work tree
-    python bench/run.py --servers wsfast,picows,ceiling --scenarios echo,fanout --rounds 5
+    python bench/run.py --quick --servers wsfast,wsfast-async,picows --scenarios echo,rr
     python bench/run.py --smoke         # seconds: one server, one scenario (tests/test_bench_smoke.py)
     python -m wsfast bench ...          # the same, from a checkout
+
+Without ``--commit`` the wsfast servers import the wsfast of this checkout
+(its extension must be built in place); with it, wsfast is exported at that
+commit with ``git archive``, built in a temp directory and imported from
+there, never from the source tree, so the numbers belong to a commit.
 
 Each server (bench/servers/*.py) runs pinned to CPU 0 (``taskset -c 0``),
 the one load client (bench/loadclient.py) pinned to CPU 1, both on uvloop.
 Rounds are interleaved: round 1 runs every scenario group on every server
 (A B C ...), then round 2, and so on; a table cell is the median over rounds
 with the min–max beside it. The client reports both processes' CPU time
-over the measured window; a row where the client used ≥ 90 % of its core is
-marked ‡ (client-bound: the server may be faster than the number says).
+over the measured window: server CPU µs per round trip (or per delivery)
+stands beside every rate, and a cell where the load client used ≥ 95 % of
+its core is marked ‡ (client-bound: the server may be faster than the
+number says) and left out of every ratio.
 
 Scenario groups (one fresh server process per group and round):
 
-* ``echo``: 16 connections × 8 binary messages in flight, payloads 64 B,
-  256 B, 8 KiB, 100 KB, 1 MiB (round trips/s); one connection, one message
-  at a time, 64 B (latency); one connection, 2 × 16 MiB in flight (MB/s).
-* ``fanout``: 1,000 and 10,000 clients, broadcasts of 256 B; deliveries/s,
-  time until the last client has each message (p50, p99), server CPU µs per
-  delivery.
-* ``idle``: server RSS growth over 10,000 idle connections.
-* ``conns``: as many connections as one server process may hold (50,000, or
-  the file-descriptor hard limit), from several 127.0.0.x source addresses;
-  accept rate, server RSS, and every connection must still echo.
+* ``echo``: pipelined, 16 connections × 8 binary messages in flight,
+  payloads 64 B, 256 B, 8 KiB, 100 KB, 1 MiB;
+* ``rr``: request/response, one message in flight per connection: 16 × 1 at
+  64 B, 256 B, 8 KiB and 256 × 1 at 256 B (round trips/s, RTT p50/p99);
+* ``single``: one connection, one 64 B message at a time (latency p50/p99),
+  and 2 × 16 MiB in flight (MB/s);
+* ``fanout``: 256 B broadcasts in two patterns: *lockstep* (1,000 clients,
+  one broadcast per command, the next sent when the last copy of the
+  previous one arrived) and *corked* (10 broadcasts per command, 4 commands
+  outstanding: many broadcasts per loop turn), 1,000 and 10,000 clients;
+  deliveries/s, server CPU µs per delivery, time until the last client has
+  each message (p50, p99);
+* ``idle``, ``conns`` (not in the default run): server RSS per idle
+  connection; as many connections as one process may hold, all echoing.
 
-Writes ``system.md`` (tables, ratio checks), ``system.json`` (every raw
-number) and ``system_*.png`` (matplotlib, Agg) to ``--out``
-(bench/results/ by default) and prints the target checks, PASS or MISS.
-Everything runs on 127.0.0.x, bounded in time; every server process is
+The async-handler scenario is the ``wsfast-async`` server (the same handler
+as ``async def on_message``) in the echo and rr groups; every peer runs its
+idiomatic fastest use (picows: sync callbacks, its only kind; websockets and
+aiohttp: coroutines, their only kind; tornado: a sync ``on_message``).
+
+Writes ``system.md`` (tables, ratio checks), ``system.json`` (the per-round
+summaries: no raw samples) and ``system_*.png`` (matplotlib, Agg) to
+``--out`` (bench/results/ by default) and prints the target checks, PASS or
+MISS. Everything runs on 127.0.0.x, bounded in time; every server process is
 killed at the end, errors or not.
 """
 
@@ -58,32 +73,44 @@ ROOT = os.path.dirname(HERE)
 SERVERS_DIR = os.path.join(HERE, "servers")
 CLIENT = os.path.join(HERE, "loadclient.py")
 
-# name -> (label, script, extra args, needs these modules)
+# name -> (label, script, extra args, needs these modules, scenario groups it runs (None: all))
 SERVERS = {
-    "wsfast": ("wsfast (Cython)", "wsfast_server.py", [], ["wsfast._frame"]),
-    "wsfast-python": ("wsfast (pure Python)", "wsfast_server.py", ["--pure-python"], []),
+    "wsfast": ("wsfast (Cython)", "wsfast_server.py", [], ["wsfast._frame"], None),
+    "wsfast-async": ("wsfast, async def on_message", "wsfast_server.py", ["--async"], ["wsfast._frame"],
+                     ("echo", "rr")),
+    "wsfast-python": ("wsfast (pure Python)", "wsfast_server.py", ["--pure-python"], [], None),
     "wsfast-python-nonumpy": ("wsfast (pure Python, no numpy)", "wsfast_server.py",
-                              ["--pure-python", "--no-numpy"], []),
-    "picows": ("picows", "picows_server.py", [], ["picows"]),
-    "aiohttp": ("aiohttp", "aiohttp_server.py", [], ["aiohttp"]),
-    "websockets": ("websockets", "websockets_server.py", [], ["websockets"]),
-    "tornado": ("tornado", "tornado_server.py", [], ["tornado"]),
-    "ceiling": ("ceiling", "ceiling_server.py", [], []),
+                              ["--pure-python", "--no-numpy"], [], None),
+    "picows": ("picows", "picows_server.py", [], ["picows"], None),
+    "picows-batched": ("picows, one write per read", "picows_server.py", ["--batched"], ["picows"],
+                       ("echo", "rr", "single")),
+    "aiohttp": ("aiohttp", "aiohttp_server.py", [], ["aiohttp"], None),
+    "websockets": ("websockets", "websockets_server.py", [], ["websockets"], None),
+    "tornado": ("tornado", "tornado_server.py", [], ["tornado"], None),
+    "ceiling-batched": ("ceiling, one write per read", "ceiling_server.py", [], [], None),
+    "ceiling-perframe": ("ceiling, one write per frame", "ceiling_server.py", ["--per-frame"], [], None),
 }
+ALIASES = {"ceiling": "ceiling-batched"}  # its name before it had two flavours
 ORDER = list(SERVERS)
+DEFAULT_SERVERS = ["wsfast", "wsfast-async", "picows", "picows-batched", "websockets", "aiohttp", "tornado",
+                   "ceiling-batched", "ceiling-perframe"]
 
 ECHO_SIZES = [64, 256, 8192, 100_000, 2**20]
-SIZE_LABEL = {64: "64 B", 256: "256 B", 8192: "8 KiB", 100_000: "100 KB", 2**20: "1 MiB", 16 * 2**20: "16 MiB"}
-CLIENT_BOUND_PCT = 90.0
+RR_CASES = [(16, 64), (16, 256), (16, 8192), (256, 256)]  # (connections, size), one message in flight each
+LARGE = 16 * 2**20
+SIZE_LABEL = {64: "64 B", 256: "256 B", 8192: "8 KiB", 100_000: "100 KB", 2**20: "1 MiB", LARGE: "16 MiB"}
+CLIENT_BOUND_PCT = 95.0
 
 PROFILES = {
-    # echo seconds (warm-up, measured), fan-out (clients, messages), idle connections, conns target
-    "full": {"warmup": 0.5, "duration": 2.0, "fanout": [(1000, 300), (10000, 40)], "idle": 10000,
-             "conns": 50000, "large_count": 8, "rounds": 3},
-    "quick": {"warmup": 0.3, "duration": 0.8, "fanout": [(1000, 100), (10000, 12)], "idle": 5000,
-              "conns": 10000, "large_count": 3, "rounds": 3},
-    "smoke": {"warmup": 0.1, "duration": 0.3, "fanout": [(20, 20)], "idle": 20, "conns": 20, "large_count": 1,
-              "rounds": 1},
+    # echo seconds (warm-up, measured); fan-out (pattern, clients, messages); idle connections; conns target
+    "full": {"warmup": 0.5, "duration": 2.0,
+             "fanout": [("lockstep", 1000, 300), ("corked", 1000, 300), ("corked", 10000, 60)],
+             "idle": 10000, "conns": 50000, "large_count": 16, "rounds": 3},
+    "quick": {"warmup": 0.3, "duration": 0.8,
+              "fanout": [("lockstep", 1000, 100), ("corked", 1000, 100), ("corked", 10000, 30)],
+              "idle": 5000, "conns": 10000, "large_count": 3, "rounds": 3},
+    "smoke": {"warmup": 0.1, "duration": 0.3, "fanout": [("lockstep", 20, 20)], "idle": 20, "conns": 20,
+              "large_count": 1, "rounds": 1},
 }
 
 
@@ -96,15 +123,23 @@ def cases(group, profile, conns_target):
     t = ["--warmup", str(p["warmup"]), "--duration", str(p["duration"])]
     if group == "echo":
         sizes = [64] if profile == "smoke" else ECHO_SIZES
-        out = [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in sizes]
-        if profile != "smoke":
-            out.append(("latency-64", ["latency", "--size", "64"] + t))
-            out.append((f"large-{16 * 2**20}", ["large", "--count", str(p["large_count"]), "--duration", "20"]))
-        return out
+        return [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in sizes]
+    if group == "rr":
+        rr = RR_CASES[:1] if profile == "smoke" else RR_CASES
+        return [(f"rr{n}-{s}", ["echo", "--connections", str(n), "--inflight", "1", "--size", str(s)] + t)
+                for n, s in rr]
+    if group == "single":
+        return [("latency-64", ["latency", "--size", "64"] + t),
+                (f"large-{LARGE}", ["large", "--count", str(p["large_count"]), "--duration", "20"])]
     if group == "fanout":
-        return [(f"fanout-{n}", ["fanout", "--clients", str(n), "--messages", str(m),
-                                 "--wave-deliveries", "10000" if profile != "smoke" else "100"])
-                for n, m in p["fanout"]]
+        out = []
+        for pattern, n, m in p["fanout"]:
+            # lockstep: one broadcast per command, one command outstanding;
+            # corked: 10 broadcasts per command, 4 commands outstanding
+            per = ["--wave-deliveries", str(n), "--window", "1"] if pattern == "lockstep" else \
+                ["--wave-deliveries", str(10 * n), "--window", "4"]
+            out.append((f"fanout-{pattern}-{n}", ["fanout", "--clients", str(n), "--messages", str(m)] + per))
+        return out
     if group == "idle":
         return [(f"idle-{p['idle']}", ["idle", "--connections", str(p["idle"])])]
     if group == "conns":
@@ -113,7 +148,13 @@ def cases(group, profile, conns_target):
     raise ValueError(group)
 
 
-GROUPS = ["echo", "fanout", "idle", "conns"]
+GROUPS = ["echo", "rr", "single", "fanout", "idle", "conns"]
+DEFAULT_GROUPS = ["echo", "rr", "single", "fanout"]
+
+
+def runs_group(server, group):
+    groups = SERVERS[server][4]
+    return groups is None or group in groups
 
 
 # -- processes --------------------------------------------------------------------
@@ -150,7 +191,7 @@ def pin(cpu):
 
 
 def start_server(name, cpu, env, log):
-    _, script, extra, _ = SERVERS[name]
+    _, script, extra, _, _ = SERVERS[name]
     port = free_port()
     cmd = pin(cpu) + [sys.executable, os.path.join(SERVERS_DIR, script), "--port", str(port)] + extra
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=SERVERS_DIR)
@@ -250,6 +291,16 @@ def fmt(v, unit=""):
     return s + unit
 
 
+def ok_runs(results, case, server):
+    return [r for r in results.get(case, {}).get(server, []) if "error" not in r]
+
+
+def client_bound(runs):
+    """Whether the load client was the limit (median client CPU ≥ 95 %)."""
+    c = med([r.get("client_cpu_pct") for r in runs])
+    return c is not None and c >= CLIENT_BOUND_PCT
+
+
 def cell(runs, key, scale=1.0, unit=""):
     vals = [r.get(key) * scale if r.get(key) is not None else None for r in runs if "error" not in r]
     m = med(vals)
@@ -267,58 +318,132 @@ def cpu_cell(runs):
     if not ok:
         return "–"
     s, c = med([r["server_cpu_pct"] for r in ok]), med([r["client_cpu_pct"] for r in ok])
-    mark = " ‡" if c >= CLIENT_BOUND_PCT else ""
-    return f"{s:.0f} / {c:.0f}{mark}"
+    return f"{s:.0f} / {c:.0f}{' ‡' if client_bound(ok) else ''}"
 
 
-def metric(results, case, server, key):
-    runs = [r for r in results.get(case, {}).get(server, []) if "error" not in r]
+def rate_cpu_cell(results, case, server, rate_key, cpu_key):
+    """'rate · µs' (medians), ‡ when client-bound, 'error'/'–' otherwise."""
+    runs = results.get(case, {}).get(server, [])
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return "error" if runs else "–"
+    rate, cpu = med([r.get(rate_key) for r in ok]), med([r.get(cpu_key) for r in ok])
+    return f"{fmt(rate)} · {fmt(cpu)} µs{' ‡' if client_bound(ok) else ''}"
+
+
+def metric(results, case, server, key, allow_client_bound=False):
+    """Median of ``key`` over the rounds; None for a client-bound cell (it
+    stays out of ratios) unless ``allow_client_bound``."""
+    runs = ok_runs(results, case, server)
+    if not runs or (client_bound(runs) and not allow_client_bound):
+        return None
     return med([r.get(key) for r in runs])
 
 
-def ratio_checks(results, servers, conns_target, nofile_hard):
-    """[(target, measured text, PASS/MISS/n/a)] from medians of this run."""
-    checks = []
+def cost_ratio(results, case, a, b):
+    """server CPU per round trip (or delivery) of a ÷ of b; None if either
+    cell is missing or client-bound."""
+    key = "server_cpu_us_per_delivery" if case.startswith("fanout") else "server_cpu_us_per_rt"
+    x, y = metric(results, case, a, key), metric(results, case, b, key)
+    return x / y if x and y else None
 
-    def ratio(case, a, b, key):
-        x, y = metric(results, case, a, key), metric(results, case, b, key)
-        return None if x is None or y is None or y == 0 else x / y
+
+def case_label(case):
+    kind, _, rest = case.partition("-")
+    if kind == "echo":
+        return f"pipelined 16 × 8, {SIZE_LABEL[int(rest)]}"
+    if kind.startswith("rr"):
+        return f"request/response {int(kind[2:])} × 1, {SIZE_LABEL[int(rest)]}"
+    if kind == "latency":
+        return f"latency 1 × 1, {SIZE_LABEL[int(rest)]}"
+    if kind == "large":
+        return f"1 × 2, {SIZE_LABEL[int(rest)]}"
+    if kind == "fanout":
+        pattern, n = rest.split("-")
+        return f"fan-out {pattern}, {int(n):,} clients, 256 B"
+    return case
+
+
+def rt_cases(results):
+    out = [f"echo-{s}" for s in ECHO_SIZES] + [f"rr{n}-{s}" for n, s in RR_CASES] + ["latency-64", f"large-{LARGE}"]
+    return [c for c in out if c in results]
+
+
+def fanout_cases(results):
+    return sorted((c for c in results if c.startswith("fanout-")),
+                  key=lambda c: (int(c.rsplit("-", 1)[1]), c))
+
+
+# (label, a, b): server CPU per round trip of a ÷ of b
+COMPARISONS = [
+    ("wsfast ÷ picows", "wsfast", "picows"),
+    ("wsfast async ÷ picows", "wsfast-async", "picows"),
+    ("wsfast async ÷ wsfast sync", "wsfast-async", "wsfast"),
+    ("wsfast ÷ ceiling-batched", "wsfast", "ceiling-batched"),
+    ("picows ÷ ceiling-perframe", "picows", "ceiling-perframe"),
+    ("picows-batched ÷ picows", "picows-batched", "picows"),
+    ("ceiling-batched ÷ ceiling-perframe", "ceiling-batched", "ceiling-perframe"),
+    ("wsfast ÷ websockets", "wsfast", "websockets"),
+]
+
+
+def ratio_checks(results, servers, conns_target, nofile_hard):
+    """[(target, measured text, PASS/MISS/n/a)] from medians of this run;
+    client-bound cells give n/a."""
+    checks = []
 
     def add(target, value, ok, detail):
         status = "n/a" if value is None else ("PASS" if ok else "MISS")
         checks.append((target, detail, status))
 
+    def x(v):
+        return f"{v:.2f}×" if v is not None else "– (missing or client-bound)"
+
+    def rate_ratio(case, a, b):
+        u, v = metric(results, case, a, "round_trips_per_s"), metric(results, case, b, "round_trips_per_s")
+        return u / v if u and v else None
+
+    have = set(servers)
     for s in ECHO_SIZES:
         case = f"echo-{s}"
         if case not in results:
             continue
-        if "picows" in servers:
-            r = ratio(case, "wsfast", "picows", "round_trips_per_s")
-            add(f"echo {SIZE_LABEL[s]}: wsfast ≥ 1.2× picows", r, r is not None and r >= 1.2,
-                f"{r:.2f}×" if r is not None else "–")
-        if s in (64, 256) and "ceiling" in servers:
-            r = ratio(case, "wsfast", "ceiling", "round_trips_per_s")
-            add(f"echo {SIZE_LABEL[s]}: wsfast ≥ 0.85× ceiling", r, r is not None and r >= 0.85,
-                f"{r:.2f}×" if r is not None else "–")
-        if "websockets" in servers and "wsfast-python" in servers:
-            r = ratio(case, "wsfast-python", "websockets", "round_trips_per_s")
-            add(f"echo {SIZE_LABEL[s]}: wsfast pure Python ≥ websockets", r, r is not None and r >= 1.0,
-                f"{r:.2f}×" if r is not None else "–")
-        if "websockets" in servers and "wsfast-python-nonumpy" in servers:
-            r = ratio(case, "wsfast-python-nonumpy", "websockets", "round_trips_per_s")
-            add(f"echo {SIZE_LABEL[s]}: wsfast pure Python without numpy ≥ websockets", r,
-                r is not None and r >= 1.0, f"{r:.2f}×" if r is not None else "–")
+        if {"wsfast", "picows"} <= have:
+            r = rate_ratio(case, "wsfast", "picows")
+            add(f"pipelined {SIZE_LABEL[s]}: wsfast round trips/s ≥ 1.2× picows", r, r is not None and r >= 1.2, x(r))
+        if s in (64, 256) and {"wsfast", "ceiling-batched"} <= have:
+            r = rate_ratio(case, "wsfast", "ceiling-batched")
+            add(f"pipelined {SIZE_LABEL[s]}: wsfast round trips/s ≥ 0.85× ceiling-batched", r,
+                r is not None and r >= 0.85, x(r))
+        if s in (256, 8192) and {"wsfast", "wsfast-async"} <= have:
+            r = cost_ratio(results, case, "wsfast-async", "wsfast")
+            add(f"pipelined {SIZE_LABEL[s]}: async handler's server CPU/round trip ≤ 1.5× the sync one's", r,
+                r is not None and r <= 1.5, x(r))
+        for py in ("wsfast-python", "wsfast-python-nonumpy"):
+            if {py, "websockets"} <= have:
+                r = rate_ratio(case, py, "websockets")
+                add(f"pipelined {SIZE_LABEL[s]}: {SERVERS[py][0]} round trips/s ≥ websockets", r,
+                    r is not None and r >= 1.0, x(r))
+    for n, s in RR_CASES:
+        case = f"rr{n}-{s}"
+        if case in results and n == 16 and {"wsfast", "picows"} <= have:
+            r = cost_ratio(results, case, "wsfast", "picows")
+            add(f"request/response 16 × 1, {SIZE_LABEL[s]}: wsfast server CPU/round trip ≤ 0.75× picows", r,
+                r is not None and r <= 0.75, x(r))
+    big = f"large-{LARGE}"
+    if big in results and {"wsfast", "picows"} <= have:
+        u, v = metric(results, big, "wsfast", "mb_per_s"), metric(results, big, "picows", "mb_per_s")
+        r = u / v if u and v else None
+        add("16 MiB: wsfast MB/s ≥ 1.0× picows", r, r is not None and r >= 1.0, x(r))
     for case in sorted(c for c in results if c.startswith("idle-")):
-        v = metric(results, case, "wsfast", "bytes_per_connection")
+        v = metric(results, case, "wsfast", "bytes_per_connection", allow_client_bound=True)
         add("wsfast ≤ 6 KiB per idle connection", v, v is not None and v <= 6 * 1024,
             f"{v / 1024:.2f} KiB" if v is not None else "–")
-    for case in sorted((c for c in results if c.startswith("fanout-")), key=lambda c: int(c.split("-")[1])):
-        if "picows" not in servers:
-            continue
-        r = ratio(case, "wsfast", "picows", "server_cpu_us_per_delivery")
-        n = int(case.split("-")[1])
-        add(f"fan-out {n:,} clients: wsfast server CPU/delivery ≤ 0.75× picows", r, r is not None and r <= 0.75,
-            f"{r:.2f}×" if r is not None else "–")
+    for case in fanout_cases(results):
+        if {"wsfast", "picows"} <= have:
+            r = cost_ratio(results, case, "wsfast", "picows")
+            add(f"{case_label(case)}: wsfast server CPU/delivery ≤ 0.75× picows", r, r is not None and r <= 0.75,
+                x(r))
     for case in (c for c in results if c.startswith("conns-")):
         runs = results[case].get("wsfast", [])
         if not runs:
@@ -337,97 +462,107 @@ def write_tables(results, meta, servers, checks, path):
     L = []
     w = L.append
     labels = {s: SERVERS[s][0] for s in servers}
+    la0, la1 = meta["loadavg_start"], meta.get("loadavg_end", ("?",) * 3)
     w("# wsfast whole-system benchmarks\n")
     w(f"Run {meta['started']} on {meta['machine']['cpu']} ({meta['machine']['cpus']} CPUs), "
-      f"{meta['rounds']} interleaved rounds, profile `{meta['profile']}`; wsfast at "
-      f"`{meta['wsfast_commit']}`{' (work tree with uncommitted changes)' if meta.get('wsfast_dirty') else ''}. "
-      f"Command: `{meta['command']}`. Machine and versions: README.md beside this file; "
-      f"raw numbers: system.json.\n")
-    w("Each cell: median (min–max) over the rounds. **CPU %**: server / client, each pinned to its own "
-      "core; ‡ marks a client-bound row (client ≥ 90 % of its core), where the server may be faster "
-      "than the number says.\n")
+      f"{meta['rounds']} interleaved rounds, profile `{meta['profile']}`, {meta.get('seconds', '?')} s; wsfast at "
+      f"`{meta['wsfast_commit']}`{' (work tree with uncommitted changes)' if meta.get('wsfast_dirty') else ''}"
+      f"{', exported and built outside the checkout' if meta.get('exported') else ''}. "
+      f"Command: `{meta['command']}`. Load average (1, 5, 15 min) at the start "
+      f"{', '.join(str(round(v, 2)) for v in la0)}, at the end {', '.join(str(round(v, 2)) for v in la1)}: "
+      f"the machine is shared. Versions: {', '.join(f'{k} {v}' for k, v in meta['machine']['versions'].items() if v)}, "
+      f"Python {meta['machine']['python']}. Per-round summaries: system.json.\n")
+    w("Server pinned to CPU {0}, load client to CPU {1}. Each cell: median over the rounds. "
+      "**‡**: client-bound (the load client used ≥ 95 % of its core; the server may be faster than the "
+      "number says); such cells are left out of every ratio.\n".format(meta.get("server_cpu"), meta.get("client_cpu")))
     w("## Targets (ratios of medians in this run)\n")
     w("| target | measured | |\n|---|---|---|")
     for target, detail, status in checks:
         w(f"| {target} | {detail} | **{status}** |")
     w("")
 
-    echo_cases = [f"echo-{s}" for s in ECHO_SIZES if f"echo-{s}" in results]
-    if echo_cases:
-        w("## Echo throughput: 16 connections × 8 messages in flight (binary), round trips/s\n")
-        w("| server | " + " | ".join(SIZE_LABEL[int(c.split('-')[1])] for c in echo_cases) + " |")
-        w("|---|" + "---|" * len(echo_cases))
-        for s in servers:
-            w(f"| {labels[s]} | " + " | ".join(cell(results[c].get(s, []), "round_trips_per_s")
-                                               for c in echo_cases) + " |")
-        w("\nServer CPU µs per round trip in the same runs (lower is better; not bent by the "
-          "wake-up latency that shapes round trips/s here, see the note below):\n")
-        w("| server | " + " | ".join(SIZE_LABEL[int(c.split('-')[1])] for c in echo_cases) + " |")
-        w("|---|" + "---|" * len(echo_cases))
-        for s in servers:
-            w(f"| {labels[s]} | " + " | ".join(cell(results[c].get(s, []), "server_cpu_us_per_rt")
-                                               for c in echo_cases) + " |")
-        w("\nCPU % server / client in the same runs:\n")
-        w("| server | " + " | ".join(SIZE_LABEL[int(c.split('-')[1])] for c in echo_cases) + " |")
-        w("|---|" + "---|" * len(echo_cases))
-        for s in servers:
-            w(f"| {labels[s]} | " + " | ".join(cpu_cell(results[c].get(s, [])) for c in echo_cases) + " |")
-        if "ceiling" in servers or "picows" in servers:
-            w("\nwsfast (Cython) as a ratio of medians:\n")
-            refs = [r for r in ("picows", "ceiling") if r in servers]
-            w("| | " + " | ".join(SIZE_LABEL[int(c.split('-')[1])] for c in echo_cases) + " |")
-            w("|---|" + "---|" * len(echo_cases))
-            for ref in refs:
+    rts = rt_cases(results)
+    if rts:
+        w("## Round trips: round trips/s · server CPU µs per round trip\n")
+        w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for c in rts:
+            key = "mb_per_s" if c.startswith("large") else "round_trips_per_s"
+            cells = [rate_cpu_cell(results, c, s, key, "server_cpu_us_per_rt") for s in servers]
+            w(f"| {case_label(c)}{' (MB/s)' if c.startswith('large') else ''} | " + " | ".join(cells) + " |")
+        w("\nServer CPU µs per round trip, median (min–max):\n")
+        w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for c in rts:
+            w(f"| {case_label(c)} | " + " | ".join(cell(results[c].get(s, []), "server_cpu_us_per_rt")
+                                                  for s in servers) + " |")
+        w("\nRound trips/s (16 MiB: MB/s), median (min–max):\n")
+        w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for c in rts:
+            key = "mb_per_s" if c.startswith("large") else "round_trips_per_s"
+            w(f"| {case_label(c)} | " + " | ".join(cell(results[c].get(s, []), key) for s in servers) + " |")
+        w("\nCPU % server / client:\n")
+        w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for c in rts:
+            w(f"| {case_label(c)} | " + " | ".join(cpu_cell(results[c].get(s, [])) for s in servers) + " |")
+        comps = [(t, a, b) for t, a, b in COMPARISONS if a in servers and b in servers]
+        if comps:
+            w("\n## Server CPU per round trip, ratios of medians (< 1: the first is cheaper; ‡ cells left out)\n")
+            w("| scenario | " + " | ".join(t for t, _, _ in comps) + " |")
+            w("|---|" + "---|" * len(comps))
+            for c in rts + fanout_cases(results):
                 row = []
-                for c in echo_cases:
-                    a, b = metric(results, c, "wsfast", "round_trips_per_s"), metric(results, c, ref,
-                                                                                       "round_trips_per_s")
-                    row.append(f"{a / b:.2f}×" if a and b else "–")
-                w(f"| round trips/s ÷ {labels[ref]} | " + " | ".join(row) + " |")
-            for ref in refs:
+                for _, a, b in comps:
+                    r = cost_ratio(results, c, a, b)
+                    row.append(f"{r:.2f}" if r is not None else "–")
+                w(f"| {case_label(c)} | " + " | ".join(row) + " |")
+        lat = [c for c in rts if c.startswith(("latency", "rr"))]
+        if lat:
+            w("\n## Round-trip time, one message in flight per connection: p50 / p99 µs\n")
+            w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+            w("|---|" + "---|" * len(servers))
+            for c in lat:
                 row = []
-                for c in echo_cases:
-                    a, b = metric(results, c, "wsfast", "server_cpu_us_per_rt"), metric(results, c, ref,
-                                                                                          "server_cpu_us_per_rt")
-                    row.append(f"{b / a:.2f}×" if a and b else "–")
-                w(f"| round trips per server CPU second ÷ {labels[ref]} | " + " | ".join(row) + " |")
-        w("\n**Reading the echo numbers.** Two processes on two vCPUs of a VM: whenever one side "
-          "runs out of work it sleeps, and waking it costs tens of µs of wall time. A fast server "
-          "empties its sockets, sleeps and pays that wake-up on every batch, while a slow one stays "
-          "busy (100 % CPU) and never does, so at 16 × 8 in flight round trips/s bunches the fast "
-          "servers together and can even rank a slower server ahead (look at the CPU %). Server "
-          "CPU µs per round trip is what each server costs, whatever the scheduling did.\n")
-    if "latency-64" in results or f"large-{16 * 2**20}" in results:
-        w("## One connection: latency (64 B, one message at a time) and large messages (16 MiB, 2 in flight)\n")
-        w("| server | round trips/s | RTT p50 µs | RTT p99 µs | CPU % | 16 MiB echo MB/s | CPU % |")
-        w("|---|---|---|---|---|---|---|")
-        lat, big = results.get("latency-64", {}), results.get(f"large-{16 * 2**20}", {})
-        for s in servers:
-            w(f"| {labels[s]} | {cell(lat.get(s, []), 'round_trips_per_s')} | "
-              f"{cell(lat.get(s, []), 'rtt_p50_us')} | {cell(lat.get(s, []), 'rtt_p99_us')} | "
-              f"{cpu_cell(lat.get(s, []))} | {cell(big.get(s, []), 'mb_per_s')} | {cpu_cell(big.get(s, []))} |")
-        w("\nLatency is bounded by waking the other core on these VMs (tens of µs per hop), so it "
-          "separates the servers little. MB/s counts the payload echoed (each byte crosses twice).\n")
-    fan = sorted((c for c in results if c.startswith("fanout-")), key=lambda c: int(c.split("-")[1]))
-    for c in fan:
-        n = int(c.split("-")[1])
-        w(f"## Fan-out: {n:,} clients, 256 B broadcasts\n")
-        w("| server | server CPU µs/delivery | deliveries/s | last client p50 ms | last client p99 ms | CPU % |")
-        w("|---|---|---|---|---|---|")
-        for s in servers:
-            runs = results[c].get(s, [])
-            w(f"| {labels[s]} | {cell(runs, 'server_cpu_us_per_delivery')} | {cell(runs, 'deliveries_per_s')} | "
-              f"{cell(runs, 'last_delivery_p50_ms')} | {cell(runs, 'last_delivery_p99_ms')} | {cpu_cell(runs)} |")
-        w("\nOne client process reads every delivery, so deliveries/s is often the client's limit (‡); "
-          "server CPU per delivery is the fair comparison. Latency: from the server's timestamp in the "
-          "message to the moment the last client has it, with up to 4 broadcast commands outstanding.\n")
+                for s in servers:
+                    runs = ok_runs(results, c, s)
+                    p50, p99 = med([r.get("rtt_p50_us") for r in runs]), med([r.get("rtt_p99_us") for r in runs])
+                    row.append(f"{fmt(p50)} / {fmt(p99)}" if p50 is not None else "–")
+                w(f"| {case_label(c)} | " + " | ".join(row) + " |")
+        w("\n**Reading.** Two processes on two vCPUs of a VM: whenever one side runs out of work it "
+          "sleeps, and waking it costs tens of µs of wall time, so rates bunch the fast servers together "
+          "(and are often the load client's limit, ‡). Server CPU µs per round trip is what each server "
+          "costs, whatever the scheduling did; compare that.\n")
+    fan = fanout_cases(results)
+    if fan:
+        w("## Fan-out of 256 B broadcasts\n")
+        w("*lockstep*: one broadcast per command, the next command sent when the last client has the "
+          "previous message (nothing to join: one send per connection per message is the floor, "
+          "ceiling-perframe). *corked*: 10 broadcasts per command and 4 commands outstanding, so many "
+          "broadcasts fall in one loop turn and a server that corks writes per connection sends them in "
+          "one syscall (ceiling-batched does that per command).\n")
+        w("| scenario | " + " | ".join(labels[s] for s in servers) + " |")
+        w("|---|" + "---|" * len(servers))
+        for c in fan:
+            w(f"| {case_label(c)}: deliveries/s · server CPU µs per delivery | " +
+              " | ".join(rate_cpu_cell(results, c, s, "deliveries_per_s", "server_cpu_us_per_delivery")
+                         for s in servers) + " |")
+            w(f"| last client has it, p50 / p99 ms | " + " | ".join(
+                f"{fmt(med([r.get('last_delivery_p50_ms') for r in ok_runs(results, c, s)]))} / "
+                f"{fmt(med([r.get('last_delivery_p99_ms') for r in ok_runs(results, c, s)]))}"
+                if ok_runs(results, c, s) else "–" for s in servers) + " |")
+            w(f"| server CPU µs per delivery, median (min–max) | " +
+              " | ".join(cell(results[c].get(s, []), "server_cpu_us_per_delivery") for s in servers) + " |")
+            w(f"| CPU % server / client | " + " | ".join(cpu_cell(results[c].get(s, [])) for s in servers) + " |")
+        w("")
     for c in (c for c in results if c.startswith("idle-")):
         n = int(c.split("-")[1])
         w(f"## Memory per idle connection ({n:,} upgraded, silent connections)\n")
         w("| server | KiB per connection | server RSS before → after (MiB) |")
         w("|---|---|---|")
         for s in servers:
-            runs = [r for r in results[c].get(s, []) if "error" not in r]
+            runs = ok_runs(results, c, s)
             rss = (f"{med([r['server_rss_before'] for r in runs]) / 2**20:.0f} → "
                    f"{med([r['server_rss_after'] for r in runs]) / 2**20:.0f}") if runs else "–"
             w(f"| {labels[s]} | {cell(results[c].get(s, []), 'bytes_per_connection', 1 / 1024)} | {rss} |")
@@ -437,15 +572,13 @@ def write_tables(results, meta, servers, checks, path):
         w(f"## Connection count: {n:,} concurrent connections from 4 source addresses\n")
         if n < 50000:
             w(f"50,000 cannot be held by one process on this machine: RLIMIT_NOFILE's hard limit is "
-              f"{meta['machine']['nofile_hard']:,} and cannot be raised (no CAP_SYS_RESOURCE); the run "
-              f"opens as many as the limit allows.\n")
+              f"{meta['machine']['nofile_hard']:,}; the run opens as many as the limit allows.\n")
         w("| server | accepts/s (upgrades) | server RSS MiB | still echoing (worst round) | CPU % |")
         w("|---|---|---|---|---|")
         for s in servers:
             runs = results[c].get(s, [])
             ok = [r for r in runs if "error" not in r]
-            echo = (f"{min(r['echoed'] for r in ok):,} / {n:,}" if ok else
-                    ("error" if runs else "–"))
+            echo = (f"{min(r['echoed'] for r in ok):,} / {n:,}" if ok else ("error" if runs else "–"))
             w(f"| {labels[s]} | {cell(runs, 'accepts_per_s')} | {cell(runs, 'server_rss_after', 1 / 2**20)} | "
               f"{echo} | {cpu_cell(runs)} |")
         w("")
@@ -470,7 +603,8 @@ def charts(results, servers, out):
 
     labels = [SERVERS[s][0] for s in servers]
     colors = {"wsfast": "#1f6feb", "wsfast-python": "#79a8f2", "wsfast-python-nonumpy": "#b6cdf5", "picows": "#e8590c", "aiohttp": "#2f9e44",
-              "websockets": "#9c36b5", "tornado": "#868e96", "ceiling": "#343a40"}
+              "websockets": "#9c36b5", "tornado": "#868e96", "ceiling-batched": "#343a40",
+              "ceiling-perframe": "#777777", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00"}
     written = []
 
     def bars(ax, groups, key, scale=1.0):
@@ -500,34 +634,34 @@ def charts(results, servers, out):
         fig.savefig(os.path.join(out, "system_echo.png"), dpi=110)
         plt.close(fig)
         written.append("system_echo.png")
-        if "ceiling" in servers:  # the same, relative to the ceiling
+        if "ceiling-batched" in servers:  # the same, relative to the ceiling
             fig, ax = plt.subplots(figsize=(10, 4.5))
             width = 0.8 / len(servers)
             for i, s in enumerate(servers):
                 ys = []
                 for c in echo_cases:
-                    a, b = metric(results, c, s, "round_trips_per_s"), metric(results, c, "ceiling",
+                    a, b = metric(results, c, s, "round_trips_per_s"), metric(results, c, "ceiling-batched",
                                                                                 "round_trips_per_s")
                     ys.append(a / b if a and b else 0)
                 xs = [j + (i - (len(servers) - 1) / 2) * width for j in range(len(echo_cases))]
                 ax.bar(xs, ys, width, label=SERVERS[s][0], color=colors.get(s))
             ax.axhline(0.85, color="red", lw=0.8, ls="--", label="target 0.85 (64 B, 256 B)")
             ax.set_xticks(range(len(echo_cases)), [SIZE_LABEL[int(c.split("-")[1])] for c in echo_cases])
-            ax.set_ylabel("÷ ceiling (medians)")
-            ax.set_title("Echo throughput relative to the ceiling server")
+            ax.set_ylabel("÷ ceiling-batched (medians)")
+            ax.set_title("Pipelined echo throughput relative to ceiling-batched")
             ax.legend(fontsize=8, ncol=2)
             ax.grid(axis="y", alpha=0.3)
             fig.tight_layout()
             fig.savefig(os.path.join(out, "system_echo_ratio.png"), dpi=110)
             plt.close(fig)
             written.append("system_echo_ratio.png")
-    fan = sorted((c for c in results if c.startswith("fanout-")), key=lambda c: int(c.split("-")[1]))
+    fan = fanout_cases(results)
     if fan:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
         for ax, key, title in ((axes[0], "server_cpu_us_per_delivery", "server CPU µs per delivery (lower is better)"),
                                (axes[1], "last_delivery_p99_ms", "last client has it, p99 ms (lower is better)")):
             bars(ax, fan, key)
-            ax.set_xticks(range(len(fan)), [f"{int(c.split('-')[1]):,} clients" for c in fan])
+            ax.set_xticks(range(len(fan)), [f"{c.split('-')[1]}, {int(c.split('-')[2]):,}" for c in fan])
             ax.set_title(title, fontsize=10)
             ax.grid(axis="y", alpha=0.3)
         axes[0].legend(fontsize=8)
@@ -649,8 +783,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="a few minutes: fewer connections, shorter windows")
     parser.add_argument("--smoke", action="store_true",
                         help="seconds: one server, one scenario, tiny counts (no result files unless --out)")
-    parser.add_argument("--servers", default=",".join(ORDER), help=f"comma-separated, from {','.join(ORDER)}")
-    parser.add_argument("--scenarios", default=",".join(GROUPS), help=f"comma-separated, from {','.join(GROUPS)}")
+    parser.add_argument("--servers", default=None,
+                        help=f"comma-separated, from {','.join(ORDER)} (default {','.join(DEFAULT_SERVERS)})")
+    parser.add_argument("--scenarios", default=None,
+                        help=f"comma-separated, from {','.join(GROUPS)} (default {','.join(DEFAULT_GROUPS)})")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
     parser.add_argument("--commit", default=None,
                         help="benchmark wsfast as committed at this git commit (exported and built in a temp dir)")
@@ -680,12 +816,11 @@ def main(argv=None):
     if args.smoke:
         servers = ["wsfast"] if available("wsfast", env) else ["wsfast-python"]
         groups = ["echo"]
-        if args.servers != ",".join(ORDER):
-            servers = args.servers.split(",")
-        if args.scenarios != ",".join(GROUPS):
-            groups = args.scenarios.split(",")
     else:
-        servers = [s for s in args.servers.split(",") if s]
+        servers, groups = DEFAULT_SERVERS, DEFAULT_GROUPS
+    if args.servers:
+        servers = [ALIASES.get(s, s) for s in args.servers.split(",") if s]
+    if args.scenarios:
         groups = [g for g in args.scenarios.split(",") if g]
     for s in servers:
         if s not in SERVERS:
@@ -711,12 +846,12 @@ def main(argv=None):
         "command": "python bench/run.py" + ("" if argv is None and len(sys.argv) == 1 else
                                             " " + " ".join(argv if argv is not None else sys.argv[1:])),
         "profile": profile, "rounds": rounds, "servers": servers, "scenarios": groups,
-        "wsfast_commit": commit, "wsfast_dirty": dirty, "pinned": pinned,
+        "wsfast_commit": commit, "wsfast_dirty": dirty, "exported": bool(args.commit), "pinned": pinned,
         "server_cpu": server_cpu, "client_cpu": client_cpu, "conns_target": conns_target,
         "machine": machine_info(), "loadavg_start": os.getloadavg(), "banners": {},
     }
     results = {}
-    plan = [(r, g, s) for r in range(rounds) for g in groups for s in servers]
+    plan = [(r, g, s) for r in range(rounds) for g in groups for s in servers if runs_group(s, g)]
     total = sum(len(cases(g, profile, conns_target)) for _, g, _ in plan)
     bar = progress_bar(total, args.no_progress)
     log_path = os.path.join(workdir, "servers.log")

@@ -1,6 +1,8 @@
 """wsfast echo + fan-out server (Cython codec, or the pure-Python twin with
 ``--pure-python``; ``--no-numpy`` keeps the twin from masking with numpy), on
-uvloop, written as wsfast's README shows."""
+uvloop, written as wsfast's README shows. ``--async``: the same handler as a
+coroutine (``async def on_message``), as Tornado coroutine code and ASGI-style
+applications write it."""
 
 import os
 import sys
@@ -57,15 +59,24 @@ class Bench(wsfast.WebSocketHandler):
                         clients.discard(client)
 
 
+class AsyncBench(Bench):
+    async def on_message(self, message):  # the echo as a coroutine that never suspends
+        if type(message) is not str:
+            self.write_message(message)
+            return
+        Bench.on_message(self, message)
+
+
 def main():
     def options(p):
         p.add_argument("--pure-python", action="store_true")
         p.add_argument("--no-numpy", action="store_true")
+        p.add_argument("--async", dest="use_async", action="store_true", help="async def on_message")
 
     args = _common.parse_args(__doc__, options)
     _common.raise_nofile()
     app = wsfast.Application(
-        [(r"/.*", Bench)],
+        [(r"/.*", AsyncBench if args.use_async else Bench)],
         codec="python" if args.pure_python else None,
         websocket_max_message_size=64 * 2**20,
     )
@@ -73,7 +84,7 @@ def main():
                on_start=lambda server: print(
                    f"wsfast {wsfast.__version__} codec={'python' if args.pure_python else wsfast.IMPLEMENTATION} "
                    f"numpy-masking={'off' if args.no_numpy else 'when importable'} "
-                   f"broadcast={BROADCAST_API} from {os.path.dirname(wsfast.__file__)}", flush=True))
+                   f"broadcast={BROADCAST_API} on_message={'async' if args.use_async else 'sync'} from {os.path.dirname(wsfast.__file__)}", flush=True))
 
 
 if __name__ == "__main__":
