@@ -318,6 +318,12 @@ class connect:
     ``OSError`` if the TCP connection fails.
     """
 
+    #: The handler class of the connection (a front-end such as
+    #: :mod:`wsfast.tornado` passes a subclass of :class:`ClientConnection`).
+    connection_class = ClientConnection
+    #: The protocol class (:class:`~wsfast.protocol.WebSocketProtocol` or a subclass).
+    protocol_class = WebSocketProtocol
+
     def __init__(
         self,
         uri,
@@ -394,10 +400,12 @@ class connect:
             self._origin,
             extensions=_client_offer(compression) if compression is not None else None,
         )
-        client = ClientConnection(self.options, key, self._subprotocols, request, compression)
+        client = self.connection_class(
+            self.options, key, self._subprotocols, request, compression
+        )
 
         def factory():
-            return WebSocketProtocol(Side.CLIENT, self.options, client)
+            return self.protocol_class(Side.CLIENT, self.options, client)
 
         kwargs = {}
         if self._ssl is not None:

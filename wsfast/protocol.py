@@ -228,6 +228,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     ``handshake_response(protocol, response)``.
     """
 
+    #: The sans-IO class :meth:`upgrade` instantiates (a front-end such as
+    #: :mod:`wsfast.tornado` may use a subclass: e.g. its close reasons).
+    connection_class = Connection
+
     __slots__ = (
         "side", "options", "owner", "transport", "connection", "handler",
         "remote_address", "local_address", "_loop", "_view", "_done", "_mode",
@@ -546,7 +550,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._busy = False
         self.handler = handler
         self._on_message = handler.on_message
-        self.connection = Connection(
+        self.connection = self.connection_class(
             self.side,
             max_message_size=opts.max_message_size,
             codec=opts.codec,
