@@ -555,6 +555,7 @@ class WebSocketHandler(tornado.web.RequestHandler):
             ping_interval=interval,
             ping_timeout=timeout,
             open_timeout=None,
+            codec=self.settings.get("wsfast_codec"),  # "cython"/"python"/None: the best one
         )
         self.clear_header("Content-Type")
         self.set_status(101)
@@ -600,7 +601,8 @@ class WebSocketHandler(tornado.web.RequestHandler):
         code = reason = None
         conn = protocol.connection if protocol is not None else None
         if conn is not None and conn.close_received is not None and conn.close_received.code != 1005:
-            code, reason = conn.close_received.code, conn.close_received.reason
+            # As in Tornado: None when the close frame had no reason.
+            code, reason = conn.close_received.code, conn.close_received.reason or None
         self.on_ws_connection_close(code, reason)
 
     # -- the API of tornado.websocket.WebSocketHandler ------------------------------
@@ -1053,7 +1055,7 @@ class WebSocketClientConnection:
         conn = self._client.protocol.connection
         received = conn.close_received if conn is not None else None
         if received is not None and received.code != 1005:
-            self.close_code, self.close_reason = received.code, received.reason
+            self.close_code, self.close_reason = received.code, received.reason or None
 
 
 class _WithDefaults:

@@ -1,0 +1,247 @@
+"""wsfast.tornado beyond Tornado's own suite (tests/test_tornado_suite.py):
+TLS through Tornado's SSLIOStream, large messages through the socket taken
+from Tornado, frames that came with the handshake, both codecs, asyncio and
+uvloop, and the ``@authenticated get()`` guard."""
+
+import asyncio
+import shutil
+import socket
+import ssl
+import subprocess
+
+import pytest
+
+pytest.importorskip("tornado")
+
+import tornado.httpclient  # noqa: E402
+import tornado.httpserver  # noqa: E402
+import tornado.web  # noqa: E402
+
+import wsfast.tornado as wt  # noqa: E402
+from wsfast import codec as wsfast_codec  # noqa: E402
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop if uvloop else None}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request):
+    factory = LOOPS[request.param]
+    if factory is None:
+        pytest.skip("uvloop is not installed")
+
+    def runner(coro, timeout=20):
+        loop = factory()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    return runner
+
+
+class Echo(wt.WebSocketHandler):
+    def open(self):
+        self.application.settings["opened"].append(self)
+
+    def on_message(self, message):
+        self.write_message(message, binary=isinstance(message, bytes))
+
+    def on_close(self):
+        self.application.settings["closed"].append((self.close_code, self.close_reason))
+
+
+def make_app(codec, **settings):
+    return tornado.web.Application(
+        [(r"/echo", Echo)], wsfast_codec=codec, opened=[], closed=[], **settings
+    )
+
+
+async def serve(app, ssl_options=None):
+    server = tornado.httpserver.HTTPServer(app, ssl_options=ssl_options)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    server.add_sockets([sock])
+    return server, sock.getsockname()[1]
+
+
+async def echo_round_trips(ws):
+    # Small, medium, 1 MiB (read straight into the frame: the window path),
+    # text and binary, then many pipelined: all back, in order.
+    for message in ["hello", "é" * 3000, b"\x00\xff" * 40000, b"x" * 2**20, "y" * 2**20]:
+        ws.write_message(message, binary=isinstance(message, bytes))
+        assert await ws.read_message() == message
+    for i in range(300):
+        ws.write_message(f"m{i}")
+    for i in range(300):
+        assert await ws.read_message() == f"m{i}"
+
+
+def test_plain_tcp_echo_and_close(run, impl):
+    async def main():
+        app = make_app(impl)
+        server, port = await serve(app)
+        try:
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/echo")
+            handler = app.settings["opened"][0]
+            # Served by wsfast's protocol on an asyncio transport, not Tornado's stream.
+            assert isinstance(handler.ws_connection, wt.WebSocketProtocol)
+            assert handler.ws_connection.connection.codec is wsfast_codec.get_codec(impl)
+            await echo_round_trips(ws)
+            ws.close(4000, "bye")
+            for _ in range(100):
+                if app.settings["closed"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert app.settings["closed"] == [(4000, "bye")]
+            assert await ws.read_message() is None
+            with pytest.raises(wt.WebSocketClosedError):
+                ws.write_message("late")
+        finally:
+            server.stop()
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    return server_ctx, str(cert)
+
+
+def test_tls_echo_and_server_close(run, impl, tls):
+    server_ctx, cafile = tls
+
+    class Closer(Echo):
+        def on_message(self, message):
+            if message == "close me":
+                self.close(4001, "as asked")
+            else:
+                super().on_message(message)
+
+    async def main():
+        app = tornado.web.Application(
+            [(r"/echo", Closer)], wsfast_codec=impl, opened=[], closed=[]
+        )
+        server, port = await serve(app, ssl_options=server_ctx)
+        try:
+            request = tornado.httpclient.HTTPRequest(
+                f"wss://127.0.0.1:{port}/echo", ca_certs=cafile
+            )
+            ws = await wt.websocket_connect(request)
+            await echo_round_trips(ws)
+            ws.write_message("close me")
+            assert await ws.read_message() is None
+            assert (ws.close_code, ws.close_reason) == (4001, "as asked")
+            for _ in range(100):
+                if app.settings["closed"]:
+                    break
+                await asyncio.sleep(0.02)
+            # The client echoes the code only (as Tornado's does).
+            assert app.settings["closed"] == [(4001, None)]
+        finally:
+            server.stop()
+
+    run(main())
+
+
+def test_frames_sent_with_the_handshake_come_first(run, impl):
+    # The client sends its first frames in the same write as the request:
+    # Tornado reads them with the request, wsfast must get them first.
+    class Collect(wt.WebSocketHandler):
+        def open(self):
+            self.got = []
+
+        def on_message(self, message):
+            self.got.append(message)
+            if message == b"last":
+                self.write_message(repr(self.got))
+
+    async def main():
+        app = tornado.web.Application([(r"/", Collect)], wsfast_codec=impl)
+        server, port = await serve(app)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            frames = b"".join(
+                b"\x82" + bytes([0x80 | len(p)]) + b"\0\0\0\0" + p
+                for p in [b"one", b"two", b"three", b"last"]
+            )
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n" + frames
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            first = await reader.readexactly(2)
+            payload = await reader.readexactly(first[1] & 0x7F)
+            assert payload == b"[b'one', b'two', b'three', b'last']"
+            writer.close()
+        finally:
+            server.stop()
+
+    run(main())
+
+
+def test_authenticated_get_guards_the_upgrade(run):
+    class Login(tornado.web.RequestHandler):
+        def get(self):
+            self.set_signed_cookie("user", "ada")
+            self.write("ok")
+
+    class Private(wt.WebSocketHandler):
+        def get_current_user(self):
+            return self.get_signed_cookie("user")
+
+        @tornado.web.authenticated
+        async def get(self, *args, **kwargs):
+            await super().get(*args, **kwargs)
+
+        def open(self):
+            self.write_message("hello " + self.current_user.decode())
+
+    async def main():
+        app = tornado.web.Application(
+            [(r"/login", Login), (r"/ws", Private)],
+            cookie_secret="s3cret", login_url="/login",
+        )
+        server, port = await serve(app)
+        try:
+            with pytest.raises(tornado.httpclient.HTTPClientError) as refused:
+                await wt.websocket_connect(f"ws://127.0.0.1:{port}/ws")
+            assert refused.value.code == 302  # to the login page, before any upgrade
+            client = tornado.httpclient.AsyncHTTPClient()
+            response = await client.fetch(f"http://127.0.0.1:{port}/login")
+            cookie = response.headers["Set-Cookie"].split(";")[0]
+            ws = await wt.websocket_connect(tornado.httpclient.HTTPRequest(
+                f"ws://127.0.0.1:{port}/ws", headers={"Cookie": cookie}))
+            assert await ws.read_message() == "hello ada"
+            ws.close()
+        finally:
+            server.stop()
+
+    run(main())
