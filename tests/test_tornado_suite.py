@@ -6,8 +6,9 @@ tests ship in the wheel) is imported while ``tornado.websocket``'s
 it defines subclasses ``wsfast.tornado.WebSocketHandler`` and every client is
 ``wsfast.tornado.websocket_connect``; Tornado's names are restored right
 after the import (the rest of the process sees Tornado unchanged) and the
-file itself is neither edited nor copied. Each of its test classes runs
-twice, on an asyncio and on a uvloop event loop.
+file itself is neither edited nor copied. Each of its test classes runs on
+an asyncio and on a uvloop event loop, with each of wsfast's codecs (the
+Cython one and the pure-Python twin; the ``wsfast_codec`` setting).
 
 Excluded (they test Tornado's internals, not the API; shown as skipped with
 the reason):
@@ -26,6 +27,7 @@ import tornado.websocket  # noqa: E402
 from tornado.ioloop import IOLoop  # noqa: E402
 
 import wsfast.tornado  # noqa: E402
+from wsfast import codec as _codec  # noqa: E402
 
 try:
     import uvloop
@@ -91,6 +93,15 @@ def _uvloop_ioloop(self):
     return IOLoop(asyncio_loop=uvloop.new_event_loop(), make_current=False)
 
 
+def _with_codec(codec):
+    def get_app(self):
+        app = super(type(self), self).get_app()
+        app.settings["wsfast_codec"] = codec
+        return app
+
+    return get_app
+
+
 def _make_classes(module):
     made = {}
     for name, obj in sorted(vars(module).items()):
@@ -100,8 +111,14 @@ def _make_classes(module):
             continue  # imported helpers, and Tornado's abstract bases (@abstract_base_test)
         if not unittest.defaultTestLoader.getTestCaseNames(obj):
             continue
-        for loop in ("asyncio", "uvloop"):
+        variants = [(loop, codec) for loop in ("asyncio", "uvloop") for codec in ("cython", "python")]
+        for loop, codec in variants:
             attrs = {"__module__": __name__}
+            if codec not in _codec.AVAILABLE:
+                attrs["__unittest_skip__"] = True
+                attrs["__unittest_skip_why__"] = f"the {codec} codec is not available"
+            elif hasattr(obj, "get_app"):
+                attrs["get_app"] = _with_codec(codec)
             if loop == "uvloop":
                 if uvloop is None:
                     attrs["__unittest_skip__"] = True
@@ -115,7 +132,7 @@ def _make_classes(module):
                 cls_name, _, method = key.partition(".")
                 if cls_name == name and method:
                     attrs[method] = unittest.skip("excluded: " + why)(getattr(obj, method))
-            new_name = f"{name}_{loop}"
+            new_name = f"{name}_{loop}_{codec}"
             new = type(new_name, (obj,), attrs)
             new.__qualname__ = new_name
             made[new_name] = new
