@@ -838,6 +838,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
+        if self._lost or self.transport.is_closing():
+            # The transport is gone (a reset, an abort): its writes would
+            # vanish, and the completed future returned below would let a
+            # `while True: await write_message(x)` loop spin without ever
+            # yielding to the loop that is to report the loss (as
+            # StreamWriter.drain() raises).
+            raise self.closed_error()
         kind = type(message)
         # The hot path: on a server without extensions, while data frames may
         # be sent and no automatic reply is queued, Connection.send_binary /
@@ -894,7 +901,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     def drained(self):
         """An awaitable that completes when the write buffer is below its
-        low-water mark (at once if it is)."""
+        low-water mark (at once if it is). Raises ``ConnectionClosed`` once
+        the transport is closing or lost."""
+        if self._lost or self.transport.is_closing():
+            raise self.closed_error()
         if not self._write_paused:
             return self._done
         drain = self._drain
@@ -903,17 +913,22 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return drain
 
     def send_ping(self, data=b""):
-        """Send a ping (``data``: at most 125 bytes)."""
-        conn = self.connection
-        if conn is None:
-            raise WebSocketError("the WebSocket connection is not open yet")
-        self._send(conn.send_ping(data))
+        """Send a ping (``data``: at most 125 bytes). Raises
+        ``ConnectionClosed`` once the connection is closed or its transport
+        is closing."""
+        self._send(self._open_connection().send_ping(data))
 
     def send_pong(self, data=b""):
+        """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
+        self._send(self._open_connection().send_pong(data))
+
+    def _open_connection(self):
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
-        self._send(conn.send_pong(data))
+        if self._lost or self.transport.is_closing():
+            raise self.closed_error()
+        return conn
 
     # -- keepalive ---------------------------------------------------------------
 
