@@ -49,10 +49,7 @@ def seeds_of(name):
     pytest.param("frame_differential", marks=needs_cython),
     pytest.param("connection_differential", marks=needs_cython),
     "http_handshake",
-    # issue 11 (5): the default check_origin raises ValueError for "http://[" (a seed):
-    # strict, so the fix turns this into a failure that says to drop the mark.
-    pytest.param("origin", marks=pytest.mark.xfail(raises=ValueError, strict=True,
-                                                   reason="issue 11 (5): check_origin 500s")),
+    "origin",  # a seed is issue 11 (5)'s "http://[", a 500 before its fix
 ])
 def test_harness_on_seeds_and_mutants(harnesses, name):
     module = harnesses(name)
