@@ -9,6 +9,9 @@
   :mod:`wsfast.chat`; ``--redis redis://host:port`` shares rooms between
   processes and machines, ``--workers N`` starts N processes on one port
   (SO_REUSEPORT), each with its own event loop.
+* ``asgi``: an ASGI application (FastAPI, Starlette) under uvicorn, with
+  wsfast's WebSocket protocol class (:mod:`wsfast.asgi`); the arguments are
+  uvicorn's (``python -m wsfast asgi app:app --port 8000``).
 """
 
 import argparse
@@ -138,6 +141,9 @@ def build_parser():
                       help="listen with SO_REUSEPORT, so other processes can serve the same port")
     chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    sub.add_parser("asgi", add_help=False,
+                   help="run an ASGI app (FastAPI, Starlette) under uvicorn with wsfast's WebSocket class; "
+                        "uvicorn's options follow")
     sub.add_parser("bench", add_help=False,
                    help="run the whole-system benchmarks (bench/run.py of a checkout; its options follow)")
     return parser
@@ -154,6 +160,22 @@ def _bench_main(argv):
               "checkout, not the wheel); run it from a checkout: python bench/run.py", file=sys.stderr)
         return 2
     return subprocess.call([sys.executable, run, *argv])
+
+
+def _asgi_main(argv):
+    """``python -m wsfast asgi APP [uvicorn options]``: uvicorn's command line
+    with ``--ws wsfast.asgi:WSFastProtocol`` (needs ``pip install 'wsfast[asgi]'``)."""
+    try:
+        from uvicorn.main import main as uvicorn_main
+    except ImportError:
+        print("wsfast asgi: uvicorn is not installed (pip install 'wsfast[asgi]')", file=sys.stderr)
+        return 2
+    if any(arg == "--ws" or arg.startswith("--ws=") for arg in argv):
+        print("wsfast asgi: --ws is wsfast's here; run uvicorn itself for another WebSocket class",
+              file=sys.stderr)
+        return 2
+    return uvicorn_main.main(args=[*argv, "--ws", "wsfast.asgi:WSFastProtocol"],
+                             prog_name="python -m wsfast asgi")
 
 
 def _chat_main(args):
@@ -262,6 +284,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # every later argument belongs to bench/run.py
         return _bench_main(argv[1:])
+    if argv[:1] == ["asgi"]:  # every later argument belongs to uvicorn
+        return _asgi_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -223,7 +223,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     (the server replaces them per handler at :meth:`upgrade`); ``owner``: on
     the server an object with ``connection_made(protocol)``,
     ``connection_lost(protocol)`` and ``handle_request(protocol, request)``
-    (a coroutine); on the client one with ``connection_made(protocol)``,
+    (a coroutine; or ``start_request(protocol, request)``, a plain function); on the client one with ``connection_made(protocol)``,
     ``connection_lost(protocol, exc)`` and
     ``handshake_response(protocol, response)``.
     """
@@ -337,6 +337,19 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._receive_response(self._view[:nbytes])
         # _DONE: the closing handshake is over; discard.
 
+    def data_received(self, data):
+        """Bytes read by someone else, processed as a read of ours: a server
+        that parsed the request head itself hands it over this way (uvicorn,
+        see :mod:`wsfast.asgi`) before it gives us the transport."""
+        if self._mode == _WS:
+            self._receive_ws(self.connection.receive_data(data))
+        elif self._mode == _HTTP:
+            if self._server:
+                self._receive_request(data)
+            else:
+                self._receive_response(data)
+        # _DONE: the closing handshake is over; discard.
+
     def eof_received(self):
         self._eof = True
         if self._mode == _WS:
@@ -436,9 +449,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 request.remote = remote
                 self._requests.append(request)
             self._next_request()
-        if self._parser.upgraded or len(self._requests) > 8:
+        if self._mode == _HTTP and (self._parser.upgraded or len(self._requests) > 8):
             # After an upgrade request the bytes are WebSocket frames: hold
-            # them in the kernel until the handshake is decided.
+            # them in the kernel until the handshake is decided (unless it
+            # was, by an owner's start_request: then the mode is no longer HTTP).
             self.pause_reading()
 
     def _next_request(self):
@@ -454,6 +468,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._busy = True
         if self._read_paused and not self._parser.upgraded and len(self._requests) <= 4:
             self.resume_reading()
+        start = getattr(self.owner, "start_request", None)
+        if start is not None:
+            # An owner that answers without a coroutine of its own (wsfast.asgi
+            # starts the application's task itself): no task per request.
+            start(self, request)
+            return
         self._loop.create_task(self._run_request(request))
 
     async def _run_request(self, request):

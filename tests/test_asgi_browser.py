@@ -1,0 +1,153 @@
+"""wsfast.asgi with a real browser: headless Chromium (Playwright) against
+FastAPI apps under uvicorn with WSFastProtocol. Chromium offers
+permessage-deflate, which uvicorn's default settings accept, so wsfast's
+deflate is in the loop too. The app runs in the test's loop (asyncio and
+uvloop), with both codecs."""
+
+import asyncio
+import contextlib
+import functools
+
+import pytest
+from interop_helpers import require_codec, run_in_loop
+from test_asgi import serve
+from test_browser import PAGE, Browser, _browser_missing, _PageProxy
+
+pytest.importorskip("fastapi")
+websockets = pytest.importorskip("websockets")
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # noqa: E402
+from fastapi.responses import HTMLResponse  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from wsfast.asgi import WSFastProtocol  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    reason = _browser_missing()
+    if reason:
+        pytest.skip(reason)
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    return functools.partial(run_in_loop, request.param, timeout=30)
+
+
+@pytest.fixture(params=["cython", "python"])
+def protocol_cls(request):
+    codec = require_codec(request.param)
+    return type(f"WSFast_{request.param}", (WSFastProtocol,), {"codec": codec, "__slots__": ()})
+
+
+def _echo_app(closed):
+    app = FastAPI()
+
+    @app.get("/")
+    async def page():
+        return HTMLResponse(PAGE)
+
+    @app.websocket("/websocket")
+    async def echo(websocket: WebSocket):
+        await websocket.accept()
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message["code"], message.get("reason"))
+                text = message.get("text")
+                if text == "close me":
+                    await websocket.close(4001, "server says bye")
+                    closed.set_result(("server", 4001))
+                    return
+                if text is not None:
+                    await websocket.send_text(text if len(text) > 200 else "You said: " + text)
+                else:
+                    await websocket.send_bytes(message["bytes"])
+        except WebSocketDisconnect as exc:
+            closed.set_result(("client", exc.code, exc.reason))
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def page_on(browser, app, protocol_cls, path="/"):
+    async with serve(app, protocol_cls) as (server, port):
+        url = f"http://127.0.0.1:{port}{path}"
+
+        async def open_page(_):
+            await browser.page.goto(url, timeout=10_000)
+            return browser.page
+
+        page = await browser.do(open_page)
+        try:
+            yield _PageProxy(browser, page), port
+        finally:
+            await browser.do(lambda _: page.goto("about:blank"))
+
+
+def test_fastapi_echo_in_chromium(browser, run, protocol_cls):
+    async def main():
+        closed = asyncio.get_running_loop().create_future()
+        async with page_on(browser, _echo_app(closed), protocol_cls) as (page, _):
+            greeting = "Hello from the browser \u00e9\u20ac\U0001f600"
+            assert await page.wait_for_text("#log", "You said: " + greeting)
+            echoed = await page.evaluate(
+                """async () => {
+                    const data = new Uint8Array(70000);
+                    for (let i = 0; i < data.length; i++) data[i] = i % 251;
+                    const reply = new Uint8Array(await roundtrip(data.buffer));
+                    const text = "\\u00e9".repeat(1 << 19);        // 1 MiB of UTF-8
+                    const textReply = await roundtrip(text);
+                    return [reply.length, reply.every((b, i) => b === i % 251), textReply === text];
+                }"""
+            )
+            assert echoed == [70000, True, True]
+            await page.evaluate("() => ws.close(4000, 'tab closes')")
+            assert await asyncio.wait_for(closed, 5) == ("client", 4000, "tab closes")
+
+    run(main())
+
+
+def test_server_close_seen_by_chromium(browser, run, protocol_cls):
+    async def main():
+        closed = asyncio.get_running_loop().create_future()
+        async with page_on(browser, _echo_app(closed), protocol_cls) as (page, _):
+            await page.wait_for_text("#log", "You said:")
+            await page.evaluate("() => ws.send('close me')")
+            status = await page.wait_for_text("#status", "closed")
+            assert status == "closed 4001 server says bye clean=true"
+            assert await asyncio.wait_for(closed, 5) == ("server", 4001)
+
+    run(main())
+
+
+def test_example_chat_in_chromium(browser, run, protocol_cls):
+    from asgi_chat_app import app
+
+    async def main():
+        async with page_on(browser, app, protocol_cls, "/?room=r1&name=ann") as (page, port):
+            await page.wait_for_text("#log", "* ann joined")
+            async with connect(f"ws://127.0.0.1:{port}/ws/r1?name=bob") as bob:
+                assert await bob.recv() == "* bob joined"
+                await page.wait_for_text("#log", "* bob joined")
+                await page.evaluate(
+                    """() => { document.getElementById('text').value = 'hello from chromium';
+                               document.querySelector('#form button').click(); }"""
+                )
+                assert await bob.recv() == "ann: hello from chromium"
+                await bob.send("hi ann")
+                assert await bob.recv() == "bob: hi ann"
+                await page.wait_for_text("#log", "bob: hi ann")
+                await page.evaluate("() => ws.close()")
+                assert await bob.recv() == "* ann left"
+
+    run(main())
