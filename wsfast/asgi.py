@@ -488,9 +488,13 @@ class ASGISession:
         """Carry out one ASGI message; raises ClientDisconnected (an OSError)
         once the client is gone, RuntimeError for a message out of turn."""
         protocol = self.protocol
-        drained = protocol.drained()
-        if not drained.done():
-            await drained  # backpressure: the transport's buffer is above its high-water mark
+        try:
+            drained = protocol.drained()
+        except WebSocketError:
+            pass  # the transport is closing or gone: the state below decides
+        else:
+            if not drained.done():
+                await drained  # backpressure: the buffer is above its high-water mark
         kind = message["type"]
         state = self._state
         if state is _ACCEPTED:
