@@ -245,3 +245,53 @@ def test_authenticated_get_guards_the_upgrade(run):
             server.stop()
 
     run(main())
+
+
+def test_client_callback_style_and_json(run):
+    class Talk(wt.WebSocketHandler):
+        def open(self):
+            self.write_message({"hello": "</script>"})  # dict -> JSON, Tornado's escaping
+            self.write_message(b"as text")  # bytes without binary=True: a text frame, as Tornado
+            self.write_message(b"\xff\x00", binary=True)
+            self.close(1000, "done")
+
+    async def main():
+        app = tornado.web.Application([(r"/", Talk)])
+        server, port = await serve(app)
+        try:
+            got = []
+            finished = asyncio.get_running_loop().create_future()
+
+            def on_message(message):
+                got.append(message)
+                if message is None:
+                    finished.set_result(None)
+
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/", on_message_callback=on_message)
+            await finished
+            assert got == ['{"hello": "<\\/script>"}', "as text", b"\xff\x00", None]
+            assert (ws.close_code, ws.close_reason) == (1000, "done")
+        finally:
+            server.stop()
+
+    run(main())
+
+
+def test_wss_without_verification(run, tls):
+    server_ctx, _ = tls
+
+    async def main():
+        app = make_app(None)
+        server, port = await serve(app, ssl_options=server_ctx)
+        try:
+            ws = await wt.websocket_connect(tornado.httpclient.HTTPRequest(
+                f"wss://127.0.0.1:{port}/echo", validate_cert=False))
+            ws.write_message("over TLS")
+            assert await ws.read_message() == "over TLS"
+            with pytest.raises(ssl.SSLError):  # and verification is on by default
+                await wt.websocket_connect(f"wss://127.0.0.1:{port}/echo")
+            ws.close()
+        finally:
+            server.stop()
+
+    run(main())

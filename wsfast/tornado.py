@@ -478,6 +478,10 @@ class WebSocketHandler(tornado.web.RequestHandler):
         options, extensions = self._accept(key)
         written = self.finish()
         stream = self._detach_stream()
+        # The connection leaves Tornado's HTTP server: its per-connection
+        # objects (HTTP1ServerConnection, its finished task, the IOStream)
+        # need not live as long as the WebSocket (memory per connection).
+        self.request.server_connection = None
         try:
             await written
         except tornado.iostream.StreamClosedError:
