@@ -100,13 +100,16 @@ def test_plain_tcp_echo_and_close(run, impl):
             # Served by wsfast's protocol on an asyncio transport, not Tornado's stream.
             assert isinstance(handler.ws_connection, wt.WebSocketProtocol)
             assert handler.ws_connection.connection.codec is wsfast_codec.get_codec(impl)
+            protocol = handler.ws_connection
             await echo_round_trips(ws)
+            assert not protocol.is_closing()
             ws.close(4000, "bye")
             for _ in range(100):
                 if app.settings["closed"]:
                     break
                 await asyncio.sleep(0.02)
             assert app.settings["closed"] == [(4000, "bye")]
+            assert protocol.is_closing() and handler.ws_connection is None
             assert await ws.read_message() is None
             with pytest.raises(wt.WebSocketClosedError):
                 ws.write_message("late")

@@ -225,6 +225,12 @@ class _ServerProtocol(WebSocketProtocol):
             self._backlog = None
         self.close(1011, "internal error")
 
+    def is_closing(self):
+        """True once either side started closing, or TCP is gone (Tornado's
+        ``ws_connection.is_closing()``)."""
+        conn = self.connection
+        return self.closed or conn is None or conn.state is not _OPEN
+
     def _pong_timed_out(self):
         self._pong_timer = None
         if not self.closed:
