@@ -298,3 +298,33 @@ def test_wss_without_verification(run, tls):
             server.stop()
 
     run(main())
+
+
+def test_import_wsfast_tornado_as_tornado(run):
+    # Code written against the package (``tornado.websocket.WebSocketHandler``,
+    # ``tornado.web``, ``tornado.escape``, as Tornado's chat demo) switches by
+    # its import line alone.
+    import wsfast.tornado as tornado_
+
+    assert tornado_.websocket.WebSocketHandler is wt.WebSocketHandler
+    assert tornado_.websocket.websocket_connect is wt.websocket_connect
+    assert tornado_.web is tornado.web and tornado_.escape is tornado.escape
+    assert tornado_.version == tornado.version
+    with pytest.raises(AttributeError):
+        tornado_.no_such_module
+
+    class Shout(tornado_.websocket.WebSocketHandler):
+        def on_message(self, message):
+            self.write_message(tornado_.escape.json_encode({"upper": message.upper()}))
+
+    async def main():
+        server, port = await serve(tornado_.web.Application([(r"/", Shout)]))
+        try:
+            ws = await tornado_.websocket.websocket_connect(f"ws://127.0.0.1:{port}/")
+            ws.write_message("hi")
+            assert tornado_.escape.json_decode(await ws.read_message()) == {"upper": "HI"}
+            ws.close()
+        finally:
+            server.stop()
+
+    run(main())

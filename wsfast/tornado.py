@@ -36,11 +36,13 @@ Tornado (``pip install wsfast[tornado]``); the rest of wsfast never imports it.
 import asyncio
 import base64
 import binascii
+import importlib
 import inspect
 import os
 import socket
 import ssl as _ssl
 import sys
+import types
 import urllib.parse
 
 import tornado.escape
@@ -1191,3 +1193,31 @@ def websocket_connect(url, callback=None, connect_timeout=None, on_message_callb
         )
         IOLoop.current().add_future(future, callback)
     return future
+
+
+# -- ``import wsfast.tornado as tornado`` --------------------------------------------
+#
+# Code that names the classes through the package (``import tornado`` then
+# ``tornado.websocket.WebSocketHandler``, as Tornado's demos do) switches by
+# changing that one line: this module then stands for the ``tornado`` package,
+# its ``websocket`` being wsfast's and every other name Tornado's own
+# (``tornado.web``, ``tornado.escape``, ``tornado.version``, ...).
+
+websocket = types.ModuleType(
+    "wsfast.tornado.websocket", "tornado.websocket's API, served by wsfast (see wsfast.tornado)"
+)
+for _name in __all__:
+    setattr(websocket, _name, globals()[_name])
+del _name
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    value = getattr(tornado, name, None)  # tornado.version, version_info
+    if value is not None:
+        return value
+    try:
+        return importlib.import_module("tornado." + name)
+    except ModuleNotFoundError:
+        raise AttributeError(f"module 'wsfast.tornado' has no attribute {name!r}") from None
