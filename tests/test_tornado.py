@@ -328,3 +328,24 @@ def test_import_wsfast_tornado_as_tornado(run):
             server.stop()
 
     run(main())
+
+
+def test_client_reads_waiting_together_get_messages_in_call_order(run):
+    class Three(wt.WebSocketHandler):
+        def on_message(self, message):
+            for i in range(3):
+                self.write_message(f"{message}{i}")
+
+    async def main():
+        server, port = await serve(tornado.web.Application([(r"/", Three)]))
+        try:
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/")
+            reads = [ws.read_message() for _ in range(4)]
+            ws.write_message("m")
+            assert await asyncio.gather(*reads[:3]) == ["m0", "m1", "m2"]
+            ws.close()
+            assert await reads[3] is None
+        finally:
+            server.stop()
+
+    run(main())

@@ -973,6 +973,7 @@ class WebSocketClientConnection:
         self.close_reason = None
         self._on_message_callback = on_message_callback
         self._reader = None
+        self._read_lock = None
         self._closed_seen = False
         self.protocol = _ClientProtocol(self, client, ping_interval, ping_timeout)
         self._wire_stats = self.protocol
@@ -1013,10 +1014,16 @@ class WebSocketClientConnection:
         return future
 
     async def _read(self):
-        try:
-            return await self._client.recv()
-        except ConnectionClosed:
-            return None
+        # Several read_message() calls may wait at once (Tornado's is a
+        # queue): they get the messages in the order they were called.
+        lock = self._read_lock
+        if lock is None:
+            lock = self._read_lock = asyncio.Lock()
+        async with lock:
+            try:
+                return await self._client.recv()
+            except ConnectionClosed:
+                return None
 
     async def _read_loop(self):
         callback = self._on_message_callback
