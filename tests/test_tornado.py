@@ -349,3 +349,45 @@ def test_client_reads_waiting_together_get_messages_in_call_order(run):
             server.stop()
 
     run(main())
+
+
+def test_server_closes_when_pongs_stop(run, caplog):
+    # websocket_ping_interval / websocket_ping_timeout as in Tornado: a peer
+    # that never answers pings is closed with 1000 "ping timed out"; a
+    # timeout longer than the interval is capped at it (warned once).
+    class Quiet(wt.WebSocketHandler):
+        def on_message(self, message):
+            pass
+
+    async def main():
+        app = tornado.web.Application(
+            [(r"/", Quiet)], websocket_ping_interval=0.1, websocket_ping_timeout=5
+        )
+        server, port = await serve(app)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            started = asyncio.get_running_loop().time()
+            opcodes = []
+            while True:
+                head = await reader.readexactly(2)
+                payload = await reader.readexactly(head[1] & 0x7F)
+                opcodes.append(head[0] & 0x0F)
+                if head[0] & 0x0F == 8:
+                    break
+            elapsed = asyncio.get_running_loop().time() - started
+            assert opcodes == [9, 8]  # one ping, no pong from us, then the close
+            assert payload[:2] == (1000).to_bytes(2, "big") and payload[2:] == b"ping timed out"
+            assert 0.15 <= elapsed < 2  # the timeout was capped at the interval (0.1 s)
+            writer.close()
+        finally:
+            server.stop()
+
+    wt._warned.clear()
+    run(main())
+    assert [r for r in caplog.records if "cannot be longer" in r.getMessage()]

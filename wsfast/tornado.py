@@ -99,6 +99,9 @@ def _not_for_websockets(*args, **kwargs):
     raise RuntimeError("Method not supported for Web Sockets")
 
 
+_warned = set()
+
+
 def _ping_settings(interval, timeout):
     """Tornado's ping settings as wsfast Options (interval, timeout): an
     interval of 0/None turns pings off; the timeout defaults to the interval,
@@ -108,10 +111,12 @@ def _ping_settings(interval, timeout):
     if timeout is None:
         timeout = interval
     elif timeout > interval:
-        gen_log.warning(
-            "The websocket_ping_timeout (%s) cannot be longer than the "
-            "websocket_ping_interval (%s); using %s", timeout, interval, interval,
-        )
+        if (interval, timeout) not in _warned:  # once, not per connection
+            _warned.add((interval, timeout))
+            gen_log.warning(
+                "The websocket_ping_timeout (%s) cannot be longer than the "
+                "websocket_ping_interval (%s); using %s", timeout, interval, interval,
+            )
         timeout = interval
     return interval, (timeout or None)
 
