@@ -1118,6 +1118,8 @@ async def _connect_tornado(request, on_message_callback, compression_options, pi
     url = request.url
     if request.proxy_host:
         raise NotImplementedError("wsfast.tornado.websocket_connect does not support proxies")
+    if request.network_interface:
+        raise NotImplementedError("wsfast.tornado.websocket_connect has no network_interface")
     scheme, sep, rest = url.partition(":")
     if scheme in ("http", "https"):
         url = {"http": "ws", "https": "wss"}[scheme] + sep + rest
