@@ -125,3 +125,83 @@ def test_client_send_loop_ends_when_the_server_resets(loop, impl):
             server.close()
 
     run_in_loop(loop, main())
+
+
+# -- 6. a half-closed client still gets the answers ------------------------------
+
+
+class SyncEcho(Echo):
+    pass
+
+
+class AsyncEcho(wsfast.WebSocketHandler):
+    async def on_message(self, message):
+        await self.write_message(message)
+
+
+class SlowAsyncEcho(wsfast.WebSocketHandler):
+    async def on_message(self, message):
+        await asyncio.sleep(0.02)
+        await self.write_message(message)
+
+
+HANDLERS = {"sync": SyncEcho, "async": AsyncEcho, "async-sleeping": SlowAsyncEcho}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("handler", sorted(HANDLERS))
+@pytest.mark.parametrize("with_close", [True, False], ids=["close", "no-close"])
+def test_half_closed_client_gets_every_answer(loop, handler, with_close, impl):
+    """5 messages (and a close frame), then SHUT_WR: every echo arrives,
+    then the close reply (if a close was sent), then the server closes TCP."""
+
+    async def main():
+        app = wsfast.Application([(r"/", HANDLERS[handler])], codec=impl)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            frames = [ws.frame(TEXT, b"m%d" % i) for i in range(5)]
+            if with_close:
+                frames.append(ws.frame(CLOSE, close_payload(1000)))
+            await ws.send(*frames)
+            ws.writer.write_eof()
+            await ws.expect(*[(TEXT, b"m%d" % i) for i in range(5)])
+            if with_close:
+                await ws.expect_close(1000)
+            else:
+                await ws.expect_eof()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+# -- an async on_message raising CancelledError -----------------------------------
+
+
+class CancelledInHandler(wsfast.WebSocketHandler):
+    async def on_message(self, message):
+        if message == "cancel":
+            raise asyncio.CancelledError()
+        await self.write_message(message)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cancelled_error_in_async_on_message_closes_1011(loop, impl, caplog):
+    async def main():
+        app = wsfast.Application([(r"/", CancelledInHandler)], codec=impl)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            await ws.send(ws.frame(TEXT, b"before"))
+            await ws.expect((TEXT, b"before"))
+            await ws.send(ws.frame(TEXT, b"cancel"), ws.frame(TEXT, b"after"))
+            await ws.expect_close(1011, eof=False)
+            await ws.send(ws.frame(CLOSE, close_payload(1011)))
+            await ws.expect_eof()
+        finally:
+            await app.stop(timeout=1)
+
+    with caplog.at_level("ERROR", logger="wsfast"):
+        run_in_loop(loop, main())
+    assert any("on_message" in r.getMessage() and r.exc_info for r in caplog.records), caplog.text

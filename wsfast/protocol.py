@@ -353,6 +353,18 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def eof_received(self):
         self._eof = True
         if self._mode == _WS:
+            if self._close_held:
+                # The peer's close came before its EOF, and an async
+                # consumer still answers the messages before it: the socket
+                # stays open for writing until the held close has gone out
+                # after those answers (_release_close closes it).
+                return True
+            if self._unconsumed():
+                # A half-close without a close frame: the same, for the
+                # messages that arrived before the EOF (bounded like a held
+                # close); _release_close then takes the EOF.
+                self._hold_close()
+                return True
             self.connection.receive_eof()
             self._ws_finished()
             return False
@@ -403,14 +415,16 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return
         if not self._read_paused:
             self._read_paused = True
-            if not self._lost:
+            if not self._lost and not self._eof:
                 self.transport.pause_reading()
 
     def resume_reading(self):
         """Read again after :meth:`pause_reading`; idempotent."""
         if self._read_paused:
             self._read_paused = False
-            if not self._lost and not self.transport.is_closing():
+            # After the EOF there is nothing to read (and the stdlib loop
+            # would report the EOF again).
+            if not self._lost and not self._eof and not self.transport.is_closing():
                 self.transport.resume_reading()
 
     # -- HTTP, server side ---------------------------------------------------------
@@ -707,6 +721,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._flush_batch()  # what a broadcast corked goes before the close
         if out and not self._lost:
             self.transport.write(out)
+        if self._eof and conn.state is not _CLOSED:
+            conn.receive_eof()  # a half-close held by eof_received
         if conn.state is _CLOSED:
             self._ws_finished()
 
@@ -829,7 +845,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 idle = self._idle = self._loop.create_future()
                 await idle
         except asyncio.CancelledError:
-            raise
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+            if cancelling is None or cancelling():
+                raise  # this task was cancelled (the loop is shutting down)
+            # on_message raised it: a handler bug like any other exception,
+            # which would otherwise leave the connection open and deaf.
+            self._handler_failed("on_message")
         except Exception:
             self._handler_failed("on_message")
         finally:
@@ -1031,7 +1053,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             transport = self.transport
             if self._read_paused:
                 self._read_paused = False
-                transport.resume_reading()  # read (and discard) until the peer closes
+                if not self._eof:
+                    transport.resume_reading()  # read (and discard) until the peer closes
             if self._eof:
                 transport.close()
             elif self._server:
