@@ -205,3 +205,339 @@ def test_cancelled_error_in_async_on_message_closes_1011(loop, impl, caplog):
     with caplog.at_level("ERROR", logger="wsfast"):
         run_in_loop(loop, main())
     assert any("on_message" in r.getMessage() and r.exc_info for r in caplog.records), caplog.text
+
+
+# -- 3. and 4.: peers that do not read ------------------------------------------------
+#
+# The kernel buffers of a loopback connection hold megabytes; small ones on
+# both ends (the client's receive buffer, the server's send buffer) make the
+# server's own write buffer, which these tests watch, fill at once.
+
+HIGH = 64 * 1024  # write_buffer_high in these tests (low: 16 KiB)
+CAP = 4 * HIGH  # the default max_write_buffer for it
+PING = 9
+
+
+async def deaf_client(port, path, rcvbuf=4096):
+    """A raw client with a small receive window that will never read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return RawWebSocket(reader, writer, client=True)
+
+
+def small_send_buffer(protocol):
+    sock = protocol.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+
+class Watch:
+    """Samples the largest write buffer of the server's WebSocket connections."""
+
+    def __init__(self, server):
+        self.server = server
+        self.peak = 0
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def sample(self):
+        for protocol in self.server.protocols:
+            if protocol.transport is not None and not protocol.transport.is_closing():
+                self.peak = max(self.peak, protocol.transport.get_write_buffer_size())
+        return self.peak
+
+    async def _run(self):
+        while True:
+            self.sample()
+            await asyncio.sleep(0.002)
+
+    def stop(self):
+        self._task.cancel()
+        return self.sample()
+
+
+async def ws_protocols(server, n):
+    for _ in range(500):
+        protocols = [p for p in server.protocols if p.connection is not None]
+        if len(protocols) >= n:
+            return protocols
+        await asyncio.sleep(0.01)
+    raise AssertionError("the WebSocket connections did not open")
+
+
+async def flood(ws, frame_bytes, seconds):
+    """Send ``frame_bytes`` over and over for ``seconds`` (or until TCP
+    stops taking them); returns how many were sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    chunk = frame_bytes * 256
+    sent = 0
+    while loop.time() < deadline:
+        ws.writer.write(chunk)
+        try:
+            await asyncio.wait_for(ws.writer.drain(), max(deadline - loop.time(), 0.01))
+        except asyncio.TimeoutError:
+            break  # TCP pushes back: the server stopped reading
+        sent += 256
+    return sent
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_ping_flood_without_reading_stays_bounded(loop, impl):
+    """Tens of thousands of 125-byte pings from a client that never reads:
+    the server stops reading once its write buffer is over the high-water
+    mark (TCP pushes back on the client), keeps at most one pong owed, and
+    still serves a normal client."""
+
+    async def main():
+        app = wsfast.Application(
+            [(r"/", Echo), (r"/echo", Echo)], codec=impl,
+            websocket_write_buffer_high=HIGH, websocket_write_buffer_low=HIGH // 4,
+        )
+        server = await app.listen(0, host="127.0.0.1")
+        watch = Watch(server)
+        try:
+            ws = await deaf_client(server.port, "/")
+            (protocol,) = await ws_protocols(server, 1)
+            small_send_buffer(protocol)
+            ping = ws.frame(PING, b"p" * 125)
+            sent = await flood(ws, ping, 2.0)
+            assert await asyncio.wait_for(echo_round_trip(server.port), 2) == "still served"
+            peak = watch.stop()
+            # At most the high-water mark plus the pongs of one read.
+            assert peak <= HIGH + wsfast.protocol.READ_BUFFER_SIZE, (peak, sent)
+            assert protocol._write_paused  # it did fill up: the test measured something
+            assert sent >= 10000, sent  # a flood: more pongs than the buffers take
+            ws.abort()
+        finally:
+            watch.stop()
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_echo_to_a_client_that_never_reads_stays_bounded(loop, impl):
+    async def main():
+        app = wsfast.Application(
+            [(r"/", Echo), (r"/echo", Echo)], codec=impl,
+            websocket_write_buffer_high=HIGH, websocket_write_buffer_low=HIGH // 4,
+        )
+        server = await app.listen(0, host="127.0.0.1")
+        watch = Watch(server)
+        try:
+            ws = await deaf_client(server.port, "/")
+            (protocol,) = await ws_protocols(server, 1)
+            small_send_buffer(protocol)
+            await flood(ws, ws.frame(2, b"e" * 1000), 2.0)
+            assert await asyncio.wait_for(echo_round_trip(server.port), 2) == "still served"
+            peak = watch.stop()
+            assert peak <= HIGH + wsfast.protocol.READ_BUFFER_SIZE, peak
+            ws.abort()
+        finally:
+            watch.stop()
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+class Producer(wsfast.WebSocketHandler):
+    """Writes from a task, ignoring the awaitable (a timer, a feed)."""
+
+    def initialize(self, outcome):
+        self.outcome = outcome
+
+    def open(self):
+        small_send_buffer(self.ws_connection)
+        asyncio.get_running_loop().create_task(self.produce())
+
+    async def produce(self):
+        try:
+            for i in range(100000):
+                self.write_message(b"z" * 4000)
+                if i % 10 == 0:
+                    await asyncio.sleep(0)
+            self.outcome.set_result("wrote 400 MB to a client that never reads")
+        except wsfast.ConnectionClosed as exc:
+            self.outcome.set_result(exc)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_write_past_the_cap_closes_a_slow_consumer(loop, impl):
+    async def main():
+        outcome = asyncio.get_running_loop().create_future()
+        app = wsfast.Application(
+            [(r"/", Producer, {"outcome": outcome}), (r"/echo", Echo)], codec=impl,
+            websocket_write_buffer_high=HIGH, websocket_write_buffer_low=HIGH // 4,
+            websocket_close_timeout=0.5,
+        )
+        server = await app.listen(0, host="127.0.0.1")
+        watch = Watch(server)
+        try:
+            ws = await deaf_client(server.port, "/")
+            result = await asyncio.wait_for(outcome, 5)
+            assert isinstance(result, wsfast.ConnectionClosedError), result
+            assert (result.code, result.reason) == (1008, "slow consumer")
+            assert app.stats["slow_consumers"] == 1
+            assert watch.stop() <= CAP + 4000 + 64, watch.peak
+            assert await asyncio.wait_for(echo_round_trip(server.port), 2) == "still served"
+            # The close frame sits behind the full buffer: the close timeout drops it.
+            await asyncio.sleep(0.7)
+            assert len(server.protocols) == 0
+            ws.abort()
+        finally:
+            watch.stop()
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+class Welcome(wsfast.WebSocketHandler):
+    """Each message is answered with 50 events (the chat's welcome on a re-join)."""
+
+    def on_message(self, message):
+        for i in range(50):
+            self.write_message(f"event {i} " + "w" * 100)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_many_answers_per_read_stay_under_the_cap(loop, impl):
+    async def main():
+        app = wsfast.Application(
+            [(r"/", Welcome), (r"/echo", Echo)], codec=impl,
+            websocket_write_buffer_high=HIGH, websocket_write_buffer_low=HIGH // 4,
+        )
+        server = await app.listen(0, host="127.0.0.1")
+        watch = Watch(server)
+        try:
+            ws = await deaf_client(server.port, "/")
+            (protocol,) = await ws_protocols(server, 1)
+            small_send_buffer(protocol)
+            # Thousands of re-joins per read: ~5 KiB of answers per 16 bytes.
+            await flood(ws, ws.frame(TEXT, b"/join"), 1.0)
+            assert await asyncio.wait_for(echo_round_trip(server.port), 2) == "still served"
+            assert watch.stop() <= CAP + 64 * 200, watch.peak
+            assert app.stats["slow_consumers"] == 1
+            ws.abort()
+        finally:
+            watch.stop()
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+class BroadcastRoom(wsfast.WebSocketHandler):
+    def initialize(self, members):
+        self.members = members
+
+    def open(self):
+        small_send_buffer(self.ws_connection)
+        self.members.append(self)
+
+    def on_message(self, message):
+        pass
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_broadcast_queue_stops_at_the_cap(loop, impl):
+    async def main():
+        members = []
+        app = wsfast.Application(
+            [(r"/", BroadcastRoom, {"members": members}), (r"/echo", Echo)], codec=impl,
+            websocket_write_buffer_high=HIGH, websocket_write_buffer_low=HIGH // 4,
+        )
+        server = await app.listen(0, host="127.0.0.1")
+        watch = Watch(server)
+        try:
+            ws = await deaf_client(server.port, "/")
+            for _ in range(100):
+                if members:
+                    break
+                await asyncio.sleep(0.01)
+            closed = queued = 0
+            for i in range(2000):
+                result = wsfast.broadcast(members, b"b" * 4000, slow="queue")
+                closed += result.closed
+                queued += result.queued
+                if i % 10 == 0:
+                    await asyncio.sleep(0)
+            assert closed == 1 and queued > 0, (closed, queued)
+            assert app.stats["slow_consumers"] == 1
+            assert watch.stop() <= CAP + 32 * 4100, watch.peak
+            ws.abort()
+        finally:
+            watch.stop()
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+def test_max_write_buffer_below_the_high_mark_is_an_error():
+    with pytest.raises(ValueError, match="max_write_buffer"):
+        wsfast.protocol.Options(max_write_buffer=1000)
+    with pytest.raises(ValueError, match="max_write_buffer"):
+        wsfast.Application([], websocket_max_write_buffer=1000)
+    with pytest.raises(ValueError, match="max_write_buffer"):
+        wsfast.connect("ws://127.0.0.1:1/", max_write_buffer=1000)
+
+
+def test_deferred_pongs_keep_only_the_latest(impl):
+    """Sans-IO: while the adapter's write buffer is full, a ping flood owes
+    one pong, for the latest ping (RFC 6455 §5.5.3)."""
+    from wsfast.connection import Connection, Ping, Side
+    from interop_helpers import frame
+
+    conn = Connection(Side.SERVER, codec=impl)
+    conn.defer_pongs = True
+    pings = b"".join(frame(PING, b"%d" % i) for i in range(1000))
+    events = conn.receive_data(pings)
+    assert len(events) == 1000 and all(type(e) is Ping for e in events)
+    assert conn.data_to_send() == b""
+    conn.defer_pongs = False
+    assert conn.deferred_pong() == impl.build_frame(10, b"999")
+    assert conn.deferred_pong() == b""
+    # Not owed any more once a close came.
+    conn.defer_pongs = True
+    conn.receive_data(frame(PING, b"x") + frame(CLOSE, close_payload(1000)))
+    assert conn.deferred_pong() == b""
+
+
+class NoKeepalive(Echo):
+    ping_interval = 0  # a handler class turns it off with 0 (None: the app's setting)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_keepalive_is_on_by_default(loop):
+    assert wsfast.protocol.Options().ping_interval == 20.0
+    assert wsfast.protocol.Options().ping_timeout == 20.0
+    assert wsfast.connect("ws://127.0.0.1:1/").options.ping_interval == 20.0
+    assert wsfast.Application([], websocket_ping_interval=None)._options.ping_interval is None
+
+    async def main():
+        app = wsfast.Application([(r"/echo", Echo), (r"/off", NoKeepalive)])
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            async with wsfast.connect(f"ws://127.0.0.1:{server.port}/echo") as ws:
+                await ws.send("x")
+                await ws.recv()
+                (protocol,) = [p for p in server.protocols if p.connection is not None]
+                assert protocol._ping_timer is not None  # the server pings
+                assert ws.protocol._ping_timer is not None  # and the client
+                assert protocol._ping_timer.when() - protocol._loop.time() <= 20.0
+            async with wsfast.connect(f"ws://127.0.0.1:{server.port}/off") as ws:
+                await ws.send("x")
+                await ws.recv()
+                (protocol,) = [p for p in server.protocols if p.connection is not None]
+                assert protocol._ping_timer is None
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())

@@ -599,7 +599,12 @@ def test_write_backpressure(run, codec):
 
 
 def test_ignoring_the_write_awaitable_still_works(run):
+    """Within max_write_buffer (raised here: 10 MB written at once); past
+    it, see test_protocol_hostile's slow-consumer tests."""
+
     class Spray(wsfast.WebSocketHandler):
+        max_write_buffer = 16 * 2**20
+
         def open(self):
             for _ in range(1000):
                 self.write_message(b"y" * 10000)

@@ -22,9 +22,12 @@ above ``write_buffer_high``: the client reads slower than we send) is a
 * ``"skip"`` (default): do not send; counted in ``skipped``. It gets the
   next broadcast once its buffer has drained below ``write_buffer_low``.
 * ``"close"``: start the closing handshake with 1008 "slow consumer"
-  (the close timeout then drops it if it never reads); counted in ``closed``.
-* ``"queue"``: write anyway, asyncio buffers it without bound; counted in
-  ``queued``.
+  (the close timeout then drops it if it never reads); counted in ``closed``
+  (and in the server's ``stats["slow_consumers"]``).
+* ``"queue"``: write anyway, counted in ``queued``; up to the connection's
+  hard cap (``max_write_buffer``, see :class:`~wsfast.protocol.Options`):
+  a connection holding more than that unsent is closed as with ``"close"``
+  and counted in ``closed``, as any write past the cap does.
 
 Connections that are not open (not yet upgraded, closing, closed) are left
 out and counted nowhere, so ``sent + skipped + closed + queued`` can be less
@@ -46,14 +49,11 @@ import json
 from collections import namedtuple
 
 from . import codec as _codec
-from .connection import State
 from .exceptions import WebSocketError
 from .protocol import _WS, WebSocketProtocol
 
 __all__ = ["BroadcastResult", "broadcast", "encode"]
 
-
-_OPEN = State.OPEN
 
 BroadcastResult = namedtuple("BroadcastResult", "sent skipped closed queued")
 BroadcastResult.__doc__ = """What :func:`broadcast` did: ``sent`` (written to
@@ -110,9 +110,8 @@ def broadcast(connections, message, *, binary=None, slow="skip"):
             if skip:
                 skipped += 1
                 continue
-            if slow == "close":
-                if protocol.connection.state is _OPEN:
-                    protocol.close(1008, "slow consumer")
+            if slow == "close" or protocol._write_buffer_full():
+                if protocol._close_slow_consumer():
                     closed += 1
                 continue
             try:
@@ -146,3 +145,5 @@ def broadcast(connections, message, *, binary=None, slow="skip"):
 assert {"_mode", "_write_paused", "_batch", "connection", "transport", "_loop"} <= set(
     WebSocketProtocol.__slots__
 )
+assert callable(WebSocketProtocol._write_buffer_full)
+assert callable(WebSocketProtocol._close_slow_consumer)

@@ -302,9 +302,13 @@ class connect:
     ``Origin`` header; ``ssl``: an ``ssl.SSLContext`` for ``wss://`` (a
     default verifying one if None); ``server_hostname``: for TLS;
     ``max_message_size`` (16 MiB), ``open_timeout`` (10 s),
-    ``close_timeout`` (5 s), ``ping_interval`` (None: no keepalive) and
-    ``ping_timeout`` (20 s), ``max_queue`` (32 unread messages before reading
-    pauses), ``write_buffer_high``/``write_buffer_low``; ``codec``:
+    ``close_timeout`` (5 s), ``ping_interval`` (20 s: keepalive pings that
+    often; None turns it off) and ``ping_timeout`` (20 s without the pong,
+    then close 1011), ``max_queue`` (32 unread messages before reading
+    pauses), ``write_buffer_high``/``write_buffer_low``,
+    ``max_write_buffer`` (None: 4 × the high mark; a ``send()`` while more
+    is unsent closes with 1008 "slow consumer", see
+    :class:`~wsfast.protocol.Options`); ``codec``:
     "cython"/"python"/None. ``host``/``port``/``sock`` connect somewhere else
     than the URI says (the URI still gives ``Host`` and the path).
     ``compression``: None (the default: offer nothing), ``"deflate"`` (offer
@@ -337,11 +341,12 @@ class connect:
         max_message_size=16 * 2**20,
         open_timeout=10.0,
         close_timeout=5.0,
-        ping_interval=None,
+        ping_interval=20.0,
         ping_timeout=20.0,
         max_queue=32,
         write_buffer_high=256 * 1024,
         write_buffer_low=64 * 1024,
+        max_write_buffer=None,
         codec=None,
         compression=None,
         user_agent=USER_AGENT,
@@ -383,6 +388,7 @@ class connect:
             max_queue=max_queue,
             write_buffer_high=write_buffer_high,
             write_buffer_low=write_buffer_low,
+            max_write_buffer=max_write_buffer,
             codec=codec,
         )
         self._ws = None

@@ -219,7 +219,7 @@ class Connection:
         "close_received", "failed", "_max_frame_size", "_parser", "_build_frame", "_utf8",
         "_out", "_pending_close", "_partial_checked", "_input_closed", "_can_send",
         "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_parts", "_frag_size",
-        "_fast_base", "_fast", "in_frame",
+        "_fast_base", "_fast", "in_frame", "defer_pongs", "_deferred_pong",
     )
 
     def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=()):
@@ -272,6 +272,12 @@ class Connection:
         # True when a read left a frame unfinished, until read_window finds
         # no window to give: the cheap test an I/O adapter makes first.
         self.in_frame = False
+        # While True (the adapter's write buffer is full), pings are not
+        # answered at once: only the latest one's payload is kept, for
+        # deferred_pong() (RFC 6455 §5.5.3 lets a pong answer only the most
+        # recent ping), so a peer flooding pings without reading grows nothing.
+        self.defer_pongs = False
+        self._deferred_pong = None
 
     # -- receiving -------------------------------------------------------------
 
@@ -383,7 +389,10 @@ class Connection:
                 # "unless it already received a Close frame": having *sent* one
                 # does not exempt us (§5.5.1 forbids only data frames after it).
                 append(Ping(payload))
-                self._queue(self._frame(10, payload))
+                if self.defer_pongs:
+                    self._deferred_pong = payload
+                else:
+                    self._queue(self._frame(10, payload))
                 return False
             if op == 10:  # PONG, RFC 6455 §5.5.3: an unsolicited one needs no reply
                 append(Pong(payload))
@@ -724,6 +733,19 @@ class Connection:
         """Return the bytes of an unsolicited pong (a heartbeat, RFC 6455
         §5.5.3); pings are answered automatically."""
         return self._send_control(10, data)
+
+    def deferred_pong(self):
+        """The pong answering the latest ping received while
+        :attr:`defer_pongs` was set (with any queued reply before it), or
+        ``b""`` if none is owed; write it once the write buffer has room.
+        None is owed once a close was received (RFC 6455 §5.5.2)."""
+        payload = self._deferred_pong
+        if payload is None:
+            return _EMPTY
+        self._deferred_pong = None
+        if self.close_received is not None or self.state is State.CLOSED:
+            return _EMPTY
+        return self._take_out(self._frame(10, payload))
 
     def send_close(self, code=1000, reason=""):
         """Start (or finish) the closing handshake: return the bytes of a close

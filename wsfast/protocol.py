@@ -79,6 +79,7 @@ _HOLD_LIMIT = 1.0  # seconds a close may wait for an async consumer (see _hold_c
 _OPEN = State.OPEN
 _EMPTY = b""
 _JOIN_MAX = 1024  # frames of a batch shorter than this are joined (_write_list)
+_BATCH_MAX = 64  # frames a batch holds before it is written (write_message)
 # A binary payload at least this big (bytes) is written after its frame header
 # as it is, not copied into one frame (Connection.send_binary_parts): at this
 # size the copy and its fresh pages cost more than a second iovec.
@@ -89,16 +90,31 @@ class Options:
     """Per-connection limits and timeouts (seconds; None turns a timer off).
 
     ``max_message_size``: largest message accepted (1009 above it);
-    ``ping_interval``/``ping_timeout``: keepalive pings, and how long to wait
-    for a pong before closing with 1011; ``open_timeout``: the opening
+    ``ping_interval``/``ping_timeout``: keepalive, on by default (20 s / 20 s,
+    as websockets): a ping every ``ping_interval`` seconds, and a connection
+    whose pong does not come within ``ping_timeout`` is closed with 1011
+    (an idle or dead peer does not hold a connection forever; None turns
+    either off); ``open_timeout``: the opening
     handshake (and, on the server, a keep-alive connection's wait for its
     next request head); ``close_timeout``: the closing handshake and the wait
     for the peer to close TCP; ``max_queue``: messages held for an
     ``async def on_message`` (or unread by the client's ``recv()``) before
     reading pauses; ``write_buffer_high``/``write_buffer_low``: the transport's
     write water marks (an awaited ``write_message`` waits above the high one
-    until the buffer drains below the low one); ``max_header_size`` and
-    ``max_body_size`` for HTTP requests; ``codec``: a frame codec or its name.
+    until the buffer drains below the low one; above the high one, reading
+    pauses too, so a peer that sends without reading gets TCP back pressure
+    instead of growing our buffer, and only the latest ping's pong waits,
+    RFC 6455 §5.5.3); ``max_write_buffer``: the hard cap on what a
+    connection's write buffer may hold (None: 4 × ``write_buffer_high``,
+    1 MiB by default; at least ``write_buffer_high``). A write when more is
+    still unsent makes the peer a *slow consumer*: the connection is closed
+    with 1008 "slow consumer" (dropped after ``close_timeout`` if that close
+    cannot be delivered either), the write raises ``ConnectionClosedError``,
+    and ``stats["slow_consumers"]`` of the server counts it. So no handler,
+    broadcast or timer can make one peer that does not read cost unbounded
+    memory; a producer that awaits ``write_message`` never meets the cap.
+    ``max_header_size`` and ``max_body_size`` for HTTP requests; ``codec``:
+    a frame codec or its name.
     """
 
     __slots__ = (
@@ -110,6 +126,7 @@ class Options:
         "max_queue",
         "write_buffer_high",
         "write_buffer_low",
+        "max_write_buffer",
         "max_header_size",
         "max_body_size",
         "codec",
@@ -118,13 +135,14 @@ class Options:
     def __init__(
         self,
         max_message_size=16 * 2**20,
-        ping_interval=None,
+        ping_interval=20.0,
         ping_timeout=20.0,
         open_timeout=10.0,
         close_timeout=5.0,
         max_queue=32,
         write_buffer_high=256 * 1024,
         write_buffer_low=64 * 1024,
+        max_write_buffer=None,
         max_header_size=64 * 1024,
         max_body_size=1024 * 1024,
         codec=None,
@@ -137,9 +155,25 @@ class Options:
         self.max_queue = max_queue
         self.write_buffer_high = write_buffer_high
         self.write_buffer_low = write_buffer_low
+        self.max_write_buffer = max_write_buffer
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.codec = codec
+        self._check()
+
+    def _check(self):
+        cap = self.max_write_buffer
+        if cap is not None and cap < self.write_buffer_high:
+            raise ValueError(
+                f"max_write_buffer ({cap}) must be at least write_buffer_high "
+                f"({self.write_buffer_high})"
+            )
+
+    @property
+    def write_buffer_cap(self):
+        """``max_write_buffer``, or its default (4 × ``write_buffer_high``)."""
+        cap = self.max_write_buffer
+        return 4 * self.write_buffer_high if cap is None else cap
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (unknown names raise TypeError)."""
@@ -150,6 +184,7 @@ class Options:
             if name not in Options.__slots__:
                 raise TypeError(f"unknown option {name!r}")
             setattr(new, name, value)
+        new._check()
         return new
 
     def __repr__(self):
@@ -239,7 +274,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
-        "_close_held", "_hold_timer", "_bare_build", "_windowed",
+        "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -289,6 +324,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         # data frame is the bare frame (see write_message), else None.
         self._bare_build = None
         self._windowed = False  # get_buffer returned the connection's read_window
+        self._write_cap = options.write_buffer_cap  # see Options.max_write_buffer
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
@@ -394,15 +430,73 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             owner.connection_lost(self, exc)
 
     def pause_writing(self):
+        # The write buffer is over its high-water mark: the peer reads
+        # slower than we write. Stop reading what it sends (its pings, the
+        # messages whose answers would grow the buffer): TCP pushes back on
+        # it. Pongs wait, only the latest kept (RFC 6455 §5.5.3).
         self._write_paused = True
+        conn = self.connection
+        if self._mode == _WS:
+            conn.defer_pongs = True
+            if self._read_blocked_by_write() and not self._read_paused:
+                self.transport.pause_reading()
 
     def resume_writing(self):
         self._write_paused = False
+        conn = self.connection
+        if self._mode == _WS:
+            conn.defer_pongs = False
+            pong = conn.deferred_pong()
+            if pong:
+                self._send(pong)
+            if not self._read_paused and not self._eof and not self.transport.is_closing():
+                self.transport.resume_reading()
         drain = self._drain
         if drain is not None:
             self._drain = None
             if not drain.done():
                 drain.set_result(None)
+
+    def _read_blocked_by_write(self):
+        """Is reading paused because the write buffer is full? Not once our
+        close was sent: the peer's close reply must be read."""
+        return (
+            self._write_paused
+            and self._mode == _WS
+            and self.connection.close_sent is None
+            and not self._eof
+            and not self._lost
+        )
+
+    def _write_buffer_full(self):
+        """Does the transport hold more than ``max_write_buffer`` unsent?
+        (It may only when its writing is paused: the cap is at least the
+        high-water mark.)"""
+        return self._write_paused and self.transport.get_write_buffer_size() > self._write_cap
+
+    def _close_slow_consumer(self):
+        """Close a connection whose peer does not read what we send: 1008
+        "slow consumer", counted in the owner's ``stats`` (if it has one).
+        The close frame waits behind the full buffer; the close timer drops
+        the connection if it cannot be delivered in time. True if this
+        started the close."""
+        conn = self.connection
+        if conn is None or conn.state is not _OPEN or self._lost:
+            return False
+        log.info(
+            "%s: slow consumer (%d bytes unsent); closing with 1008",
+            self.remote_address, self.transport.get_write_buffer_size(),
+        )
+        self.close(1008, "slow consumer")
+        stats = getattr(self.owner, "stats", None)
+        if stats is not None:
+            stats["slow_consumers"] += 1
+        return True
+
+    def _refuse_write(self):
+        """A write to a peer over the cap: close it (once), then raise."""
+        self._close_slow_consumer()
+        raise self.closed_error()
 
     # -- reading control ---------------------------------------------------------
 
@@ -415,17 +509,22 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return
         if not self._read_paused:
             self._read_paused = True
-            if not self._lost and not self._eof:
+            if not self._lost and not self._eof and not self._read_blocked_by_write():
                 self.transport.pause_reading()
 
     def resume_reading(self):
-        """Read again after :meth:`pause_reading`; idempotent."""
-        if self._read_paused:
-            self._read_paused = False
-            # After the EOF there is nothing to read (and the stdlib loop
-            # would report the EOF again).
-            if not self._lost and not self._eof and not self.transport.is_closing():
-                self.transport.resume_reading()
+        """Read again after :meth:`pause_reading` (unless the write buffer
+        is full: then once it drains); idempotent."""
+        self._read_paused = False
+        # After the EOF there is nothing to read (and the stdlib loop would
+        # report the EOF again).
+        if (
+            not self._lost
+            and not self._eof
+            and not self._read_blocked_by_write()
+            and not self.transport.is_closing()
+        ):
+            self.transport.resume_reading()
 
     # -- HTTP, server side ---------------------------------------------------------
 
@@ -578,6 +677,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.transport.set_write_buffer_limits(
             high=opts.write_buffer_high, low=opts.write_buffer_low
         )
+        self._write_cap = opts.write_buffer_cap
         if response:
             self.transport.write(response)
         self._cancel_head_timer()
@@ -887,6 +987,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # yielding to the loop that is to report the loss (as
             # StreamWriter.drain() raises).
             raise self.closed_error()
+        if self._write_paused and self._write_buffer_full():
+            self._refuse_write()
         kind = type(message)
         # The hot path: on a server without extensions, while data frames may
         # be sent and no automatic reply is queued, Connection.send_binary /
@@ -922,6 +1024,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         batch = self._batch
         if batch is not None:
             batch.append(data)
+            if len(batch) >= _BATCH_MAX:
+                # Many answers to one read: the transport sees them now, so
+                # the water marks and the cap apply within the read too.
+                self._write_batch()
         else:
             self.transport.write(data)
         if not self._write_paused:
@@ -970,6 +1076,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             raise WebSocketError("the WebSocket connection is not open yet")
         if self._lost or self.transport.is_closing():
             raise self.closed_error()
+        if self._write_buffer_full():
+            self._refuse_write()
         return conn
 
     # -- keepalive ---------------------------------------------------------------
@@ -1051,10 +1159,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._flush_batch()  # corked frames go out before the half-close
         if not self._lost:
             transport = self.transport
-            if self._read_paused:
-                self._read_paused = False
-                if not self._eof:
-                    transport.resume_reading()  # read (and discard) until the peer closes
+            self._read_paused = False
+            if not self._eof and not transport.is_closing():
+                transport.resume_reading()  # read (and discard) until the peer closes
             if self._eof:
                 transport.close()
             elif self._server:

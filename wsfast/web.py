@@ -36,11 +36,15 @@ status and the connection is closed. ``check_origin(origin)`` (403) and
 **Settings** (``Application(..., **settings)``; a handler class can override
 each ``websocket_*`` one with a class attribute of the name without the prefix,
 e.g. ``max_message_size = 1024``): ``websocket_max_message_size`` (16 MiB),
-``websocket_ping_interval`` (None: no keepalive pings),
-``websocket_ping_timeout`` (20 s, then close 1011), ``websocket_close_timeout``
+``websocket_ping_interval`` (20 s: a keepalive ping that often; None, or 0
+in a handler class, turns it off), ``websocket_ping_timeout`` (20 s without
+the pong, then close 1011), ``websocket_close_timeout``
 (5 s), ``websocket_max_queue`` (32 messages waiting for an ``async def
 on_message`` before reading pauses), ``websocket_write_buffer_high`` /
-``websocket_write_buffer_low`` (256 KiB / 64 KiB); per connection:
+``websocket_write_buffer_low`` (256 KiB / 64 KiB), ``websocket_max_write_buffer``
+(the hard cap on one connection's unsent bytes, None: 4 × the high mark;
+past it the peer is a slow consumer, closed with 1008 and counted in
+``app.stats["slow_consumers"]``; see :class:`~wsfast.protocol.Options`); per connection:
 ``handshake_timeout`` (10 s for a request head), ``max_header_size``
 (64 KiB, else 431), ``max_body_size`` (1 MiB, else 413); ``codec``
 ("cython", "python" or None for the fastest available); ``static_path`` /
@@ -60,6 +64,7 @@ compress=False)`` sends one message uncompressed; messages under the
 """
 
 import asyncio
+import collections
 import email.utils
 import inspect
 import json
@@ -510,6 +515,7 @@ class WebSocketHandler(RequestHandler):
     max_queue = None
     write_buffer_high = None
     write_buffer_low = None
+    max_write_buffer = None
 
     def __init__(self, application, request, **kwargs):
         self.ws_connection = None
@@ -677,7 +683,7 @@ class WebSocketHandler(RequestHandler):
         return (options,) if options is not None else ()
 
     _OPTION_NAMES = ("max_message_size", "ping_interval", "ping_timeout", "close_timeout",
-                     "max_queue", "write_buffer_high", "write_buffer_low")
+                     "max_queue", "write_buffer_high", "write_buffer_low", "max_write_buffer")
 
     def _websocket_options(self):
         get = self.get_websocket_option
@@ -735,19 +741,24 @@ class Application:
             self.add_route(*spec)
         self._options = Options(
             max_message_size=settings.get("websocket_max_message_size", 16 * 2**20),
-            ping_interval=settings.get("websocket_ping_interval"),
+            ping_interval=settings.get("websocket_ping_interval", 20.0),
             ping_timeout=settings.get("websocket_ping_timeout", 20.0),
             open_timeout=settings.get("handshake_timeout", 10.0),
             close_timeout=settings.get("websocket_close_timeout", 5.0),
             max_queue=settings.get("websocket_max_queue", 32),
             write_buffer_high=settings.get("websocket_write_buffer_high", 256 * 1024),
             write_buffer_low=settings.get("websocket_write_buffer_low", 64 * 1024),
+            max_write_buffer=settings.get("websocket_max_write_buffer"),
             max_header_size=settings.get("max_header_size", 64 * 1024),
             max_body_size=settings.get("max_body_size", 1024 * 1024),
             codec=settings.get("codec"),
         )
         compression = settings.get("websocket_compression", settings.get("compression"))
         self._compression = _compression_options(compression)  # ValueError now, not per request
+        #: Counters over every server of this application: "slow_consumers"
+        #: (connections closed because their peer did not read, see
+        #: Options.max_write_buffer and broadcast(slow="close")).
+        self.stats = collections.Counter()
 
     def add_route(self, pattern, handler_class, kwargs=None, name=None):
         self._routes.append(_Route(pattern, handler_class, kwargs, name))
@@ -818,6 +829,7 @@ class Server:
     def __init__(self, application):
         self.application = application
         self.options = application._options
+        self.stats = application.stats  # read by WebSocketProtocol (slow consumers)
         self.protocols = set()
         self._server = None
         self._closing = False
