@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs everything the tests need on a fresh machine
-# (Debian packages, a virtualenv with wsfast built in place and the test
-# extras), then runs pytest. Extra arguments go to pytest.
+# (Debian packages, a virtualenv .venv-test/ with wsfast built in place and
+# the test extras), then runs pytest. Extra arguments go to pytest.
+# ci/demo.sh has its own .venv-demo/: the chat keeps running meanwhile.
 #
 #   bash ci/test.sh              # the default, fast run
 #   bash ci/test.sh -m slow      # the soak and load tests
@@ -25,7 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # -- Python environment ---------------------------------------------------------
-VENV="${WSFAST_VENV:-.venv}"
+VENV="${WSFAST_TEST_VENV:-.venv-test}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -37,4 +38,7 @@ python -m pip install -q -e ".[test]"
 python setup.py -q build_ext --inplace
 python -c "import wsfast, sys; print('wsfast', wsfast.__version__, 'codec:', wsfast.IMPLEMENTATION, 'python', sys.version.split()[0])"
 
+if [ -n "${WSFAST_SETUP_ONLY:-}" ]; then  # tests/test_setup_scripts.py: the install step alone
+    exit 0
+fi
 exec python -m pytest "$@"
