@@ -296,7 +296,10 @@ class RequestHandler:
             return
         self.clear()
         exc = kwargs.get("exc")
-        reason = getattr(exc, "reason", None)
+        # HTTPError(reason=...) names the status line; a HandshakeError's
+        # reason is the detail, which goes in the body (write_error), and
+        # the status line keeps the standard phrase.
+        reason = None if isinstance(exc, HandshakeError) else getattr(exc, "reason", None)
         self.set_status(status_code, reason)
         for name, value in getattr(exc, "headers", ()) or ():
             self.add_header(name, value)
@@ -949,17 +952,29 @@ def _loop_factory(use_uvloop):
     return uvloop.new_event_loop
 
 
+def _url(scheme, sockname):
+    host, port = sockname[0], sockname[1]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def run(app, host=None, port=8888, ssl=None, *, use_uvloop=None, shutdown_timeout=None,
         on_start=None, **listen_kwargs):
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (1001 to
     every WebSocket, bounded wait). Uses uvloop when installed unless
-    ``use_uvloop=False``. ``on_start(server)`` is called once listening."""
+    ``use_uvloop=False``. ``host=None`` listens on every interface; give
+    ``host="127.0.0.1"`` for this machine only. Once listening, it prints
+    where to stderr (``wsfast: listening on http://127.0.0.1:8000``), or
+    calls ``on_start(server)`` instead if given."""
 
     async def main():
         server = await app.listen(port, host=host, ssl=ssl, **listen_kwargs)
-        log.info("wsfast serving on %s", ", ".join(str(s.getsockname()) for s in server.sockets))
+        scheme = "https" if ssl is not None else "http"
+        where = ", ".join(_url(scheme, s.getsockname()) for s in server.sockets)
+        log.info("wsfast serving on %s", where)
         if on_start is not None:
             on_start(server)
+        else:
+            print(f"wsfast: listening on {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
