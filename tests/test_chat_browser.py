@@ -9,7 +9,7 @@ import asyncio
 import os
 
 import pytest
-from chat_helpers import ChatProcess
+from chat_helpers import ChatClient, ChatProcess, RedisServer, require_redis
 
 pytestmark = pytest.mark.browser
 
@@ -85,13 +85,60 @@ async def test_page_reconnects_when_the_server_restarts(browser):
         await ada.fill("#text", "before the restart")
         await ada.press("#text", "Enter")
         await wait_text(ada, "#log", "before the restart")
-    # the server is gone (SIGTERM: close 1001): the page says so and retries
+    # the server is gone (SIGTERM: close 1001): the page says so and retries;
+    # the retries fail with 1006, and the status still shows why the server
+    # closed, not just the retries' 1006
     await wait_text(ada, "#status", "reconnecting in")
-    assert "1001" in await ada.text_content("#status")
+    assert "1001: server shutting down" in await ada.text_content("#status")
+    await wait_text(ada, "#status", "retry: code 1006")
+    assert "1001: server shutting down" in await ada.text_content("#status")
+    # who is here is unknown while disconnected: the list is emptied and says so
+    assert await ada.locator("#members li").count() == 0
+    assert "disconnected" in await ada.text_content("#count")
+    # what was said stays on the page
+    assert "before the restart" in await ada.text_content("#log")
     with ChatProcess(port=server.port):
         await ada.wait_for_selector("#status.open >> text=#ops", timeout=15_000)
         await ada.fill("#text", "after the restart")
         await ada.press("#text", "Enter")
         await wait_text(ada, "#log", "after the restart")
         assert "you are ada" in await ada.text_content("#room-title")
+        # the conversation before the restart was kept (the new in-process server has no history)
+        assert "before the restart" in await ada.text_content("#log")
+        await wait_text(ada, "#members", "ada")
     await asyncio.sleep(0)
+
+
+async def messages(page):
+    return await page.locator("#log li.msg .text").all_text_contents()
+
+
+async def test_reconnect_merges_history_without_wiping_or_repeating(browser):
+    """Two workers share rooms through Redis. Ada's worker restarts; what
+    grace says on the other worker meanwhile reaches ada from the room's
+    history when she is back, in its place, and nothing shows twice."""
+    require_redis()
+    with RedisServer() as redis:
+        other = ChatProcess("--redis", redis.url)
+        with other:
+            grace = await ChatClient.join(other.port, "grace", "ops")
+            first = ChatProcess("--redis", redis.url)
+            with first:
+                ada = await open_chat(browser, first.port, "ada", "ops")
+                await grace.say("one")
+                await wait_text(ada, "#log", "one")
+                await ada.fill("#text", "two")
+                await ada.press("#text", "Enter")
+                await wait_text(ada, "#log", "two")
+            await wait_text(ada, "#status", "reconnecting in")
+            await grace.say("three, while ada is away")
+            while (await grace.next("msg"))["text"] != "three, while ada is away":
+                pass  # back from Redis: published, and in the room's history
+            with ChatProcess("--redis", redis.url, port=first.port):
+                await ada.wait_for_selector("#status.open >> text=#ops", timeout=15_000)
+                await wait_text(ada, "#log", "three, while ada is away")
+                await grace.say("four")
+                await wait_text(ada, "#log", "four")
+                assert await messages(ada) == ["one", "two", "three, while ada is away", "four"]
+                assert "grace" in await ada.text_content("#members")
+            await grace.close()

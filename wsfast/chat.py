@@ -146,6 +146,8 @@ class ChatServer:
         return web.Application(
             [
                 (r"/", ChatPage),
+                # browsers ask for it on every page: an icon, not a 404 in the console
+                (r"/(favicon\.ico)", web.StaticFileHandler, {"path": STATIC_PATH}),
                 (r"/chat", ChatHandler, {"chat": self}),
                 (r"/status", StatusHandler, {"chat": self}),
             ],

@@ -12,6 +12,8 @@
   var seen = new Set();     // event ids shown (history and live may overlap)
   var here = new Map();     // nick -> count of connections in the room
   var attempt = 0, retryTimer = null, countdown = null;
+  var shownRoom = null;     // the room whose conversation the log holds
+  var serverClose = null;   // "1001 server shutting down": the server's last close, kept while retrying
   var FATAL = { 1003: 1, 1007: 1, 1008: 1, 1009: 1 };  // the server refused us: no automatic retry
 
   function setStatus(text, cls) { statusLine.textContent = text; statusLine.className = cls; }
@@ -27,9 +29,17 @@
     return li;
   }
 
-  function append(li) {
+  function append(li, ts) {
     var atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    log.appendChild(li);
+    // Events go in time order: history merged after a reconnect may hold
+    // what was said while this page was away, older than what it shows.
+    var before = null;
+    if (ts !== undefined) {
+      li.dataset.ts = ts;
+      for (var node = log.lastElementChild; node && node.dataset.ts !== undefined && +node.dataset.ts > ts;
+           node = node.previousElementSibling) before = node;
+    }
+    log.insertBefore(li, before);
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
 
@@ -55,11 +65,13 @@
       li = line("info");
       li.textContent = ev.nick + (ev.type === "join" ? " joined" : " left") + " #" + ev.room;
     }
-    append(li);
+    li.dataset.id = ev.id || "";
+    append(li, ev.ts);
   }
 
   function renderMembers() {
     members.replaceChildren();
+    members.classList.remove("stale");
     var names = Array.from(here.keys()).sort(function (a, b) { return a.toLowerCase() < b.toLowerCase() ? -1 : 1; });
     names.forEach(function (nick) {
       var li = document.createElement("li");
@@ -79,8 +91,12 @@
 
   function welcome(w) {
     joined = w;
-    log.replaceChildren();
-    seen.clear();
+    serverClose = null;
+    if (shownRoom !== w.room) {  // another room: another conversation
+      log.replaceChildren();
+      seen.clear();
+      shownRoom = w.room;
+    }  // the same room again (a reconnect): keep what is shown, add what was missed
     $("room-title").textContent = "#" + w.room + " — you are " + w.nick;
     document.title = "#" + w.room + " · wsfast chat";
     w.history.forEach(showEvent);
@@ -135,7 +151,18 @@
     ws.onclose = function (event) {
       joined = null;
       textInput.disabled = sendButton.disabled = true;
+      // Who is here is unknown while disconnected: the list says so, the
+      // next welcome fills it again.
+      here = new Map();
+      renderMembers();
+      members.classList.add("stale");
+      $("count").textContent = "(disconnected)";
       var why = "code " + event.code + (event.reason ? ": " + event.reason : "");
+      // A retry that finds no server fails with 1006; the reason worth
+      // showing is what the server said when it closed (1001 server
+      // shutting down), so keep that one until the next welcome.
+      if (event.code !== 1006) serverClose = why;
+      else if (serverClose) why = serverClose + "; retry: code 1006";
       if (FATAL[event.code]) {
         setStatus("closed by the server (" + why + ")", "closed");
         note("The server closed the connection (" + why + "). Press Join to reconnect.", "error");
