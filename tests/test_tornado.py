@@ -391,3 +391,25 @@ def test_server_closes_when_pongs_stop(run, caplog):
     wt._warned.clear()
     run(main())
     assert [r for r in caplog.records if "cannot be longer" in r.getMessage()]
+
+
+def test_client_write_after_the_connection_dropped(run):
+    class Drop(wt.WebSocketHandler):
+        def on_message(self, message):
+            self.ws_connection.abort()  # TCP gone, no close frame
+
+    async def main():
+        server, port = await serve(tornado.web.Application([(r"/", Drop)]))
+        try:
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/")
+            ws.write_message("drop me")
+            assert await ws.read_message() is None
+            assert ws.close_code is None  # no close frame came
+            with pytest.raises(wt.WebSocketClosedError):
+                ws.write_message("late")
+            with pytest.raises(wt.WebSocketClosedError):
+                ws.ping(b"late")
+        finally:
+            server.stop()
+
+    run(main())

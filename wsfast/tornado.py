@@ -915,15 +915,19 @@ class _ClientProtocol:
             data = message
         else:
             data = bytes(message).decode("utf-8")
-        conn = self._wsfast.connection
+        protocol = self._wsfast
+        conn = protocol.connection
         try:
+            drained = protocol.drained()  # raises once the transport is closing
             frame = conn.send_text(data) if type(data) is str else conn.send_binary(data)
         except ConnectionClosed as exc:
             raise WebSocketClosedError(exc.code, exc.reason) from None
         self._message_bytes_out += len(data.encode("utf-8")) if type(data) is str else len(data)
         self._wire_bytes_out += len(frame)
-        self._wsfast._send(frame)
-        return _as_future(self._wsfast.drained())
+        protocol._send(frame)
+        if drained is protocol._done and protocol._write_paused:
+            drained = protocol.drained()  # this write crossed the high-water mark
+        return _as_future(drained)
 
     def write_ping(self, data):
         try:
