@@ -72,6 +72,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SERVERS_DIR = os.path.join(HERE, "servers")
 CLIENT = os.path.join(HERE, "loadclient.py")
+# --client: the load client; picows_client.py is a second, independent one for
+# the echo and latency modes (a cross-check: the two must agree)
+CLIENTS = {"loadclient": (CLIENT, []), "picows": (os.path.join(HERE, "picows_client.py"), []),
+           "picows-cork": (os.path.join(HERE, "picows_client.py"), ["--cork"])}
 
 # name -> (label, script, extra args, needs these modules, scenario groups it runs (None: all))
 SERVERS = {
@@ -152,6 +156,14 @@ GROUPS = ["echo", "rr", "single", "fanout", "idle", "conns"]
 DEFAULT_GROUPS = ["echo", "rr", "single", "fanout"]
 
 
+def client_cases(group, profile, conns_target, client):
+    """The cases of a group that ``client`` can run (picows_client.py: echo and latency)."""
+    out = cases(group, profile, conns_target)
+    if client != "loadclient":
+        out = [(c, a) for c, a in out if a[0] in ("echo", "latency")]
+    return out
+
+
 def runs_group(server, group):
     groups = SERVERS[server][4]
     return groups is None or group in groups
@@ -222,9 +234,10 @@ def stop_server(proc):
         _children.remove(proc)
 
 
-def run_client(args, port, server_pid, cpu, timeout):
-    cmd = pin(cpu) + [sys.executable, CLIENT] + args[:1] + ["--port", str(port), "--server-pid",
-                                                              str(server_pid)] + args[1:]
+def run_client(args, port, server_pid, cpu, timeout, client="loadclient"):
+    script, extra = CLIENTS[client]
+    cmd = pin(cpu) + [sys.executable, script] + args[:1] + ["--port", str(port), "--server-pid",
+                                                             str(server_pid)] + args[1:] + extra
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=HERE, check=False)
     except subprocess.TimeoutExpired:
@@ -471,7 +484,8 @@ def write_tables(results, meta, servers, checks, path):
       f"Command: `{meta['command']}`. Load average (1, 5, 15 min) at the start "
       f"{', '.join(str(round(v, 2)) for v in la0)}, at the end {', '.join(str(round(v, 2)) for v in la1)}: "
       f"the machine is shared. Versions: {', '.join(f'{k} {v}' for k, v in meta['machine']['versions'].items() if v)}, "
-      f"Python {meta['machine']['python']}. Per-round summaries: system.json.\n")
+      f"Python {meta['machine']['python']}. Load client: {meta.get('client', 'loadclient')}. "
+      f"Per-round summaries: system.json.\n")
     w("Server pinned to CPU {0}, load client to CPU {1}. Each cell: median over the rounds. "
       "**‡**: client-bound (the load client used ≥ 95 % of its core; the server may be faster than the "
       "number says); such cells are left out of every ratio.\n".format(meta.get("server_cpu"), meta.get("client_cpu")))
@@ -795,6 +809,9 @@ def main(argv=None):
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--client", default="loadclient", choices=list(CLIENTS),
+                        help="the load client: loadclient (default), or picows_client.py (echo and latency "
+                             "only) to cross-check it; picows-cork: the same with TCP_CORK around each answer")
     args = parser.parse_args(argv)
 
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
@@ -848,11 +865,11 @@ def main(argv=None):
         "profile": profile, "rounds": rounds, "servers": servers, "scenarios": groups,
         "wsfast_commit": commit, "wsfast_dirty": dirty, "exported": bool(args.commit), "pinned": pinned,
         "server_cpu": server_cpu, "client_cpu": client_cpu, "conns_target": conns_target,
-        "machine": machine_info(), "loadavg_start": os.getloadavg(), "banners": {},
+        "machine": machine_info(), "loadavg_start": os.getloadavg(), "banners": {}, "client": args.client,
     }
     results = {}
     plan = [(r, g, s) for r in range(rounds) for g in groups for s in servers if runs_group(s, g)]
-    total = sum(len(cases(g, profile, conns_target)) for _, g, _ in plan)
+    total = sum(len(client_cases(g, profile, conns_target, args.client)) for _, g, _ in plan)
     bar = progress_bar(total, args.no_progress)
     log_path = os.path.join(workdir, "servers.log")
     t_start = time.time()
@@ -862,16 +879,16 @@ def main(argv=None):
                 try:
                     proc, port, banner = start_server(server, server_cpu, env, log)
                 except RuntimeError as exc:
-                    for case, _ in cases(group, profile, conns_target):
+                    for case, _ in client_cases(group, profile, conns_target, args.client):
                         results.setdefault(case, {}).setdefault(server, []).append({"error": str(exc)})
                         bar.update()
                     continue
                 meta["banners"][server] = banner
                 try:
-                    for case, cargs in cases(group, profile, conns_target):
+                    for case, cargs in client_cases(group, profile, conns_target, args.client):
                         bar.set_description(f"round {r + 1}/{rounds} {case} {server}")
                         timeout = 300 if group in ("fanout", "conns") else 120
-                        res = run_client(cargs, port, proc.pid, client_cpu, timeout)
+                        res = run_client(cargs, port, proc.pid, client_cpu, timeout, args.client)
                         res["round"] = r + 1
                         if proc.poll() is not None:
                             res.setdefault("error", f"server exited with {proc.returncode}")

@@ -26,3 +26,69 @@ def test_bench_smoke():
     assert runs and "error" not in runs[0], runs
     assert runs[0]["round_trips"] > 0
     assert runs[0]["server_cpu_s"] >= 0 and runs[0]["client_cpu_s"] >= 0
+
+
+LOADCLIENT = os.path.join(ROOT, "bench", "loadclient.py")
+
+
+async def _bad_server(accept, echo):
+    """An asyncio server that upgrades with Sec-WebSocket-Accept ``accept(key)``
+    and answers each binary frame with ``echo(payload)`` (unmasked)."""
+    import asyncio
+    import struct
+
+    async def handle(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept(key) + b"\r\n\r\n")
+        try:
+            while True:
+                b0, b1 = await reader.readexactly(2)
+                n = b1 & 127
+                if n == 126:
+                    (n,) = struct.unpack("!H", await reader.readexactly(2))
+                mask = await reader.readexactly(4)
+                data = bytes(c ^ mask[i & 3] for i, c in enumerate(await reader.readexactly(n)))
+                out = echo(data)
+                writer.write(bytes((0x82, len(out))) + out if len(out) < 126 else
+                             bytes((0x82, 126)) + struct.pack("!H", len(out)) + out)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _accept(key):
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+
+
+@pytest.mark.parametrize("case", ["honest", "wrong-accept", "wrong-byte", "wrong-length"])
+async def test_loadclient_rejects_a_server_that_does_not_echo(case):
+    """The load client fails loudly, not miscounts, when the upgrade's
+    Sec-WebSocket-Accept is wrong (the old ceiling's GUID typo) or an echo
+    differs from what was sent, in one byte or in length."""
+    import asyncio
+
+    accept = (lambda key: _accept(key)[:-4] + b"AAA=") if case == "wrong-accept" else _accept
+    echo = {"honest": lambda d: d, "wrong-accept": lambda d: d, "wrong-byte": lambda d: d[:-1] + bytes((d[-1] ^ 1,)),
+            "wrong-length": lambda d: d + b"!"}[case]
+    server = await _bad_server(accept, echo)
+    port = server.sockets[0].getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, LOADCLIENT, "echo", "--port", str(port), "--server-pid", str(os.getpid()),
+        "--connections", "2", "--inflight", "2", "--size", "64", "--warmup", "0.05", "--duration", "0.1",
+        "--timeout", "5", stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    server.close()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    if case == "honest":  # the same fake server, echoing right: counted, no error
+        assert proc.returncode == 0 and result["round_trips"] > 0, result
+        return
+    assert proc.returncode == 1
+    assert "ProtocolViolation" in result.get("error", ""), result
+    assert ("Sec-WebSocket-Accept" in result["error"]) == (case == "wrong-accept"), result
