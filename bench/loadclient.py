@@ -11,7 +11,8 @@ connections reading into one shared buffer, so the client costs little per
 message:
 
 * frames to send are built (and masked) once; a connection that got k echoes
-  back writes the same bytes again k times;
+  back writes the same bytes again k times, in one write (``--split``: k
+  writes, one per message, as a client sending each message separately);
 * the upgrade's ``Sec-WebSocket-Accept`` must be the one RFC 6455 §4.2.2
   derives from the key sent, or the connection fails;
 * the servers echo frames of a known length (server frames are unmasked and
@@ -299,7 +300,7 @@ async def run_echo(args):
             if record[0]:
                 rtts.append(now - conn.sent_at)
             conn.sent_at = now
-            if batches is not None:
+            if batches is not None and not args.split:
                 conn.transport.write(batches[k])
             else:
                 for _ in range(k):
@@ -312,7 +313,11 @@ async def run_echo(args):
         conn.sent_at = time.perf_counter()
         if conn.head:
             raise ProtocolViolation("the server sent data before any message")
-        conn.transport.write(frame * args.inflight if batches is None else batches[args.inflight])
+        if args.split or batches is None:
+            for _ in range(args.inflight):
+                conn.transport.write(frame)
+        else:
+            conn.transport.write(batches[args.inflight])
     async def reach(count, timeout):
         goal[0], goal[1] = loop.create_future(), count
         if total[0] < count:
@@ -555,6 +560,8 @@ def main(argv=None):
         p.add_argument("--duration", type=float, default=2.0)
         p.add_argument("--count", type=int, default=6 if name == "large" else 0,
                        help="measure this many round trips after one (--duration caps the time)")
+        p.add_argument("--split", action="store_true",
+                       help="one write per message (as most clients send), not one per answer to a read")
     p = sub.add_parser("fanout")
     common(p)
     p.add_argument("--clients", type=int, default=1000)

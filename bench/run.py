@@ -24,7 +24,8 @@ number says) and left out of every ratio.
 Scenario groups (one fresh server process per group and round):
 
 * ``echo``: pipelined, 16 connections × 8 binary messages in flight,
-  payloads 64 B, 256 B, 8 KiB, 100 KB, 1 MiB;
+  payloads 64 B, 256 B, 8 KiB, 100 KB, 1 MiB (the client answers the echoes
+  of one read with one write), and 256 B with one client write per message;
 * ``rr``: request/response, one message in flight per connection: 16 × 1 at
   64 B, 256 B, 8 KiB and 256 × 1 at 256 B (round trips/s, RTT p50/p99);
 * ``single``: one connection, one 64 B message at a time (latency p50/p99),
@@ -127,7 +128,10 @@ def cases(group, profile, conns_target):
     t = ["--warmup", str(p["warmup"]), "--duration", str(p["duration"])]
     if group == "echo":
         sizes = [64] if profile == "smoke" else ECHO_SIZES
-        return [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in sizes]
+        out = [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in sizes]
+        if profile != "smoke":  # the same load from a client that writes each message separately
+            out.append(("echosplit-256", ["echo", "--size", "256", "--split"] + t))
+        return out
     if group == "rr":
         rr = RR_CASES[:1] if profile == "smoke" else RR_CASES
         return [(f"rr{n}-{s}", ["echo", "--connections", str(n), "--inflight", "1", "--size", str(s)] + t)
@@ -365,6 +369,8 @@ def case_label(case):
     kind, _, rest = case.partition("-")
     if kind == "echo":
         return f"pipelined 16 × 8, {SIZE_LABEL[int(rest)]}"
+    if kind == "echosplit":
+        return f"pipelined 16 × 8, {SIZE_LABEL[int(rest)]}, one client write per message"
     if kind.startswith("rr"):
         return f"request/response {int(kind[2:])} × 1, {SIZE_LABEL[int(rest)]}"
     if kind == "latency":
@@ -378,7 +384,7 @@ def case_label(case):
 
 
 def rt_cases(results):
-    out = [f"echo-{s}" for s in ECHO_SIZES] + [f"rr{n}-{s}" for n, s in RR_CASES] + ["latency-64", f"large-{LARGE}"]
+    out = [f"echo-{s}" for s in ECHO_SIZES] + ["echosplit-256"] + [f"rr{n}-{s}" for n, s in RR_CASES] + ["latency-64", f"large-{LARGE}"]
     return [c for c in out if c in results]
 
 
