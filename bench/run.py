@@ -477,6 +477,54 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
     return checks
 
 
+SUMMARY_SERVERS = ["wsfast", "wsfast-async", "picows", "picows-batched", "websockets", "aiohttp", "tornado",
+                   "ceiling-batched", "ceiling-perframe"]
+SUMMARY_RATIOS = [("wsfast ÷ picows", "wsfast", "picows"), ("wsfast async ÷ picows", "wsfast-async", "picows")]
+
+
+def summary_table(results, servers):
+    """The README table: one row per scenario, 'rate · server CPU µs' per
+    server (‡ client-bound), then ratios of server CPU per round trip."""
+    cols = [s for s in SUMMARY_SERVERS if s in servers]
+    ratios = [(t, a, b) for t, a, b in SUMMARY_RATIOS if a in servers and b in servers]
+    short = {"wsfast": "wsfast", "wsfast-async": "wsfast, async handler", "picows-batched": "picows, batched",
+             "ceiling-batched": "ceiling, batched", "ceiling-perframe": "ceiling, per frame"}
+    L = ["| scenario | " + " | ".join([short.get(s, s) for s in cols] + [f"CPU {t}" for t, _, _ in ratios]) + " |",
+         "|---|" + "---|" * (len(cols) + len(ratios))]
+    for c in rt_cases(results) + fanout_cases(results):
+        if c.startswith("fanout"):
+            keys = ("deliveries_per_s", "server_cpu_us_per_delivery")
+        elif c.startswith("large"):
+            keys = ("mb_per_s", "server_cpu_us_per_rt")
+        else:
+            keys = ("round_trips_per_s", "server_cpu_us_per_rt")
+        row = [rate_cpu_cell(results, c, s, *keys) for s in cols]
+        if c.startswith("large"):
+            row = [x.replace(" µs", " µs/msg") for x in row]
+        rr = []
+        for _, a, b in ratios:
+            q = cost_ratio(results, c, a, b)
+            rr.append(f"{q:.2f}" if q is not None else "–")
+        unit = {"large": " (MB/s)", "fanout": " (deliveries/s)"}.get(c.split("-")[0], "")
+        L.append(f"| {case_label(c)}{unit} | " + " | ".join(row + rr) + " |")
+        if c.startswith(("latency", "rr")):
+            lat = []
+            for s in cols:
+                runs = ok_runs(results, c, s)
+                p50, p99 = med([r.get("rtt_p50_us") for r in runs]), med([r.get("rtt_p99_us") for r in runs])
+                lat.append(f"{fmt(p50)} / {fmt(p99)}" if p50 is not None else "–")
+            L.append("| ↳ RTT p50 / p99 µs | " + " | ".join(lat + [""] * len(ratios)) + " |")
+        if c.startswith("fanout"):
+            lat = []
+            for s in cols:
+                runs = ok_runs(results, c, s)
+                p50, p99 = (med([r.get("last_delivery_p50_ms") for r in runs]),
+                            med([r.get("last_delivery_p99_ms") for r in runs]))
+                lat.append(f"{fmt(p50)} / {fmt(p99)}" if p50 is not None else "–")
+            L.append("| ↳ last client has it, p50 / p99 ms | " + " | ".join(lat + [""] * len(ratios)) + " |")
+    return "\n".join(L)
+
+
 def write_tables(results, meta, servers, checks, path):
     L = []
     w = L.append
@@ -495,6 +543,10 @@ def write_tables(results, meta, servers, checks, path):
     w("Server pinned to CPU {0}, load client to CPU {1}. Each cell: median over the rounds. "
       "**‡**: client-bound (the load client used ≥ 95 % of its core; the server may be faster than the "
       "number says); such cells are left out of every ratio.\n".format(meta.get("server_cpu"), meta.get("client_cpu")))
+    w("## Summary (the README table): rate · server CPU µs per round trip (fan-out: per delivery)\n")
+    w(summary_table(results, servers))
+    w("\nThe ratio columns are server CPU per round trip (per delivery), medians, ‡ cells left out; "
+      "< 1: wsfast is cheaper.\n")
     w("## Targets (ratios of medians in this run)\n")
     w("| target | measured | |\n|---|---|---|")
     for target, detail, status in checks:
