@@ -61,7 +61,13 @@ def uvicorn_tests(tmp_path_factory):
     where = tmp_path_factory.mktemp("uvicorn-sdist")
     with tarfile.open(_sdist()) as tar:
         members = [m for m in tar.getmembers() if "/tests/" in m.name or m.name.endswith("/tests")]
-        tar.extractall(where, members=members, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.8.17+/3.9.17+/3.10.12+/3.11.4+
+            tar.extractall(where, members=members, filter="data")
+        else:  # an older patch release: the sdist comes from PyPI over pip, names checked here
+            for m in members:
+                if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
+                    raise ValueError(f"unexpected member in the uvicorn sdist: {m.name}")
+            tar.extractall(where, members=members)
     root = where / f"uvicorn-{UVICORN_VERSION}"
     shutil.copyfile(HERE / "uvicorn_ws_conftest.py", root / "tests" / "protocols" / "conftest.py")
     (root / "pytest.ini").write_text(
