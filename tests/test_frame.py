@@ -200,6 +200,15 @@ BAD = [
      1009, "frame of 256 bytes exceeds the limit of 255 bytes"),
     ("too-big-64", hdr(0x82, 0x80 | 127, b"\x00\x00\x00\x01\x00\x00\x00\x00") + MASK, {},
      PayloadTooBig, 1009, "frame of 4294967296 bytes exceeds the limit of 16777216 bytes"),
+    ("too-big-rsv1", hdr(0xC2, 0x80 | 126, b"\x01\x2d") + MASK,
+     {"allow_rsv1": True, "max_frame_size": 255, "max_rsv1_frame_size": 300}, PayloadTooBig, 1009,
+     "frame of 301 bytes exceeds the limit of 300 bytes"),
+    ("too-big-rsv1-default", hdr(0xC2, 0x80 | 126, b"\x01\x00") + MASK,
+     {"allow_rsv1": True, "max_frame_size": 255}, PayloadTooBig, 1009,
+     "frame of 256 bytes exceeds the limit of 255 bytes"),
+    ("too-big-no-rsv1", hdr(0x82, 0x80 | 126, b"\x01\x00") + MASK,
+     {"allow_rsv1": True, "max_frame_size": 255, "max_rsv1_frame_size": 300}, PayloadTooBig, 1009,
+     "frame of 256 bytes exceeds the limit of 255 bytes"),
     # the order of the checks: opcode before RSV, RSV before control rules, ...
     ("order-opcode-rsv", hdr(0xF3, 0x00), {}, ProtocolError, 1002, "reserved opcode 3"),
     ("order-rsv-frag", hdr(0x29, 0x80) + MASK, {}, ProtocolError, 1002,
@@ -226,7 +235,8 @@ def test_violations(impl, wire, kwargs, exc_type, code, reason, chunking):
 @pytest.mark.parametrize("name,wire,kwargs,exc_type,code,reason", BAD, ids=[b[0] for b in BAD])
 def test_violation_fails_before_payload_arrives(impl, name, wire, kwargs, exc_type, code, reason):
     """The header alone (up to the extended length) is enough to fail."""
-    needed = {"msb": 10, "too-big-16": 4, "too-big-64": 10}.get(name, 2)
+    needed = {"msb": 10, "too-big-16": 4, "too-big-64": 10, "too-big-rsv1": 4, "too-big-rsv1-default": 4,
+              "too-big-no-rsv1": 4}.get(name, 2)
     parser = impl.FrameParser(**{"mask_required": True, **kwargs})
     for i in range(needed - 1):
         assert parser.feed(wire[i : i + 1]) == []
@@ -266,6 +276,31 @@ def test_parser_settings_are_writable(impl):
     parser.max_frame_size = 8
     (frame,) = parser.feed(impl.build_frame(1, b"12345678", rsv1=True, mask_key=MASK))
     assert frame.rsv1 and parser.allow_rsv1 and parser.max_frame_size == 8
+
+
+def test_max_rsv1_frame_size(impl):
+    # Frames with RSV1 set (compressed ones) have a limit of their own;
+    # None (the default) means max_frame_size's. Writable, like the others.
+    parser = impl.FrameParser(mask_required=True, max_frame_size=4, allow_rsv1=True)
+    assert parser.max_rsv1_frame_size is None
+    parser.max_rsv1_frame_size = 8
+    assert parser.max_rsv1_frame_size == 8
+    (frame,) = parser.feed(impl.build_frame(2, b"12345678", rsv1=True, mask_key=MASK))
+    assert frame.rsv1 and frame.payload == b"12345678"
+    (frame,) = parser.feed(impl.build_frame(2, b"1234", mask_key=MASK))
+    parser.max_frame_size = 2  # lowering max_frame_size leaves it alone
+    (frame,) = parser.feed(impl.build_frame(2, b"12345678", rsv1=True, mask_key=MASK))
+    parser.max_rsv1_frame_size = None  # back to max_frame_size's
+    with pytest.raises(PayloadTooBig, match="frame of 3 bytes exceeds the limit of 2 bytes"):
+        parser.feed(impl.build_frame(2, b"123", rsv1=True, mask_key=MASK))
+    # Checked again on an unfinished frame, with the settings of the moment.
+    parser = impl.FrameParser(mask_required=False, max_frame_size=4, allow_rsv1=True,
+                              max_rsv1_frame_size=100)
+    data = impl.build_frame(1, b"x" * 50, rsv1=True)
+    assert parser.feed(data[:10]) == []
+    parser.max_rsv1_frame_size = 49
+    with pytest.raises(PayloadTooBig, match="frame of 50 bytes exceeds the limit of 49 bytes"):
+        parser.feed(data[10:])
 
 
 def test_feed_rejects_str(impl):

@@ -103,12 +103,15 @@ def chunked(data, cuts):
     mask_required=st.booleans(),
     allow_rsv1=st.booleans(),
     max_frame_size=st.sampled_from([0, 1, 125, 126, 65535, 65536, 16 * 2**20]),
+    max_rsv1_frame_size=st.sampled_from([None, 0, 125, 126, 65536]),
     messages=st.booleans(),
 )
-def test_parsers_agree(frames, cuts, mask_required, allow_rsv1, max_frame_size, messages):
+def test_parsers_agree(frames, cuts, mask_required, allow_rsv1, max_frame_size, max_rsv1_frame_size,
+                       messages):
     data = b"".join(frames)
     chunks = chunked(data, cuts)
-    kw = dict(mask_required=mask_required, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size)
+    kw = dict(mask_required=mask_required, allow_rsv1=allow_rsv1, max_frame_size=max_frame_size,
+              max_rsv1_frame_size=max_rsv1_frame_size)
     py = outcome(PY.FrameParser(**kw), chunks, messages)
     cy = outcome(CY.FrameParser(**kw), chunks, messages)
     assert py == cy

@@ -295,6 +295,16 @@ cdef bytes _build(unsigned char b0, const unsigned char *src, Py_ssize_t n,
 
 
 @cython.final
+cdef inline long long _c_limit(value) except? -2:
+    # A frame length is below 2**63 once check 8 passed, so clamping a
+    # larger limit changes nothing; reason strings show the value given.
+    if value >= 0x7FFFFFFFFFFFFFFF:
+        return 0x7FFFFFFFFFFFFFFF
+    if value < -1:
+        return -1
+    return value
+
+
 cdef class FrameParser:
     """Incremental frame parser: ``feed()`` bytes in any chunking, get the
     completed frames back. Only an unfinished frame is copied into the
@@ -302,6 +312,9 @@ cdef class FrameParser:
 
     ``mask_required`` is True on a server (client frames must be masked) and
     False on a client (server frames must not be), RFC 6455 §5.1.
+    ``max_rsv1_frame_size``: the limit for frames with RSV1 set (an
+    extension's encoded frames, e.g. compressed ones, which may be longer
+    than the message they carry); None: ``max_frame_size`` applies to them.
 
     Theory of operation: between frames the parser reads headers and whole
     payloads straight from the fed buffer, unmasking each payload into a new
@@ -333,6 +346,9 @@ cdef class FrameParser:
     cdef Py_ssize_t _filled
     # the memoryview window() handed out, released by the next call
     cdef object _win
+    cdef object _rsv1_max_obj       # max_rsv1_frame_size as given (None: _max applies)
+    cdef long long _rsv1_max        # ... as a C number, _max's value when None
+    cdef long long _min_max         # min(_max, _rsv1_max): one comparison per frame
 
     def __cinit__(self):
         self._part = NULL
@@ -345,9 +361,11 @@ cdef class FrameParser:
         self._part = NULL
 
     def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                 allow_rsv1=False):
+                 allow_rsv1=False, max_rsv1_frame_size=None):
         self.mask_required = bool(mask_required)
+        self._rsv1_max_obj = None
         self.max_frame_size = max_frame_size
+        self.max_rsv1_frame_size = max_rsv1_frame_size
         self.allow_rsv1 = allow_rsv1
         self.error = None
 
@@ -357,15 +375,21 @@ cdef class FrameParser:
 
     @max_frame_size.setter
     def max_frame_size(self, value):
-        # A frame length is below 2**63 once check 8 passed, so clamping a
-        # larger limit changes nothing; the reason string shows the value given.
-        if value >= 0x7FFFFFFFFFFFFFFF:
-            self._max = 0x7FFFFFFFFFFFFFFF
-        elif value < -1:
-            self._max = -1
-        else:
-            self._max = value
+        self._max = _c_limit(value)
         self._max_obj = value
+        if self._rsv1_max_obj is None:
+            self._rsv1_max = self._max
+        self._min_max = min(self._max, self._rsv1_max)
+
+    @property
+    def max_rsv1_frame_size(self):
+        return self._rsv1_max_obj
+
+    @max_rsv1_frame_size.setter
+    def max_rsv1_frame_size(self, value):
+        self._rsv1_max = self._max if value is None else _c_limit(value)
+        self._rsv1_max_obj = value
+        self._min_max = min(self._max, self._rsv1_max)
 
     def feed(self, data):
         """Parse ``data``; return the list of frames it completed.
@@ -580,9 +604,11 @@ cdef class FrameParser:
         else:
             length = length7
             hlen = 2
-        if <long long>length > self._max:
+        if <long long>length > self._min_max and (
+                <long long>length > (self._rsv1_max if b0 & 0x40 else self._max)):
             self._fail(PayloadTooBig(
-                f"frame of {length} bytes exceeds the limit of {self._max_obj} bytes"))
+                f"frame of {length} bytes exceeds the limit of "
+                f"{self._rsv1_max_obj if b0 & 0x40 and self._rsv1_max_obj is not None else self._max_obj} bytes"))
             return -1
         if b1 & 0x80:
             if avail < hlen + 4:

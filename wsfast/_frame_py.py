@@ -248,11 +248,16 @@ class FrameParser:
 
     ``mask_required`` is True on a server (client frames must be masked) and
     False on a client (server frames must not be), RFC 6455 §5.1.
+    ``max_rsv1_frame_size``: the limit for frames with RSV1 set (an
+    extension's encoded frames, e.g. compressed ones, which may be longer
+    than the message they carry); None: ``max_frame_size`` applies to them.
     """
 
-    def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE, allow_rsv1=False):
+    def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE, allow_rsv1=False,
+                 max_rsv1_frame_size=None):
         self.mask_required = bool(mask_required)
         self.max_frame_size = max_frame_size
+        self.max_rsv1_frame_size = max_rsv1_frame_size
         self.allow_rsv1 = allow_rsv1
         self.error = None
         self._buf = bytearray()
@@ -378,10 +383,11 @@ class FrameParser:
                     if length >> 63:
                         raise ProtocolError(1002, "frame length has the most significant bit set")
                     hlen = 10
-                if length > self.max_frame_size:
-                    raise PayloadTooBig(
-                        f"frame of {length} bytes exceeds the limit of {self.max_frame_size} bytes"
-                    )
+                limit = self.max_frame_size
+                if b0 & 0x40 and self.max_rsv1_frame_size is not None:
+                    limit = self.max_rsv1_frame_size
+                if length > limit:
+                    raise PayloadTooBig(f"frame of {length} bytes exceeds the limit of {limit} bytes")
                 if b1 & 0x80:
                     hlen += 4
                 stop = pos + hlen + length
