@@ -359,7 +359,136 @@ def test_fragments_dropped_after_failure(codec, side):
     conn.receive_data(peer_frame(codec, side, BINARY, bytes(900), fin=False))
     conn.receive_data(peer_frame(codec, side, CONT, bytes(200), fin=False))
     assert conn.failed.code == 1009
-    assert not conn._frag_parts and conn._frag_size == 0  # memory released
+    assert conn._frag_buf is None and conn._frag_size == 0  # memory released
+
+
+# -- fragments: bounded memory and count (issue 11, item 2) --------------------
+
+
+def _fragmented_wire(codec, side, first, parts, last=b"", op=BINARY):
+    """The wire bytes of one message: ``first``, then ``parts`` (bytes, a
+    payload per continuation frame), then a last frame carrying ``last``."""
+    one = {p: peer_frame(codec, side, CONT, p, fin=False) for p in set(parts)}
+    return b"".join(
+        [peer_frame(codec, side, op, first, fin=False)]
+        + [one[p] for p in parts]
+        + [peer_frame(codec, side, CONT, last, fin=True)]
+    )
+
+
+def _feed_traced(conn, data, chunk=4096):
+    """Feed ``data`` in reads of ``chunk`` bytes (as an I/O adapter does)
+    until the connection fails; return (events, tracemalloc peak)."""
+    import tracemalloc
+
+    events = []
+    view = memoryview(data)
+    tracemalloc.start()
+    try:
+        for pos in range(0, len(data), chunk):
+            events += conn.receive_data(view[pos : pos + chunk])
+            if conn.failed is not None:
+                break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return events, peak
+
+
+def test_fragment_count_limit_default(codec, side):
+    # max(1024, max_message_size // 64) frames per message: a message at the
+    # limit in 64-byte fragments passes, one frame more fails with 1009.
+    assert Connection(side, codec=codec).max_fragments == 2**18
+    assert Connection(side, codec=codec, max_message_size=1000).max_fragments == 1024
+    size = 2**17
+    conn = Connection(side, codec=codec, max_message_size=size)
+    assert conn.max_fragments == 2048
+    data = bytes(range(64)) * (size // 64)
+    chunks = [data[i : i + 64] for i in range(0, size, 64)]
+    wire_ = _fragmented_wire(codec, side, chunks[0], chunks[1:-1], chunks[-1])
+    assert conn.receive_data(wire_) == [data]
+    assert conn.failed is None
+    conn = Connection(side, codec=codec, max_message_size=size)
+    wire_ = _fragmented_wire(codec, side, chunks[0], chunks[1:-1] + [b""], chunks[-1])
+    assert conn.receive_data(wire_) == []
+    assert isinstance(conn.failed, PayloadTooBig)
+    assert conn.failed.reason == "message in more than 2048 fragments"
+    assert written(codec, side, conn.data_to_send())[0][1][:2] == close_payload(1009)
+
+
+@pytest.mark.parametrize("kind", ["text", "binary"])
+def test_empty_continuation_frames_are_limited(codec, side, kind):
+    # Issue 11: 35 M empty continuation frames grew one connection to 305 MB
+    # and it stayed OPEN. Now: 1009 at frame max_fragments + 1, memory flat.
+    conn = Connection(side, codec=codec, max_message_size=2**16)
+    op = TEXT if kind == "text" else BINARY
+    data = _fragmented_wire(codec, side, b"x", [b""] * 100_000, op=op)
+    events, peak = _feed_traced(conn, data)
+    assert events == []
+    assert conn.failed is not None and conn.failed.code == 1009, conn.failed
+    assert conn.failed.reason == "message in more than 1024 fragments"
+    assert conn._frag_buf is None  # released
+    assert peak < 2**18, peak
+
+
+def test_one_byte_fragments_hold_their_payload_only(codec, side):
+    # Issue 11: 1-byte fragments under a 16 MiB limit took 937 MB, an object
+    # per fragment. Now one bytearray holds the payload: memory in progress
+    # is about the message's size, however it is cut up (here 16,384
+    # fragments, the most a 1 MiB limit allows).
+    size = 2**14
+    conn = Connection(side, codec=codec, max_message_size=2**20)
+    data = _fragmented_wire(codec, side, b"a", [b"b"] * (size - 2), b"c")
+    events, peak = _feed_traced(conn, data)
+    assert events == [b"a" + b"b" * (size - 2) + b"c"]
+    assert conn.failed is None
+    # The message (16 KiB, twice at the end: the buffer and the bytes
+    # returned) and one read's frames (4 KiB of 7-byte frames: ~600 objects).
+    assert peak < 200_000, peak
+
+
+def test_fragmented_text_still_fails_fast(codec, side):
+    # One bytearray for the message does not delay the UTF-8 check: the
+    # fragment with the bad byte fails the connection.
+    conn = Connection(side, codec=codec)
+    conn.receive_data(peer_frame(codec, side, TEXT, "é".encode()[:1], fin=False))
+    conn.receive_data(peer_frame(codec, side, CONT, b"\xa9", fin=False))
+    assert conn.failed is None
+    conn.receive_data(peer_frame(codec, side, CONT, b"ok\xff", fin=False))
+    assert isinstance(conn.failed, InvalidUTF8)
+
+
+def test_max_fragments_setting(codec, side):
+    conn = Connection(side, codec=codec, max_fragments=3)
+    data = _fragmented_wire(codec, side, b"a", [b"b"], b"c")
+    assert conn.receive_data(data) == [b"abc"]
+    assert conn.receive_data(_fragmented_wire(codec, side, b"a", [b"b", b"c"], b"d")) == []
+    assert conn.failed.reason == "message in more than 3 fragments"
+    for bad in (0, -1, 1.5, "3"):
+        with pytest.raises(ValueError):
+            Connection(side, codec=codec, max_fragments=bad)
+
+
+@pytest.mark.slow
+def test_one_byte_fragments_16_mib(codec):
+    # The big-number version: a 16 MiB message in 1-byte fragments, with the
+    # count limit lifted, holds about the message (plus one read's frames).
+    size = 16 * 2**20
+    conn = Connection(Side.CLIENT, codec=codec, max_fragments=size)
+    data = _fragmented_wire(codec, Side.CLIENT, b"a", [b"b"] * (size - 2), b"c")
+    events, peak = _feed_traced(conn, data, chunk=65536)
+    assert conn.failed is None and len(events) == 1 and len(events[0]) == size
+    del events
+    assert peak < 3 * size, peak
+
+
+@pytest.mark.slow
+def test_millions_of_empty_continuation_frames(codec):
+    conn = Connection(Side.SERVER, codec=codec)
+    data = _fragmented_wire(codec, Side.SERVER, b"x", [b""] * 2_000_000)
+    events, peak = _feed_traced(conn, data, chunk=65536)
+    assert conn.failed.code == 1009 and events == []
+    assert peak < 8 * 2**20, peak
 
 
 # -- UTF-8: fail fast, in the fragment where the bad byte arrives --------------

@@ -807,6 +807,162 @@ def test_limit_is_exact(codec, fragmented):
             assert events == [] and server.failed.code == 1009
 
 
+# -- compressed frames longer than the message limit (issue 11, item 7) --------------
+
+
+def _peer_wire(side_to, payload, *, fin=True, opcode=2, rsv1=True, codec=None):
+    """A frame as the peer of a ``side_to`` connection sends it."""
+    mask = MASK if side_to is Side.SERVER else None
+    return codec.build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask)
+
+
+def _deflate_raw(data, level=6, wbits=15, mem_level=8, strategy=zlib.Z_DEFAULT_STRATEGY):
+    c = zlib.compressobj(level, zlib.DEFLATED, -wbits, mem_level, strategy)
+    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]  # RFC 7692 §7.2.1
+
+
+# The compressors a peer may use on incompressible data, by zlib's parameters
+# (the peer chooses them; RFC 7692 negotiates only the window): websockets'
+# memLevel 5 (our default too), memLevel 1 (stored blocks of 127 bytes), and
+# a small window with fixed codes, where stored blocks are impossible and
+# bytes 144-255 take 9 bits each (zlib's worst case, ~12.5 %).
+PEER_COMPRESSORS = [
+    pytest.param(dict(wbits=12, mem_level=5), None, id="websockets-memlevel5"),
+    pytest.param(dict(wbits=15, mem_level=8), None, id="zlib-defaults"),
+    pytest.param(dict(wbits=15, mem_level=1), None, id="memlevel1-stored-127"),
+    pytest.param(dict(level=1, wbits=9, mem_level=4), None, id="window9-memlevel4"),
+    pytest.param(dict(wbits=9, mem_level=9, strategy=zlib.Z_FIXED), range(144, 256),
+                 id="fixed-codes-9-bit-literals"),
+]
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT], ids=["server", "client"])
+@pytest.mark.parametrize("params, alphabet", PEER_COMPRESSORS)
+def test_incompressible_message_at_the_limit_passes(codec, side, params, alphabet):
+    # Issue 11: a 16 MiB random message (exactly the limit) was refused with
+    # 1009, its compressed frame checked against the message limit. Here
+    # 256 KiB: the same rule, fast.
+    limit = 2**18
+    rnd = random.Random(7)
+    data = rnd.randbytes(limit)
+    if alphabet:  # bytes 144-255 only
+        data = data.translate(bytes(144 + b % 112 for b in range(256)))
+    payload = _deflate_raw(data, **params)
+    assert len(payload) > limit  # incompressible: the frame is longer than the message
+    server, client = pair(codec, DeflateOptions(server_max_window_bits=15,
+                                                client_max_window_bits=15),
+                          max_message_size=limit)
+    conn = server if side is Side.SERVER else client
+    assert len(payload) <= conn._parser.max_rsv1_frame_size
+    assert conn.receive_data(_peer_wire(side, payload, codec=codec)) == [data]
+    assert conn.failed is None
+    # In fragments too (each a sync-flushed piece of one stream).
+    c = zlib.compressobj(params.get("level", 6), zlib.DEFLATED, -params["wbits"],
+                         params["mem_level"], params.get("strategy", zlib.Z_DEFAULT_STRATEGY))
+    step = 1000
+    pieces = [data[i : i + step] for i in range(0, limit, step)]
+    wire = b""
+    for i, piece in enumerate(pieces):
+        out = c.compress(piece) + c.flush(zlib.Z_SYNC_FLUSH)
+        last = i == len(pieces) - 1
+        wire += _peer_wire(side, out[:-4] if last else out, fin=last, opcode=0 if i else 2,
+                           rsv1=i == 0, codec=codec)
+    assert conn.receive_data(wire) == [data]
+    assert conn.failed is None
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT], ids=["server", "client"])
+def test_compressed_frame_beyond_the_bound_fails_before_its_payload(codec, side):
+    limit = 2**20
+    bound = PerMessageDeflate.max_encoded_size(limit)
+    assert limit + 5 * (limit // 16384) < bound < 1.15 * limit
+    for length, fails in ((bound, False), (bound + 1, True)):
+        server, client = pair(codec, max_message_size=limit)
+        conn = server if side is Side.SERVER else client
+        header = _peer_wire(side, bytes(length), codec=codec)[: 10 + (4 if side is Side.SERVER else 0)]
+        assert conn.receive_data(header) == []
+        if fails:
+            assert isinstance(conn.failed, PayloadTooBig)
+            assert conn.failed.reason == f"frame of {bound + 1} bytes exceeds the limit of {bound} bytes"
+        else:
+            assert conn.failed is None
+    # A frame sent uncompressed (RSV1 clear) gets no allowance.
+    server, client = pair(codec, max_message_size=limit)
+    conn = server if side is Side.SERVER else client
+    conn.receive_data(_peer_wire(side, bytes(limit + 1), rsv1=False, codec=codec)[:14])
+    assert isinstance(conn.failed, PayloadTooBig)
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT], ids=["server", "client"])
+def test_compressed_fragments_share_one_bound(codec, side):
+    # The frames of one compressed message together may carry the bound for
+    # their count; the next one past it fails at its header.
+    limit = 2**16
+    server, client = pair(codec, max_message_size=limit)
+    conn = server if side is Side.SERVER else client
+    first = 60_000
+    c = zlib.compressobj(0, zlib.DEFLATED, -15)  # stored blocks: longer than what they carry
+    part = c.compress(bytes(first)) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert conn.receive_data(_peer_wire(side, part, fin=False, codec=codec)) == []
+    assert conn.failed is None
+    room = PerMessageDeflate.max_encoded_size(limit, 2) - len(part)
+    assert conn._parser.max_frame_size == room
+    conn.receive_data(_peer_wire(side, bytes(room + 1), opcode=0, rsv1=False, codec=codec)[:10])
+    assert isinstance(conn.failed, PayloadTooBig)
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT], ids=["server", "client"])
+def test_empty_compressed_fragments_are_limited(codec, side):
+    # Issue 11, item 2 on the deflate path: each empty fragment is a sync
+    # flush (5 bytes of compressed data, nothing inflated). 1009 after
+    # max_fragments, with flat memory.
+    limit = 2**16
+    server, client = pair(codec, max_message_size=limit)
+    conn = server if side is Side.SERVER else client
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = c.compress(b"x") + c.flush(zlib.Z_SYNC_FLUSH)
+    empty = _peer_wire(side, c.compress(b"") + c.flush(zlib.Z_SYNC_FLUSH), fin=False, opcode=0,
+                       rsv1=False, codec=codec)
+    data = _peer_wire(side, first, fin=False, codec=codec) + empty * 50_000
+    tracemalloc.start()
+    try:
+        for pos in range(0, len(data), 4096):
+            conn.receive_data(data[pos : pos + 4096])
+            if conn.failed is not None:
+                break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert conn.failed is not None and conn.failed.code == 1009
+    assert conn.failed.reason == "message in more than 1024 fragments"
+    assert peak < 2**18, peak
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT], ids=["server", "client"])
+def test_one_byte_compressed_fragments_hold_their_payload_only(codec, side):
+    server, client = pair(codec, max_message_size=2**18)
+    conn = server if side is Side.SERVER else client
+    n = 4096
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    frames = []
+    for i in range(n):
+        out = c.compress(b"ab"[i % 2 : i % 2 + 1]) + c.flush(zlib.Z_SYNC_FLUSH)
+        last = i == n - 1
+        frames.append(_peer_wire(side, out[:-4] if last else out, fin=last, opcode=0 if i else 2,
+                                 rsv1=i == 0, codec=codec))
+    data = b"".join(frames)
+    events = []
+    tracemalloc.start()
+    try:
+        for pos in range(0, len(data), 4096):
+            events += conn.receive_data(data[pos : pos + 4096])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert events == [b"ab" * (n // 2)] and conn.failed is None
+    assert peak < 150_000, peak
+
+
 def test_decode_max_size(codec):
     frame = PerMessageDeflate().encode(codec.Frame(2, bytes(5000)))
     with pytest.raises(PayloadTooBig):

@@ -200,17 +200,33 @@ _EMPTY = b""
 _NO_OUT = ()  # Connection._out while nothing is queued (falsy, shared)
 _HEAD_16 = struct.Struct("!BBH").pack  # a server frame's header, 16-bit length
 _HEAD_64 = struct.Struct("!BBQ").pack  # ... 64-bit length (RFC 6455 §5.2)
+# The default fragment limit of a message: one frame per 64 bytes of
+# max_message_size (a message at the limit in 64-byte fragments passes), and
+# never fewer than 1024 (docs/DESIGN.md, "Limits").
+_FRAGMENT_AVERAGE = 64
+_MIN_FRAGMENTS = 1024
 
 
 class Connection:
     """One open WebSocket endpoint, sans I/O (see the module docstring).
 
     ``side``: :class:`Side`. ``max_message_size``: the largest message (over
-    all its fragments) accepted; a bigger one fails the connection with 1009.
-    ``codec``: a frame codec module or its name (default: the fastest one
-    importable, ``wsfast.codec.get_codec()``). ``extensions``: negotiated
-    extension objects, in the order they were negotiated (see
-    :meth:`_decode_extensions` for what they must provide).
+    all its fragments, after decompression) accepted; a bigger one fails the
+    connection with 1009. ``max_fragments``: the most frames one message may
+    come in (default ``max(1024, max_message_size // 64)``: a message at the
+    limit in 64-byte fragments passes); frame ``max_fragments + 1`` fails
+    the connection with 1009. ``codec``: a frame codec module or its name
+    (default: the fastest one importable, ``wsfast.codec.get_codec()``).
+    ``extensions``: negotiated extension objects, in the order they were
+    negotiated (see :meth:`_decode_extensions` for what they must provide).
+
+    Memory a peer can make a message in progress hold is bounded whatever
+    the fragmentation: its fragments go into one ``bytearray`` (no object
+    per fragment), a fragment bigger than the room left fails at its header,
+    and a compressed (RSV1) frame may exceed the room by the extension's
+    worst-case expansion only (``max_encoded_size``); about 2.2 ×
+    ``max_message_size`` at worst, when the message is handed over
+    (docs/DESIGN.md, "Limits on a message in progress").
     """
 
     # Many connections: no per-instance dict (memory per idle connection).
@@ -218,17 +234,24 @@ class Connection:
         "side", "codec", "max_message_size", "extensions", "state", "close_sent",
         "close_received", "failed", "_max_frame_size", "_parser", "_build_frame", "_utf8",
         "_out", "_pending_close", "_partial_checked", "_input_closed", "_can_send",
-        "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_parts", "_frag_size",
+        "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_buf", "_frag_size",
+        "max_fragments", "_frag_count", "_frag_wire", "_encoded_bound",
         "_fast_base", "_fast", "in_frame", "defer_pongs", "_deferred_pong",
     )
 
-    def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=()):
+    def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=(),
+                 max_fragments=None):
         if not isinstance(side, Side):
             raise TypeError(f"side must be a Side, not {side!r}")
+        if max_fragments is None:
+            max_fragments = max(_MIN_FRAGMENTS, max_message_size // _FRAGMENT_AVERAGE)
+        elif type(max_fragments) is not int or max_fragments < 1:
+            raise ValueError(f"max_fragments must be None or an int >= 1, not {max_fragments!r}")
         codec = _codec_module.get_codec(codec)
         self.side = side
         self.codec = codec
         self.max_message_size = max_message_size
+        self.max_fragments = max_fragments
         self.extensions = list(extensions)
         self.state = State.OPEN
         self.close_sent = None
@@ -238,10 +261,16 @@ class Connection:
         # Control frames are at most 125 bytes anyway; a frame bigger than the
         # message limit fails in the parser, before its payload arrives.
         self._max_frame_size = max(max_message_size, 125)
+        # A frame an RSV1 extension encoded (a compressed one) may be longer
+        # than the message it carries, by the extension's worst case
+        # (permessage-deflate: deflate's expansion of incompressible data).
+        rsv1 = [ext for ext in self.extensions if getattr(ext, "uses_rsv1", False)]
+        self._encoded_bound = getattr(rsv1[0], "max_encoded_size", None) if rsv1 else None
         self._parser = codec.FrameParser(
             mask_required=side is Side.SERVER,
             max_frame_size=self._max_frame_size,
-            allow_rsv1=any(getattr(ext, "uses_rsv1", False) for ext in self.extensions),
+            allow_rsv1=bool(rsv1),
+            max_rsv1_frame_size=self._rsv1_limit(),
         )
         self._build_frame = codec.build_frame
         self._utf8 = None  # codec.Utf8Validator, created for the first fragmented text
@@ -261,9 +290,16 @@ class Connection:
         self._mask_pos = _MASK_POOL_SIZE  # drawn at the first masked frame
 
         # A fragmented message in progress: its opcode (1 or 2), or 0 if none.
+        # Its payload so far goes into one bytearray (no object per
+        # fragment: memory is the payload's, however it is cut up), and it
+        # may come in at most max_fragments frames (docs/DESIGN.md, "Limits").
         self._frag_opcode = 0
-        self._frag_parts = None  # a list while a fragmented message arrives
+        self._frag_buf = None  # a bytearray while a fragmented message arrives
         self._frag_size = 0
+        self._frag_count = 0
+        # Payload bytes of its frames as received, while it is an encoded
+        # (RSV1, compressed) message; -1 for a message sent as is.
+        self._frag_wire = -1
         # The inline path in receive_data handles complete text/binary frames
         # when this is True: no fragmented message in progress, no extension,
         # and the parser's frame limit is the message limit.
@@ -418,10 +454,26 @@ class Connection:
         if op == 0:
             if not frag_opcode:
                 raise ProtocolError(1002, "continuation frame without a message in progress")
+            count = self._frag_count + 1
+            if count > self.max_fragments:
+                self._reset_fragments()
+                raise PayloadTooBig(f"message in more than {self.max_fragments} fragments")
         elif frag_opcode:
             raise ProtocolError(1002, "new data frame inside a fragmented message")
+        else:
+            count = 1
 
+        wire = -1
         if self.extensions:
+            # An encoded message, with a bound from its extension.
+            if (frame.rsv1 or self._frag_wire >= 0) and self._encoded_bound is not None:
+                wire = len(frame.payload) + (self._frag_wire if op == 0 else 0)
+                if wire > self._rsv1_limit(count):  # a frame of at most 125 bytes
+                    self._reset_fragments()
+                    raise PayloadTooBig(
+                        f"compressed message of at least {wire} bytes in {count} frames exceeds "
+                        f"the limit of {self._rsv1_limit(count)} bytes"
+                    )
             frame = self._decode_extensions(frame)
         payload = frame.payload
         fin = frame.fin
@@ -447,8 +499,10 @@ class Connection:
                 append(payload.decode("utf-8") if op == 1 else payload)
                 return False
             self._frag_opcode = op
-            self._frag_parts = [payload]
+            self._frag_buf = bytearray(payload)
             self._frag_size = size
+            self._frag_count = 1
+            self._frag_wire = wire
             self._fast = False
             if op == 1:  # RFC 6455 §8.1: fail fast, in the fragment with the bad byte
                 if checked:
@@ -456,21 +510,36 @@ class Connection:
                 else:
                     self._new_utf8().feed(payload)
         else:  # a continuation frame
-            self._frag_parts.append(payload)
-            self._frag_size = size
             if frag_opcode == 1:
                 self._utf8.feed(memoryview(payload)[checked:] if checked else payload, fin)
+            buf = self._frag_buf
+            buf += payload
+            self._frag_size = size
+            self._frag_count = count
+            self._frag_wire = wire
             if fin:
-                message = _EMPTY.join(self._frag_parts)
                 self._reset_fragments()
                 # Validated fragment by fragment already; decode cannot fail.
-                append(message.decode("utf-8") if frag_opcode == 1 else message)
+                append(buf.decode("utf-8") if frag_opcode == 1 else bytes(buf))
                 return False
-        if not self.extensions:
-            # A fragment bigger than what is left fails in the parser, before
-            # its payload arrives (control frames are 125 bytes at most).
-            self._parser.max_frame_size = max(self.max_message_size - size, 125)
+        # A fragment bigger than what is left fails in the parser, before its
+        # payload arrives (control frames are 125 bytes at most): the room
+        # left in the message, or in the encoded bound of a compressed one.
+        if wire >= 0:
+            left = self._rsv1_limit(count + 1) - wire
+        else:
+            left = self.max_message_size - size
+        self._parser.max_frame_size = max(left, 125)
         return False
+
+    def _rsv1_limit(self, frames=1):
+        """The most payload bytes the ``frames`` frames of an encoded (RSV1)
+        message may carry on the wire: the extension's bound for a message
+        of ``max_message_size`` bytes; None without such an extension."""
+        bound = self._encoded_bound
+        if bound is None:
+            return None
+        return max(bound(self.max_message_size, frames), 125)
 
     def _new_utf8(self):
         utf8 = self._utf8
@@ -506,17 +575,21 @@ class Connection:
     def _reset_fragments(self):
         if self._frag_opcode:
             self._frag_opcode = 0
-            self._frag_parts = None
+            self._frag_buf = None
             self._frag_size = 0
+            self._frag_count = 0
+            self._frag_wire = -1
             self._fast = self._fast_base
-            if not self.extensions:
-                self._parser.max_frame_size = self._max_frame_size
+            self._parser.max_frame_size = self._max_frame_size
 
     def _decode_extensions(self, frame):
         """Pass a received data frame through the extensions, last negotiated
         first (RFC 6455 §9.1). An extension provides::
 
             uses_rsv1: bool                      # it defines RSV1 (permessage-deflate)
+            max_encoded_size(size, frames) -> int  # optional, with uses_rsv1: the most
+                                                 # payload bytes the frames of an RSV1
+                                                 # message of <= size bytes may carry
             decode(frame, *, max_size) -> Frame  # a received data frame (opcode 0-2)
             encode(frame) -> Frame               # a data frame to send
             encode(frame, compress=False)        # ... that the sender asked to leave

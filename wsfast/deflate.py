@@ -686,6 +686,31 @@ class PerMessageDeflate:
             self._decompressor = None
         return type(frame)(frame.opcode, out, fin=fin, rsv1=False)
 
+    @staticmethod
+    def max_encoded_size(size, frames=1):
+        """The most compressed payload bytes a peer may send for a message
+        of at most ``size`` bytes in ``frames`` frames: the Connection's
+        limit for RSV1 frames (``FrameParser.max_rsv1_frame_size``), so
+        that a legal message of incompressible data is not refused because
+        its compressed form is longer than the message limit (issue 11,
+        item 7), while a longer frame still fails before its payload
+        arrives.
+
+        zlib's own ``deflateBound()`` for a compressor whose parameters are
+        unknown (the peer chooses its memLevel and window, RFC 7692 does
+        not negotiate them): the larger of its bounds for stored blocks of
+        127 bytes (~4 %, memLevel 1) and for fixed-code blocks of 9-bit
+        literals (~13 %, small windows where stored blocks are impossible),
+        plus 16 bytes per frame for the block each sync flush ends and the
+        empty stored block it adds (RFC 7692 §7.2.1). (The tight bound zlib
+        gives for its defaults, ~5 bytes per 16 KiB, is not enough: the
+        websockets client's memLevel 5 makes 16 MiB of random bytes
+        16,818,182 bytes, ~5 per 2 KiB.)
+        """
+        fixed = size + (size >> 3) + (size >> 8) + (size >> 9) + 4
+        stored = size + (size >> 5) + (size >> 7) + (size >> 11) + 7
+        return max(fixed, stored) + 16 * frames
+
     def _end_decoding(self):
         # The connection is failing: free the decompressor now.
         self._decoding = False
