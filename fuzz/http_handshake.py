@@ -76,7 +76,12 @@ def server_side(r):
     cuts = sorted({c % (len(data) + 1) for c in cut_points})
     whole, whole_error, parser = parse_requests(data, [], head, body)
     chunked, chunked_error, _ = parse_requests(data, cuts, head, body)
-    if whole_error is None and (chunked_error is not None or chunked != whole):
+    # RequestParser counts an unfinished head's bytes from the second chunk
+    # on (httptools shows a header line only once it ends): a head over the
+    # limit is refused "at most one chunk late", so a whole feed of one may
+    # pass where the same bytes in pieces get their 431.
+    late_431 = chunked_error == 431 and len(data) > head
+    if whole_error is None and ((chunked_error is not None and not late_431) or chunked != whole):
         raise Disagreement(f"chunked feed differs: {chunked!r} {chunked_error} vs {whole!r}")
     if whole_error is not None and chunked_error is None:
         raise Disagreement(f"only the whole feed failed ({whole_error}): {chunked!r}")
