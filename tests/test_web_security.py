@@ -7,6 +7,12 @@ Every test runs on stdlib asyncio and on uvloop (``run`` fixture).
 
 import asyncio
 import logging
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
 
 import pytest
 from test_server import Echo, handshake_bytes, raw_exchange, run, serving, status_of  # noqa: F401
@@ -15,6 +21,7 @@ import wsfast
 from wsfast.http import redact_uri
 
 SECRET = "s3cr3t-VALUE-42"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))
 
 
 def _records_above_debug(caplog):
@@ -104,3 +111,113 @@ def test_no_log_line_shows_a_token(run, caplog):
     assert any("access_token=***" in line for line in lines), lines  # the access log ran
     assert any("boom" in line for line in lines)                      # so did the error log
     assert not [line for line in lines if SECRET in line]
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost/127.0.0.1: (certfile, keyfile)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def _contexts(certificate):
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    return server_ctx, ssl.create_default_context(cafile=cert)
+
+
+def test_silent_tcp_connection_to_a_tls_port_is_cut_at_the_handshake_timeout(run, certificate):
+    server_ctx, client_ctx = _contexts(certificate)
+
+    async def main_tls():
+        app = wsfast.Application([(r"/ws", Echo)], handshake_timeout=0.5)
+        server = await app.listen(0, host="127.0.0.1", ssl=server_ctx)
+        try:
+            loop = asyncio.get_running_loop()
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            started = loop.time()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # asyncio's default: 60 s
+            assert loop.time() - started < 3
+            writer.close()
+            async with wsfast.connect(f"wss://127.0.0.1:{server.port}/ws", ssl=client_ctx) as ws:
+                await ws.send("over tls")
+                assert await ws.recv() == "over tls"
+        finally:
+            await app.stop(timeout=1)
+
+    run(main_tls())
+
+
+def _start_cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsfast", *args, "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    line = proc.stdout.readline()
+    if "127.0.0.1:" not in line:
+        proc.kill()
+        raise AssertionError((line, proc.communicate()[1]))
+    port = int(line.split("127.0.0.1:")[1].split("/")[0])
+    return proc, port, line
+
+
+def _stop_cli(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("command, path", [("echo", "/"), ("demo", "/websocket"), ("chat", "/chat")])
+def test_cli_serves_wss_with_certfile_and_keyfile(certificate, command, path):
+    import websockets.asyncio.client as ws_client
+
+    cert, key = certificate
+    proc, port, line = _start_cli(command, "--certfile", cert, "--keyfile", key)
+    try:
+        assert f"wss://127.0.0.1:{port}{path}" in line, line
+        client_ctx = ssl.create_default_context(cafile=cert)
+
+        async def main():
+            origin = f"https://127.0.0.1:{port}"  # what a browser on the page sends
+            async with ws_client.connect(f"wss://127.0.0.1:{port}{path}", ssl=client_ctx,
+                                         origin=origin) as ws:
+                if command == "echo":
+                    await ws.send("hello")
+                    assert await ws.recv() == "hello"
+                elif command == "demo":
+                    assert (await ws.recv()).startswith("* welcome")
+                else:
+                    await ws.send('{"type": "join", "nick": "ada", "room": "lobby"}')
+                    while '"welcome"' not in await ws.recv():
+                        pass
+            # plain TCP without TLS gets nothing useful
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = await asyncio.wait_for(reader.read(), 15)
+            assert not data.startswith(b"HTTP/1.1 200")
+            writer.close()
+
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        _stop_cli(proc)
+
+
+def test_cli_refuses_a_missing_certificate(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "wsfast", "echo", "--port", "0", "--certfile", str(tmp_path / "none.pem")],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=20)
+    assert out.returncode != 0
+    assert "cannot load the certificate" in out.stderr

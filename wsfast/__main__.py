@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -110,6 +111,30 @@ def _common(parser, default_port):
                         help="with --deflate: send messages shorter than N bytes uncompressed "
                              "(default 128)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    _tls(parser)
+
+
+def _tls(parser):
+    parser.add_argument("--certfile", metavar="PEM", default=None,
+                        help="serve https/wss with this certificate chain (PEM)")
+    parser.add_argument("--keyfile", metavar="PEM", default=None,
+                        help="the private key of --certfile (default: in --certfile)")
+
+
+def _ssl_context(args, command):
+    """The server's SSLContext from --certfile/--keyfile, or None; exits
+    with a readable message when the files cannot be used."""
+    if args.certfile is None:
+        if args.keyfile is not None:
+            sys.exit(f"wsfast {command}: --keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        sys.exit(f"wsfast {command}: cannot load the certificate {args.certfile}"
+                 f"{' / key ' + args.keyfile if args.keyfile else ''}: {exc}")
+    return context
 
 
 def build_parser():
@@ -141,6 +166,7 @@ def build_parser():
                       help="listen with SO_REUSEPORT, so other processes can serve the same port")
     chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    _tls(chat)
     sub.add_parser("asgi", add_help=False,
                    help="run an ASGI app (FastAPI, Starlette) under uvicorn with wsfast's WebSocket class; "
                         "uvicorn's options follow")
@@ -185,6 +211,7 @@ def _chat_main(args):
     if args.workers < 1:
         print("wsfast chat: --workers must be at least 1", file=sys.stderr)
         return 2
+    context = _ssl_context(args, "chat")
     if args.workers > 1:
         if not args.redis:
             print("wsfast chat: --workers N > 1 needs --redis redis://HOST:PORT: each worker "
@@ -212,12 +239,13 @@ def _chat_main(args):
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
         host = args.host if ":" not in args.host else f"[{args.host}]"
         rooms = f"rooms shared through {args.redis}" if args.redis else "in-process rooms"
-        print(f"wsfast chat: open http://{host}:{srv.port}/ in a browser "
-              f"(WebSocket ws://{host}:{srv.port}/chat; {rooms}; pid {os.getpid()}, "
+        s = "s" if context is not None else ""
+        print(f"wsfast chat: open http{s}://{host}:{srv.port}/ in a browser "
+              f"(WebSocket ws{s}://{host}:{srv.port}/chat; {rooms}; pid {os.getpid()}, "
               f"codec {_codec.IMPLEMENTATION}, loop {loop_name})", flush=True)
 
     try:
-        _chat.run(server, args.host, args.port, reuse_port=args.reuse_port,
+        _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context,
                   use_uvloop=False if args.no_uvloop else None, on_start=started)
     except KeyboardInterrupt:
         pass
@@ -236,6 +264,10 @@ def _supervise(args):
         command.append("--no-uvloop")
     if args.verbose:
         command.append("-v")
+    if args.certfile:
+        command += ["--certfile", args.certfile]
+    if args.keyfile:
+        command += ["--keyfile", args.keyfile]
     stopping = False
 
     def stop(signum, frame):
@@ -294,6 +326,7 @@ def main(argv=None):
     if args.command == "chat":
         return _chat_main(args)
     codec_name = "python" if args.pure_python else _codec.IMPLEMENTATION
+    context = _ssl_context(args, args.command)
     settings = dict(
         websocket_max_message_size=args.max_message_size,
         websocket_ping_interval=args.ping_interval,
@@ -314,15 +347,17 @@ def main(argv=None):
     def started(server):
         loop_name = type(__import__("asyncio").get_running_loop()).__module__.split(".")[0]
         host = args.host if ":" not in args.host else f"[{args.host}]"
-        kind = "echo server" if args.command == "echo" else "demo: open http://%s:%d/ in a browser;" % (host, server.port)
-        print(f"wsfast {kind} ws://{host}:{server.port}{path} "
+        s = "s" if context is not None else ""
+        kind = ("echo server" if args.command == "echo"
+                else f"demo: open http{s}://{host}:{server.port}/ in a browser;")
+        print(f"wsfast {kind} ws{s}://{host}:{server.port}{path} "
               f"(codec {codec_name}, loop {loop_name}, max message {args.max_message_size} bytes"
               f"{', permessage-deflate' if args.deflate else ''})",
               flush=True)
 
     try:
-        wsfast.run(app, host=args.host, port=args.port, use_uvloop=False if args.no_uvloop else None,
-                   on_start=started)
+        wsfast.run(app, host=args.host, port=args.port, ssl=context,
+                   use_uvloop=False if args.no_uvloop else None, on_start=started)
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -366,7 +366,7 @@ class ChatHandler(web.WebSocketHandler):
         return None
 
 
-async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, on_start=None,
+async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None, on_start=None,
                 shutdown_timeout=None, **settings):
     """Run ``chat`` (a :class:`ChatServer`) until SIGINT/SIGTERM: start its
     hub, listen, then close every WebSocket (1001), wait for the leave
@@ -374,7 +374,7 @@ async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, on_start
     await chat.start()
     app = chat.application(**settings)
     try:
-        server = await app.listen(port, host=host, reuse_port=reuse_port)
+        server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl)
         if on_start is not None:
             on_start(server)
         stop = asyncio.Event()

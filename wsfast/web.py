@@ -841,6 +841,10 @@ class Server:
     async def start(self, host, port, *, ssl=None, reuse_port=False, backlog=1024, sock=None):
         loop = asyncio.get_running_loop()
         kwargs = dict(ssl=ssl, backlog=backlog)
+        if ssl is not None and self.options.open_timeout:
+            # The opening handshake timeout covers the TLS handshake too:
+            # asyncio's default would hold a silent connection for 60 s.
+            kwargs["ssl_handshake_timeout"] = self.options.open_timeout
         if sock is not None:
             self._server = await loop.create_server(self._make_protocol, sock=sock, **kwargs)
         else:
