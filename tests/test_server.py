@@ -1157,7 +1157,7 @@ def test_cli_demo_page_and_chat():
     proc, port, _ = _start_cli("demo")
     try:
         async def main():
-            page = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            page = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             assert status_of(page) == 200 and b"text/html" in page
             assert b'"ws://") + location.host + "/websocket")' in page
             origin = f"http://127.0.0.1:{port}"  # a browser on the page sends this

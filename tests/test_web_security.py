@@ -221,3 +221,125 @@ def test_cli_refuses_a_missing_certificate(tmp_path):
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=20)
     assert out.returncode != 0
     assert "cannot load the certificate" in out.stderr
+
+
+# -- Host and Origin: DNS rebinding -------------------------------------------------------
+
+
+class Page(wsfast.RequestHandler):
+    def get(self):
+        self.write("page")
+
+
+async def head_of(port, data, timeout=3):
+    """Send ``data``; return the status of the answer's head (the
+    connection may stay open: a 101)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout))
+    finally:
+        writer.close()
+
+
+def _get(host, path="/"):
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+
+
+def test_without_allowed_hosts_a_rebinding_page_gets_in(run):
+    # The risk the setting addresses: evil.example resolves to this server;
+    # its page sends its own name as Host and as Origin, which then match.
+    async def main():
+        async with serving([(r"/ws", Echo)]) as server:
+            host = f"evil.example:{server.port}"
+            assert await head_of(server.port, handshake_bytes(Host=host, Origin=f"http://{host}")) == 101
+
+    run(main())
+
+
+def test_allowed_hosts_refuse_other_hosts_for_pages_and_websockets(run):
+    async def main():
+        async with serving([(r"/", Page), (r"/ws", Echo)],
+                           allowed_hosts=["localhost", "127.0.0.1", "::1", ".example.org"]) as server:
+            port = server.port
+            for host in (f"evil.example:{port}", "evil.example", f"127.0.0.2:{port}",
+                         "localhost.evil.example", "example.org.evil", "", "[::2]:80"):
+                answer = await raw_exchange(port, _get(host))
+                assert status_of(answer) == 400, (host, answer)
+                answer = await raw_exchange(
+                    port, handshake_bytes(Host=host, Origin=f"http://{host}"))
+                assert status_of(answer) == 400, (host, answer)
+            for host in (f"localhost:{port}", f"LOCALHOST.:{port}", f"127.0.0.1:{port}", "127.0.0.1",
+                         f"[::1]:{port}", "example.org", "chat.example.org:443"):
+                answer = await raw_exchange(port, _get(host))
+                assert status_of(answer) == 200 and answer.endswith(b"page"), (host, answer)
+                status = await head_of(port, handshake_bytes(Host=host, Origin=f"http://{host}"))
+                assert status == 101, host
+            # A request without Host at all (HTTP/1.0) names no allowed host.
+            answer = await raw_exchange(port, b"GET / HTTP/1.0\r\n\r\n")
+            assert status_of(answer) == 400
+            async with wsfast.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send("still here")
+                assert await ws.recv() == "still here"
+
+    run(main())
+
+
+def test_trusted_origins_let_named_pages_in_and_nothing_else(run):
+    async def main():
+        async with serving([(r"/ws", Echo)], allowed_hosts=["127.0.0.1"],
+                           trusted_origins=["https://app.example.com", "http://localhost:8080"]) as server:
+            port = server.port
+            host = f"127.0.0.1:{port}"
+            for origin, status in [
+                ("https://app.example.com", 101), ("HTTPS://APP.EXAMPLE.COM:443", 101),
+                ("http://localhost:8080", 101), (f"http://{host}", 101),  # same origin still works
+                ("http://app.example.com", 403), ("https://app.example.com:8443", 403),
+                ("https://evil.app.example.com", 403), ("http://localhost:8081", 403),
+                ("null", 403), ("http://[", 403),
+            ]:
+                assert await head_of(port, handshake_bytes(Host=host, Origin=origin)) == status, origin
+
+    run(main())
+
+
+@pytest.mark.parametrize("settings, error", [
+    ({"allowed_hosts": "localhost"}, TypeError),
+    ({"allowed_hosts": [None]}, TypeError),
+    ({"trusted_origins": "https://a.example"}, TypeError),
+    ({"trusted_origins": ["a.example"]}, ValueError),
+    ({"trusted_origins": ["http://["]}, ValueError),
+])
+def test_origin_settings_are_checked_when_the_application_is_made(settings, error):
+    with pytest.raises(error):
+        wsfast.Application([], **settings)
+
+
+def _cli_handshake(port, host, origin):
+    async def main():
+        return await head_of(port, handshake_bytes("/chat", Host=host, Origin=origin))
+    return asyncio.run(main())
+
+
+def test_chat_cli_allows_only_loopback_hosts_by_default():
+    proc, port, _ = _start_cli("chat")
+    try:
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            assert _cli_handshake(port, host, f"http://{host}") == 101
+        host = f"rebind.evil.example:{port}"
+        assert _cli_handshake(port, host, f"http://{host}") == 400
+        assert _cli_handshake(port, f"127.0.0.1:{port}", "http://evil.example") == 403
+    finally:
+        _stop_cli(proc)
+
+
+def test_chat_cli_allowed_host_and_trusted_origin_flags():
+    proc, port, _ = _start_cli("chat", "--allowed-host", "chat.example.org",
+                               "--trusted-origin", "https://www.example.org")
+    try:
+        assert _cli_handshake(port, "chat.example.org", "https://www.example.org") == 101
+        assert _cli_handshake(port, "chat.example.org", "http://chat.example.org") == 101
+        assert _cli_handshake(port, "chat.example.org", "https://evil.example") == 403
+        assert _cli_handshake(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == 400
+    finally:
+        _stop_cli(proc)

@@ -112,6 +112,49 @@ def _common(parser, default_port):
                              "(default 128)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     _tls(parser)
+    _origins(parser)
+
+
+def _origins(parser):
+    parser.add_argument(
+        "--allowed-host", action="append", default=None, metavar="NAME", dest="allowed_hosts",
+        help="answer only requests whose Host header names NAME (repeat for several; "
+             "'.example.com' for a domain and its subdomains, '*' for any). Default: "
+             "localhost, 127.0.0.1 and ::1 when listening on a loopback address, else any "
+             "(see docs/security.md: DNS rebinding)")
+    parser.add_argument(
+        "--trusted-origin", action="append", default=None, metavar="ORIGIN", dest="trusted_origins",
+        help="also accept WebSocket connections from pages of ORIGIN "
+             "(e.g. https://app.example.com; repeat for several). Default: same origin only")
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(host):
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _origin_settings(args, loopback_default=True):
+    """``allowed_hosts``/``trusted_origins`` settings from the flags."""
+    hosts = args.allowed_hosts
+    if hosts is None and loopback_default and _is_loopback(args.host):
+        hosts = list(_LOOPBACK_NAMES)
+        if args.host not in hosts:
+            hosts.append(args.host)
+    settings = {}
+    if hosts is not None:
+        settings["allowed_hosts"] = hosts
+    if args.trusted_origins:
+        settings["trusted_origins"] = args.trusted_origins
+    return settings
 
 
 def _tls(parser):
@@ -167,6 +210,7 @@ def build_parser():
     chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
     _tls(chat)
+    _origins(chat)
     sub.add_parser("asgi", add_help=False,
                    help="run an ASGI app (FastAPI, Starlette) under uvicorn with wsfast's WebSocket class; "
                         "uvicorn's options follow")
@@ -246,7 +290,8 @@ def _chat_main(args):
 
     try:
         _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context,
-                  use_uvloop=False if args.no_uvloop else None, on_start=started)
+                  use_uvloop=False if args.no_uvloop else None, on_start=started,
+                  **_origin_settings(args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -268,6 +313,10 @@ def _supervise(args):
         command += ["--certfile", args.certfile]
     if args.keyfile:
         command += ["--keyfile", args.keyfile]
+    for name in args.allowed_hosts or ():
+        command += ["--allowed-host", name]
+    for origin in args.trusted_origins or ():
+        command += ["--trusted-origin", origin]
     stopping = False
 
     def stop(signum, frame):
@@ -331,6 +380,9 @@ def main(argv=None):
         websocket_max_message_size=args.max_message_size,
         websocket_ping_interval=args.ping_interval,
         codec=codec_name,
+        # echo is a test server (conformance suites, benchmarks): any host
+        # unless asked; the demo is a page for a browser.
+        **_origin_settings(args, loopback_default=args.command == "demo"),
     )
     if args.deflate:
         deflate = {}

@@ -144,6 +144,98 @@ def _last_value(values, name, default):
     return default
 
 
+def _split_host(host):
+    """The name in a ``Host`` header value, without port, lower-cased and
+    without a trailing dot (``"[::1]:8888"`` → ``"::1"``); "" if none."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    else:
+        name, colon, port = host.rpartition(":")
+        if colon and port.isdigit() and ":" not in name:
+            host = name
+    return host.rstrip(".")
+
+
+def _allowed_hosts(value):
+    """The ``allowed_hosts`` setting, checked: None (any host) or a tuple
+    of names."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"allowed_hosts must be a list of host names, not the string {value!r} "
+                        f"(write allowed_hosts=[{value!r}])")
+    hosts = []
+    for name in value:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"allowed_hosts: {name!r} is not a host name")
+        name = name.strip().lower()
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        hosts.append(name.rstrip(".") if name != "." else name)
+    if "*" in hosts:
+        return None
+    return tuple(hosts)
+
+
+def host_allowed(host, allowed):
+    """Whether the ``Host`` header value ``host`` names one of ``allowed``
+    (``"example.com"``; ``".example.com"`` for it and its subdomains;
+    ``"*"`` for any; ``allowed=None`` allows every host)."""
+    if allowed is None:
+        return True
+    name = _split_host(host)
+    if not name:
+        return False
+    for pattern in allowed:
+        if pattern.startswith("."):
+            if name == pattern[1:] or name.endswith(pattern):
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _origin_key(origin):
+    """``scheme://host[:port]`` of an origin, lower-cased, default port
+    dropped; None if it cannot be parsed (``http://[``) or is ``null``."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not parts.scheme or not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host += f":{port}"
+    return f"{parts.scheme}://{host}"
+
+
+def _trusted_origins(value):
+    if value is None:
+        return frozenset()
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"trusted_origins must be a list of origins, not the string {value!r} "
+                        f"(write trusted_origins=[{value!r}])")
+    keys = set()
+    for origin in value:
+        if origin == "*":
+            keys.add("*")
+            continue
+        key = _origin_key(origin) if isinstance(origin, str) else None
+        if key is None:
+            raise ValueError(f"trusted_origins: {origin!r} is not an origin "
+                             "(scheme://host[:port], e.g. 'https://app.example.com')")
+        keys.add(key)
+    return frozenset(keys)
+
+
 class RequestHandler:
     """Base class of plain HTTP handlers: define ``get``/``post``/... (plain
     or ``async def``); build the answer with ``set_status``, ``set_header``,
@@ -566,6 +658,10 @@ class WebSocketHandler(RequestHandler):
         Default: only from the same host (as Tornado), which stops other
         web sites' scripts from connecting with the user's cookies. Clients
         that send no Origin (non-browsers) are always accepted."""
+        trusted = self.application._trusted_origins
+        if trusted:
+            if "*" in trusted or _origin_key(origin) in trusted:
+                return True
         try:
             parsed = urlsplit(origin.lower())
         except ValueError:  # "http://[": not an origin a browser sends
@@ -756,6 +852,8 @@ class Application:
             max_body_size=settings.get("max_body_size", 1024 * 1024),
             codec=settings.get("codec"),
         )
+        self._allowed_hosts = _allowed_hosts(settings.get("allowed_hosts"))
+        self._trusted_origins = _trusted_origins(settings.get("trusted_origins"))
         compression = settings.get("websocket_compression", settings.get("compression"))
         self._compression = _compression_options(compression)  # ValueError now, not per request
         #: Counters over every server of this application: "slow_consumers"
@@ -880,6 +978,12 @@ class Server:
         request.connection = protocol
         app = self.application
         handler_class, kwargs, args, path_kwargs = app.find_handler(request.path)
+        if app._allowed_hosts is not None and not host_allowed(request.host, app._allowed_hosts):
+            # DNS rebinding: a page of another site, resolved to this server,
+            # sends its own name as Host (and as Origin, which then matches).
+            log.debug("Host %r is not in allowed_hosts: 400 for %s", request.host[:200],
+                      request.log_uri)
+            handler_class, kwargs, args, path_kwargs = ErrorHandler, {"status_code": 400}, (), {}
         try:
             handler = handler_class(app, request, **kwargs)
         except Exception:
