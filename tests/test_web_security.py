@@ -343,3 +343,99 @@ def test_chat_cli_allowed_host_and_trusted_origin_flags():
         assert _cli_handshake(port, f"127.0.0.1:{port}", f"http://127.0.0.1:{port}") == 400
     finally:
         _stop_cli(proc)
+
+
+# -- limits on counts -------------------------------------------------------------------
+
+
+def test_max_connections_refuses_with_503_then_serves_again(run):
+    async def main():
+        async with serving([(r"/ws", Echo)], max_connections=3) as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            clients = [await wsfast.connect(url) for _ in range(3)]
+            with pytest.raises(wsfast.HandshakeError) as info:
+                await wsfast.connect(url)
+            assert info.value.status == 503
+            assert ("Retry-After", "1") in info.value.headers
+            # a plain HTTP connection counts too
+            answer = await raw_exchange(server.port, _get("127.0.0.1"))
+            assert status_of(answer) == 503
+            assert server.refused == 2 and len(server.protocols) == 3
+            await clients.pop().close()
+            for _ in range(100):
+                if len(server.protocols) < 3:
+                    break
+                await asyncio.sleep(0.01)
+            async with wsfast.connect(url) as ws:
+                await ws.send("room again")
+                assert await ws.recv() == "room again"
+            for ws in clients:
+                await ws.close()
+
+    run(main())
+
+
+def test_max_connections_is_checked_and_defaults_below_the_fd_limit():
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    app = wsfast.Application([])
+    assert app._max_connections < soft
+    for bad in (0, -1, 1.5, "10"):
+        with pytest.raises(ValueError):
+            wsfast.Application([], max_connections=bad)
+
+
+FLOOD_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+import wsfast
+
+class Echo(wsfast.WebSocketHandler):
+    def on_message(self, message):
+        self.write_message(message)
+
+app = wsfast.Application([(r"/ws", Echo)], handshake_timeout=30)
+wsfast.run(app, host="127.0.0.1", port=0, use_uvloop=sys.argv[1] == "uvloop",
+           on_start=lambda server: print(server.port, flush=True))
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_running_out_of_descriptors_gives_503s_and_a_quiet_log(tmp_path, loop):
+    # 200 silent connections to a server that may open 64 files: before
+    # max_connections, the stdlib loop logged ~40,000 lines a second.
+    script = tmp_path / "server.py"
+    script.write_text(FLOOD_SERVER)
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), loop], stdout=subprocess.PIPE,
+                                stderr=err, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        port = int(proc.stdout.readline())
+
+        async def main():
+            flood = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+
+            async def answer(reader):
+                try:
+                    return await asyncio.wait_for(reader.read(100), 1.5)
+                except (asyncio.TimeoutError, ConnectionError):
+                    return b""
+
+            answers = await asyncio.gather(*(answer(reader) for reader, _ in flood))
+            for _, writer in flood:
+                writer.close()
+            assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 1, answers[:5]
+            await asyncio.sleep(0.5)
+            async with wsfast.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send("served")
+                assert await ws.recv() == "served"
+
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    lines = stderr.read_text().splitlines()
+    assert len(lines) < 20, "\n".join(lines[:60])
+    assert "Traceback" not in "\n".join(lines)

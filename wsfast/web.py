@@ -854,6 +854,12 @@ class Application:
         )
         self._allowed_hosts = _allowed_hosts(settings.get("allowed_hosts"))
         self._trusted_origins = _trusted_origins(settings.get("trusted_origins"))
+        max_connections = settings.get("max_connections")
+        if max_connections is None:
+            max_connections = _default_max_connections()
+        elif not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
+        self._max_connections = max_connections
         compression = settings.get("websocket_compression", settings.get("compression"))
         self._compression = _compression_options(compression)  # ValueError now, not per request
         #: Counters over every server of this application: "slow_consumers"
@@ -918,6 +924,86 @@ class Application:
         await asyncio.gather(*(s.wait_closed(timeout) for s in servers))
 
 
+def _fd_limit():
+    """The soft limit on open files of this process, or None if unknown."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return None
+    return soft
+
+
+def _default_max_connections():
+    """The default of ``max_connections``: the process's soft limit on open
+    files less a reserve (an eighth, at least 32) for listening sockets,
+    files, logs and the refusals themselves."""
+    soft = _fd_limit()
+    if soft is None:
+        return 100000
+    return max(1, soft - max(32, soft // 8))
+
+
+def _refusing_max(max_connections):
+    """How many 503 answers may be on their way at once: half of what the
+    fd limit leaves past ``max_connections``, at most 64 (past it, a
+    refused connection is dropped without an answer)."""
+    soft = _fd_limit()
+    if soft is None:
+        return 64
+    return max(1, min(64, (soft - max_connections) // 2))
+
+
+class _AcceptErrorFilter(logging.Filter):
+    """The stdlib loop logs "socket.accept() out of system resource" with a
+    traceback once per pending connection (up to the backlog) and again
+    every second while out of descriptors: tens of thousands of lines a
+    second. Let one through per minute, with the count of the rest, without
+    the traceback."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropped = 0
+        self._last = None
+
+    def filter(self, record):
+        msg = str(record.msg)
+        if not msg.startswith("socket.accept() out of system resource"):
+            # The retries it scheduled, one per failed accept(), each fail
+            # with a traceback if the server has closed in the meantime.
+            return not (msg.startswith("Exception in callback") and "._start_serving(" in msg
+                        and isinstance(record.exc_info and record.exc_info[1], ValueError))
+        import time
+
+        now = time.monotonic()
+        if self._last is not None and now - self._last < 60:
+            self.dropped += 1
+            return False
+        self._last = now
+        if self.dropped:
+            record.msg = f"{record.msg} ({self.dropped} more like it in the last minute)"
+            self.dropped = 0
+        if record.exc_info and record.exc_info[1] is not None:
+            # The errno says it all ("Too many open files"): no traceback.
+            first, _, rest = record.msg.partition("\n")
+            record.msg = f"{first}: {record.exc_info[1]}" + (f"\n{rest}" if rest else "")
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_accept_filter = None
+
+
+def _quiet_accept_errors():
+    global _accept_filter
+    if _accept_filter is None:
+        _accept_filter = _AcceptErrorFilter()
+        logging.getLogger("asyncio").addFilter(_accept_filter)
+
+
 class Server:
     """A listening server for an :class:`Application` (from ``app.listen()``).
 
@@ -932,6 +1018,13 @@ class Server:
         self.options = application._options
         self.stats = application.stats  # read by WebSocketProtocol (slow consumers)
         self.protocols = set()
+        #: At most this many connections at once; past it a connection gets
+        #: a 503 (setting ``max_connections``; default from the fd limit).
+        self.max_connections = application._max_connections
+        #: Connections refused because ``max_connections`` were open.
+        self.refused = 0
+        self._refusing = set()  # refused, their 503 on its way
+        self._refusing_max = _refusing_max(self.max_connections)
         self._server = None
         self._closing = False
         self._all_gone = None
@@ -939,6 +1032,7 @@ class Server:
     async def start(self, host, port, *, ssl=None, reuse_port=False, backlog=1024, sock=None):
         loop = asyncio.get_running_loop()
         kwargs = dict(ssl=ssl, backlog=backlog)
+        _quiet_accept_errors()
         if ssl is not None and self.options.open_timeout:
             # The opening handshake timeout covers the TLS handshake too:
             # asyncio's default would hold a silent connection for 60 s.
@@ -965,11 +1059,34 @@ class Server:
 
     # owner interface for WebSocketProtocol
     def connection_made(self, protocol):
+        if len(self.protocols) >= self.max_connections:
+            self._refuse(protocol)
+            return
         if self._closing:
             protocol.shutdown()
         self.protocols.add(protocol)
 
+    def _refuse(self, protocol):
+        # Before the process runs out of file descriptors: a clear answer
+        # now, instead of accept() failing (and the stdlib loop logging a
+        # traceback per attempt) later. The 503s on their way are bounded
+        # too; past that, a refused connection is dropped without one.
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning("max_connections (%d) reached: refusing connections with 503 "
+                        "(%d so far)", self.max_connections, self.refused)
+        if len(self._refusing) < self._refusing_max:
+            self._refusing.add(protocol)
+            try:
+                protocol.refuse(HandshakeError(503, "too many connections, retry later",
+                                               [("Retry-After", "1")]))
+            except OSError:  # the peer is gone already (write_eof: ENOTCONN)
+                protocol.abort()
+        else:
+            protocol.abort()
+
     def connection_lost(self, protocol):
+        self._refusing.discard(protocol)
         self.protocols.discard(protocol)
         if not self.protocols and self._all_gone is not None and not self._all_gone.done():
             self._all_gone.set_result(None)
