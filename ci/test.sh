@@ -12,10 +12,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# -- system packages: Chromium for the browser tests, Redis for the pub/sub ones -
+# -- system packages: Chromium for the browser tests, Redis for the pub/sub ones,
+# -- openssl and ICU for the security tests ------------------------------------
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # certificates for the TLS tests
+# PyICU (the chat's nick check) builds against the system's ICU.
+pkg-config --exists icu-i18n 2>/dev/null || need+=(libicu-dev pkg-config)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
     echo "ci/test.sh: installing Debian packages: ${need[*]}"
     SUDO=""

@@ -113,6 +113,7 @@ def _common(parser, default_port):
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     _tls(parser)
     _origins(parser)
+    _limits(parser)
 
 
 def _origins(parser):
@@ -142,8 +143,8 @@ def _is_loopback(host):
         return False
 
 
-def _origin_settings(args, loopback_default=True):
-    """``allowed_hosts``/``trusted_origins`` settings from the flags."""
+def _server_settings(args, loopback_default=True):
+    """``allowed_hosts``, ``trusted_origins`` and ``max_connections`` settings from the flags."""
     hosts = args.allowed_hosts
     if hosts is None and loopback_default and _is_loopback(args.host):
         hosts = list(_LOOPBACK_NAMES)
@@ -152,9 +153,17 @@ def _origin_settings(args, loopback_default=True):
     settings = {}
     if hosts is not None:
         settings["allowed_hosts"] = hosts
+    if args.max_connections is not None:
+        settings["max_connections"] = args.max_connections
     if args.trusted_origins:
         settings["trusted_origins"] = args.trusted_origins
     return settings
+
+
+def _limits(parser):
+    parser.add_argument("--max-connections", type=int, default=None, metavar="N",
+                        help="answer 503 past N open connections (default: from the limit "
+                             "on open files, `ulimit -n`, less a reserve)")
 
 
 def _tls(parser):
@@ -211,6 +220,10 @@ def build_parser():
     chat.add_argument("-v", "--verbose", action="store_true", help="log every request")
     _tls(chat)
     _origins(chat)
+    _limits(chat)
+    chat.add_argument("--max-per-address", type=int, default=None, metavar="N",
+                      help="WebSocket connections one client address may hold, else 429 "
+                           "(default 16; 0: no limit; behind a proxy, see docs/security.md)")
     sub.add_parser("asgi", add_help=False,
                    help="run an ASGI app (FastAPI, Starlette) under uvicorn with wsfast's WebSocket class; "
                         "uvicorn's options follow")
@@ -275,7 +288,8 @@ def _chat_main(args):
         hub = RedisHub(args.redis, history=_chat.HISTORY)
     else:
         hub = None
-    server = _chat.ChatServer(hub)
+    limits = {} if args.max_per_address is None else {"max_per_address": args.max_per_address}
+    server = _chat.ChatServer(hub, **limits)
 
     def started(srv):
         import asyncio
@@ -291,7 +305,7 @@ def _chat_main(args):
     try:
         _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context,
                   use_uvloop=False if args.no_uvloop else None, on_start=started,
-                  **_origin_settings(args))
+                  **_server_settings(args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -317,6 +331,10 @@ def _supervise(args):
         command += ["--allowed-host", name]
     for origin in args.trusted_origins or ():
         command += ["--trusted-origin", origin]
+    if args.max_connections is not None:
+        command += ["--max-connections", str(args.max_connections)]
+    if args.max_per_address is not None:
+        command += ["--max-per-address", str(args.max_per_address)]
     stopping = False
 
     def stop(signum, frame):
@@ -382,7 +400,7 @@ def main(argv=None):
         codec=codec_name,
         # echo is a test server (conformance suites, benchmarks): any host
         # unless asked; the demo is a page for a browser.
-        **_origin_settings(args, loopback_default=args.command == "demo"),
+        **_server_settings(args, loopback_default=args.command == "demo"),
     )
     if args.deflate:
         deflate = {}

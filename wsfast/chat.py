@@ -10,6 +10,13 @@ The protocol is JSON text messages. The page sends::
     {"type": "join", "nick": "ada", "room": "lobby"}     # first; again to change room
     {"type": "msg", "text": "hello"}
 
+A join may carry ``"claim"``, a random string the page keeps for its life
+(16 to 128 characters): a nick is unique in a room (see :func:`nick_keys`:
+"ada", "ADA", Cyrillic "\u0430da" and full-width letters are the same nick),
+and only a connection with the same claim may take a taken nick back (a
+page that reconnected before its old connection was seen to drop; the old
+one is closed with 4000).
+
 and gets::
 
     {"type": "welcome", "nick", "room", "members": [nick...], "history": [event...], "worker"}
@@ -21,8 +28,11 @@ Validation: a message over :data:`MAX_MESSAGE_SIZE` bytes closes with 1009,
 binary with 1003, bad UTF-8 with 1007 (the protocol layer does those three),
 more than :data:`RATE` messages/s (bursts of :data:`BURST`) with 1008, a
 message that is not a JSON object of a known type, or ``msg`` before
-``join``, with 1008. A bad nick or room name, or an empty or too long text,
-gets an ``error`` and the connection stays. The page shows user text with
+``join``, with 1008. A bad or taken nick, a bad room name, or an empty or
+too long text, gets an ``error`` and the connection stays. One client
+address may hold :data:`MAX_PER_ADDRESS` connections (else 429), and the
+pages, events and ``/status`` name a worker by an opaque id, never by its
+host name or pid. The page shows user text with
 ``textContent`` only (never as HTML).
 
 History: the last :data:`HISTORY` events of a room (messages, joins,
@@ -35,6 +45,7 @@ members connected to this worker. See docs/pubsub.md.
 """
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -43,6 +54,7 @@ import re
 import signal
 import sys
 import time
+import unicodedata
 
 from . import web
 from .pubsub import Hub, RedisHub
@@ -60,6 +72,7 @@ RATE = 10.0  # messages per second per connection...
 BURST = 20  # ...with bursts of this many, else close 1008
 HISTORY = 50  # events of a room kept for people who join
 PRESENCE_TTL = 30.0  # seconds a worker's presence entries live without a refresh
+MAX_PER_ADDRESS = 16  # WebSocket connections of one client address, else 429
 
 NICK_RE = re.compile(r"[\w.\-]+(?: [\w.\-]+)*")  # letters, digits, _ . - and single spaces
 MAX_NICK = 24
@@ -74,6 +87,55 @@ def check_nick(nick):
     if not 1 <= len(nick) <= MAX_NICK or not NICK_RE.fullmatch(nick):
         raise ValueError(f"a nick is 1 to {MAX_NICK} letters, digits, '_', '.', '-' or single spaces")
     return nick
+
+
+try:  # PyICU: Unicode's own confusable skeleton (UTS #39), the chat extra
+    import icu as _icu
+except ImportError:  # pragma: no cover - depends on the environment
+    _icu = None
+
+_SPOOF = _icu.SpoofChecker() if _icu is not None else None
+
+# Without PyICU: the letters of other scripts that look like Latin ones (and
+# the digits and capitals taken for letters), from UTS #39's confusables,
+# for the scripts a nick is most often faked with: Cyrillic, Greek, Armenian.
+_LOOKALIKES = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i",
+    "ј": "j", "к": "k", "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "г": "r",
+    "ѕ": "s", "т": "t", "ц": "u", "ѵ": "v", "ԝ": "w", "х": "x", "у": "y", "ү": "y", "ԛ": "q",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ϲ": "c", "ϳ": "j", "ω": "w",
+    # Armenian
+    "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q",
+    # Latin look-alikes of Latin letters, and digits
+    "ı": "i", "ȷ": "j", "ɡ": "g", "ɑ": "a", "ʏ": "y", "0": "o", "1": "l", "|": "l",
+})
+
+
+def _skeleton(text):
+    if _SPOOF is not None:
+        return _SPOOF.getSkeleton(0, text)
+    # UTS #39 sees "I" (capital i) as "l".
+    text = "".join("l" if c == "I" else c.lower() if c.isupper() else c for c in text)
+    return text.translate(_LOOKALIKES).replace("rn", "m").replace("vv", "w")
+
+
+def nick_keys(nick):
+    """What two nicks of one room must not share (one key is enough): the
+    nick after Unicode NFKC (full-width letters, ligatures), case folding
+    and the confusable skeleton of UTS #39 (Cyrillic "а" for Latin "a",
+    "rn" for "m"...), in both orders, as the skeleton of a capital "I" is
+    "l" but its case folding is "i": "alice", "ALICE", "\u0430lice",
+    "\uff41\uff4c\uff49\uff43\uff45" and "aIice" all meet "alice"."""
+    text = unicodedata.normalize("NFKC", nick)
+    folded = _skeleton(text.casefold()).casefold()
+    return frozenset((folded, _skeleton(text).casefold()))
+
+
+class NickTaken(ValueError):
+    pass
 
 
 def check_room(room):
@@ -111,13 +173,19 @@ class ChatServer:
     ``application(**settings)`` makes the :class:`~wsfast.Application`."""
 
     def __init__(self, hub=None, *, history=HISTORY, presence_ttl=PRESENCE_TTL,
-                 rate=RATE, burst=BURST):
+                 rate=RATE, burst=BURST, max_per_address=MAX_PER_ADDRESS):
         self.hub = hub if hub is not None else Hub(history=history)
         self.history = history
         self.presence_ttl = presence_ttl
         self.rate = rate
         self.burst = burst
-        self.worker = self.hub.worker_id
+        #: WebSocket connections one client address may hold (None: no limit).
+        self.max_per_address = max_per_address or None
+        self.per_address = {}  # remote address -> open connections
+        self.worker = self.hub.worker_id  # host:pid:random, for Redis only
+        # What the pages and /status see of this worker: the same for every
+        # event of this process, but not its host name or pid.
+        self.public_worker = hashlib.sha256(self.worker.encode()).hexdigest()[:12]
         self.rooms = {}  # room -> {handler: nick}, this worker's members
         self._ids = itertools.count(1)
         self._refresher = None
@@ -157,7 +225,7 @@ class ChatServer:
     def status(self):
         hub = self.hub
         return {
-            "worker": self.worker,
+            "worker": self.public_worker,
             "hub": type(hub).__name__,
             "state": hub.state,
             "buffered": getattr(hub, "buffered", 0),
@@ -168,16 +236,52 @@ class ChatServer:
     # -- events ----------------------------------------------------------------------
 
     def _event(self, kind, room, nick, **fields):
-        event = {"type": kind, "id": f"{self.worker}/{next(self._ids)}", "room": room,
+        event = {"type": kind, "id": f"{self.public_worker}/{next(self._ids)}", "room": room,
                  "nick": nick, "ts": round(time.time(), 3)}
         event.update(fields)
         return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
+    def _take_nick(self, handler, room, keys):
+        """The local member of ``room`` whose nick meets ``keys`` and that this
+        page may replace (same claim: its own connection from before a
+        reconnect), or None; raises :class:`NickTaken` if another page has it."""
+        for other in self.rooms.get(room, ()):
+            if other is not handler and not other.nick_keys.isdisjoint(keys):
+                if handler.claim is not None and other.claim == handler.claim:
+                    return other
+                raise NickTaken(f"the nick {other.nick!r} is taken in #{room}")
+        return None
+
+    async def _nick_taken_elsewhere(self, room, keys, claim):
+        """Whether a member on another worker (Redis presence) meets ``keys``."""
+        if not isinstance(self.hub, RedisHub):
+            return False
+        presence = self._presence_key(room)
+        found = await self._redis_call(lambda r: r.zrangebyscore(presence, time.time(), "+inf"))
+        for member in found or ():
+            parts = member.decode("utf-8").split("\n")  # worker, number, claim, nick
+            their_claim = parts[2] if len(parts) == 4 else ""
+            if parts[0] != self.worker and not nick_keys(parts[-1]).isdisjoint(keys) and (
+                    claim is None or their_claim != claim):
+                return True
+        return False
+
     async def join(self, handler, room, nick):
-        """Put ``handler`` in ``room`` as ``nick``; returns the welcome event."""
+        """Put ``handler`` in ``room`` as ``nick``; returns the welcome event.
+        Raises :class:`NickTaken` if a member of the room has a nick that
+        looks the same (:func:`nick_keys`)."""
+        keys = nick_keys(nick)
+        self._take_nick(handler, room, keys)
+        if await self._nick_taken_elsewhere(room, keys, handler.claim):
+            raise NickTaken(f"the nick {nick!r} is taken in #{room}")
+        replaced = self._take_nick(handler, room, keys)  # again: that was an await
+        if replaced is not None:
+            # The same page, reconnected before its old connection was seen to drop.
+            await self.leave(replaced)
+            replaced.close(4000, "replaced by a newer connection of the same page")
         if handler.room is not None:
             await self.leave(handler)
-        handler.room, handler.nick = room, nick
+        handler.room, handler.nick, handler.nick_keys = room, nick, keys
         members = self.rooms.setdefault(room, {})
         members[handler] = nick
         # Subscribe first, then read the history: what is published in
@@ -189,7 +293,7 @@ class ChatServer:
         await self.hub.publish(room, self._event("join", room, nick))
         history = [json.loads(entry) for entry in await self.hub.history(room, self.history)]
         return {
-            "type": "welcome", "nick": nick, "room": room, "worker": self.worker,
+            "type": "welcome", "nick": nick, "room": room, "worker": self.public_worker,
             "members": await self.members(room), "history": history,
             "limits": {"text": MAX_TEXT, "bytes": MAX_MESSAGE_SIZE, "rate": self.rate, "burst": self.burst},
         }
@@ -227,7 +331,7 @@ class ChatServer:
         return f"{getattr(self.hub, 'prefix', 'wsfast:')}presence:{room}"
 
     def _presence_member(self, handler, nick=None):
-        return f"{self.worker}\n{handler.number}\n{nick or handler.nick}"
+        return f"{self.worker}\n{handler.number}\n{handler.claim or ''}\n{nick or handler.nick}"
 
     async def _redis_call(self, make):
         client = self._redis()
@@ -317,8 +421,31 @@ class ChatHandler(web.WebSocketHandler):
         self.chat = chat
         self.room = None
         self.nick = None
+        self.nick_keys = frozenset()
+        self.claim = None  # hash of the page's secret: a reconnect may take its nick back
         self.number = next(ChatHandler._numbers)
         self.bucket = TokenBucket(chat.rate, chat.burst)
+        self._counted = None
+
+    def prepare(self):
+        limit = self.chat.max_per_address
+        if limit is not None and self.chat.per_address.get(self.request.remote_ip, 0) >= limit:
+            raise web.HTTPError(429, headers={"Retry-After": "10"})
+
+    def open(self):
+        address = self._counted = self.request.remote_ip
+        per_address = self.chat.per_address
+        per_address[address] = per_address.get(address, 0) + 1
+
+    def _uncount(self):
+        address, self._counted = self._counted, None
+        if address is not None:
+            per_address = self.chat.per_address
+            left = per_address.get(address, 1) - 1
+            if left > 0:
+                per_address[address] = left
+            else:
+                per_address.pop(address, None)
 
     def send_json(self, obj):
         try:
@@ -351,15 +478,21 @@ class ChatHandler(web.WebSocketHandler):
             try:
                 nick = check_nick(data.get("nick"))
                 room = check_room(data.get("room"))
-            except ValueError as exc:
+                claim = data.get("claim")
+                if claim is not None and (not isinstance(claim, str) or not 16 <= len(claim) <= 128):
+                    raise ValueError("claim: a random string of 16 to 128 characters")
+                if claim is not None:
+                    self.claim = hashlib.sha256(claim.encode("utf-8", "replace")).hexdigest()[:32]
+                welcome = await self.chat.join(self, room, nick)
+            except ValueError as exc:  # NickTaken too
                 return self.send_json({"type": "error", "error": str(exc)})
-            welcome = await self.chat.join(self, room, nick)
             if welcome is not None:
                 self.send_json(welcome)
         else:
             return self.close(1008, "unknown message type")
 
     def on_close(self):
+        self._uncount()
         self.chat.hub.unsubscribe_all(self)
         if self.room is not None:
             return self.chat.leave(self)  # a coroutine: the server runs it

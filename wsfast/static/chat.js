@@ -14,7 +14,14 @@
   var attempt = 0, retryTimer = null, countdown = null;
   var shownRoom = null;     // the room whose conversation the log holds
   var serverClose = null;   // "1001 server shutting down": the server's last close, kept while retrying
-  var FATAL = { 1003: 1, 1007: 1, 1008: 1, 1009: 1 };  // the server refused us: no automatic retry
+  var FATAL = { 1003: 1, 1007: 1, 1008: 1, 1009: 1, 4000: 1 };  // the server refused us: no automatic retry
+  // This page's claim on its nick: after a reconnect, the server gives the
+  // nick back to the page that sends the same claim, and to no other page.
+  var claim = (function () {
+    var a = new Uint8Array(16);
+    crypto.getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  })();
 
   function setStatus(text, cls) { statusLine.textContent = text; statusLine.className = cls; }
 
@@ -130,7 +137,7 @@
   function sendJoin() {
     if (wanted && ws && ws.readyState === WebSocket.OPEN) {
       joined = null; early = [];
-      ws.send(JSON.stringify({ type: "join", nick: wanted.nick, room: wanted.room }));
+      ws.send(JSON.stringify({ type: "join", nick: wanted.nick, room: wanted.room, claim: claim }));
     }
   }
 
