@@ -36,9 +36,9 @@ status and the connection is closed. ``check_origin(origin)`` (403) and
 **Settings** (``Application(..., **settings)``; a handler class can override
 each ``websocket_*`` one with a class attribute of the name without the prefix,
 e.g. ``max_message_size = 1024``): ``websocket_max_message_size`` (16 MiB),
-``websocket_ping_interval`` (20 s: a keepalive ping that often; None, or 0
-in a handler class, turns it off), ``websocket_ping_timeout`` (20 s without
-the pong, then close 1011), ``websocket_close_timeout``
+``websocket_ping_interval`` (20 s: a keepalive ping that often; None or 0
+turns it off, as 0 does in Tornado), ``websocket_ping_timeout`` (20 s without
+the pong, then close 1011; None or 0: no timeout), ``websocket_close_timeout``
 (5 s), ``websocket_max_queue`` (32 messages waiting for an ``async def
 on_message`` before reading pauses), ``websocket_write_buffer_high`` /
 ``websocket_write_buffer_low`` (256 KiB / 64 KiB), ``websocket_max_write_buffer``
@@ -49,7 +49,16 @@ past it the peer is a slow consumer, closed with 1008 and counted in
 (64 KiB, else 431), ``max_body_size`` (1 MiB, else 413); ``codec``
 ("cython", "python" or None for the fastest available); ``static_path`` /
 ``static_url_prefix`` ("/static/") to serve files; ``websocket_close_wait``
-(bounded wait of a graceful shutdown, default: close timeout + 1 s).
+(bounded wait of a graceful shutdown, default: close timeout + 1 s);
+``default_handler_class`` / ``default_handler_args`` (the handler of paths
+no route matches; default: 404). Security (docs/security.md):
+``allowed_hosts`` (host names a request's ``Host`` must name, else 400;
+default any), ``trusted_origins`` (origins the default ``check_origin``
+accepts besides the same origin), ``max_connections`` (then 503; default
+from the fd limit). The list is ``wsfast.web.SETTINGS``: any other name is
+an error, and the Tornado settings wsfast.web does not implement
+(``xsrf_cookies``, ``cookie_secret``, ``template_path``, ...) say so at
+``Application(...)``. docs/tornado-differences.md lists every difference.
 
 **Compression** (permessage-deflate, RFC 7692) is off unless asked for: the
 setting ``websocket_compression`` (or ``compression``) turns it on for every
@@ -66,6 +75,7 @@ compress=False)`` sends one message uncompressed; messages under the
 import asyncio
 import collections
 import email.utils
+import errno
 import inspect
 import json
 import logging
@@ -73,6 +83,8 @@ import mimetypes
 import os
 import re
 import signal
+import socket
+import stat
 import sys
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -93,6 +105,7 @@ __all__ = [
     "RedirectHandler",
     "Server",
     "WebSocketClosedError",
+    "bind_sockets",
     "run",
 ]
 
@@ -134,6 +147,14 @@ def _http_date(timestamp=None):
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
+
+
+def _clean(values, strip):
+    values = [_CONTROL_CHARS.sub(" ", value) for value in values]
+    return [value.strip() for value in values] if strip else values
+
+
 def _last_value(values, name, default):
     """The last of an argument's ``values``; ``default`` if there is none,
     and ``HTTPError(400)`` if no default was given either."""
@@ -142,6 +163,12 @@ def _last_value(values, name, default):
     if default is RequestHandler._ARG_DEFAULT:
         raise HTTPError(400, f"missing argument {name}")
     return default
+
+
+def _zero_off(seconds):
+    """Tornado's meaning of 0 for ``ping_interval`` and ``ping_timeout``:
+    off (None), not "at once"."""
+    return None if seconds == 0 else seconds
 
 
 def _split_host(host):
@@ -403,7 +430,9 @@ class RequestHandler:
             self.finish()
 
     def write_error(self, status_code, **kwargs):
-        """Hook: write the body of an error answer (plain text by default)."""
+        """Hook: write the body of an error answer (plain text by default).
+        After an exception, ``kwargs`` has ``exc_info`` (the ``(type, value,
+        traceback)`` triple, as Tornado) and ``exc`` (the exception)."""
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         reason = self._reason or status_reason(status_code)
         text = f"{status_code} {reason}\n"
@@ -416,11 +445,14 @@ class RequestHandler:
 
     _ARG_DEFAULT = object()
 
-    def get_query_arguments(self, name):
-        return list(self.request.query_arguments.get(name, []))
+    # As Tornado: values are stripped of surrounding whitespace unless
+    # strip=False, and control characters (but tab, newline, CR...) become
+    # spaces either way.
+    def get_query_arguments(self, name, strip=True):
+        return _clean(self.request.query_arguments.get(name, ()), strip)
 
-    def get_query_argument(self, name, default=_ARG_DEFAULT):
-        return _last_value(self.get_query_arguments(name), name, default)
+    def get_query_argument(self, name, default=_ARG_DEFAULT, strip=True):
+        return _last_value(self.get_query_arguments(name, strip), name, default)
 
     @property
     def body_arguments(self):
@@ -433,20 +465,21 @@ class RequestHandler:
             self._body_arguments = cache
         return cache
 
-    def get_body_arguments(self, name):
-        return list(self.body_arguments.get(name, []))
+    def get_body_arguments(self, name, strip=True):
+        return _clean(self.body_arguments.get(name, ()), strip)
 
-    def get_body_argument(self, name, default=_ARG_DEFAULT):
-        return _last_value(self.get_body_arguments(name), name, default)
+    def get_body_argument(self, name, default=_ARG_DEFAULT, strip=True):
+        return _last_value(self.get_body_arguments(name, strip), name, default)
 
-    def get_arguments(self, name):
-        """Query and (form) body values of ``name``."""
-        return self.get_query_arguments(name) + self.get_body_arguments(name)
+    def get_arguments(self, name, strip=True):
+        """Query and (form) body values of ``name``, stripped unless ``strip=False``."""
+        return self.get_query_arguments(name, strip) + self.get_body_arguments(name, strip)
 
-    def get_argument(self, name, default=_ARG_DEFAULT):
-        """The last value of ``name`` in the query or form body; raises
+    def get_argument(self, name, default=_ARG_DEFAULT, strip=True):
+        """The last value of ``name`` in the query or form body (stripped of
+        surrounding whitespace unless ``strip=False``, as in Tornado); raises
         ``HTTPError(400)`` if absent and no ``default`` is given."""
-        return _last_value(self.get_arguments(name), name, default)
+        return _last_value(self.get_arguments(name, strip), name, default)
 
     @property
     def cookies(self):
@@ -499,7 +532,8 @@ class RequestHandler:
             status = 500
         if self._finished:
             return
-        self.send_error(status, exc=exc)
+        # exc_info as Tornado passes it to write_error(); exc for short.
+        self.send_error(status, exc=exc, exc_info=(type(exc), exc, exc.__traceback__))
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.request.method} {self.request.log_uri}>"
@@ -590,6 +624,19 @@ class StaticFileHandler(RequestHandler):
 
     def head(self, path=""):
         return self.get(path, include_body=False)
+
+
+class _Done:
+    """An awaitable that is already done (``await super().get()``)."""
+
+    __slots__ = ()
+
+    def __await__(self):
+        return None
+        yield  # a generator: ``await`` works
+
+
+_DONE = _Done()
 
 
 class WebSocketHandler(RequestHandler):
@@ -709,7 +756,6 @@ class WebSocketHandler(RequestHandler):
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         request = self.request
-        protocol = request.connection
         try:
             if request.method != "GET":
                 raise HandshakeError(
@@ -720,37 +766,72 @@ class WebSocketHandler(RequestHandler):
                 await result
             if self._finished:
                 return
-            if not request.upgrade and "websocket" not in request.headers.get("Upgrade", "").lower():
-                raise HandshakeError(400, 'Can "Upgrade" only to "WebSocket".')
-            key = _hs.check_request(request)
-            origin = request.headers.get("Origin")
-            if origin is not None and not self.check_origin(origin):
-                # A refusal is the server working as meant: not worth more
-                # than a debug line (a page may retry in a loop).
-                log.debug("cross-origin WebSocket refused: %r for %s", origin[:200], request.log_uri)
-                raise HTTPError(403, reason="Cross Origin WebSocket Refused")
-            subprotocol = None
-            offered = _hs.parse_subprotocols(request.headers)
-            if offered:
-                subprotocol = self.select_subprotocol(offered)
-                if subprotocol is not None and subprotocol not in offered:
-                    raise ValueError(
-                        f"select_subprotocol returned {subprotocol!r}, not one of {offered}"
-                    )
-            self.selected_subprotocol = subprotocol
-            ext_header, extensions = None, ()
-            if "Sec-WebSocket-Extensions" in request.headers:
-                available = self._extension_factories()
-                offers = _hs.parse_extensions(request.headers)
-                ext_header, extensions = _hs.negotiate_extensions(offers, available)
-            response = _hs.build_accept_response(
-                key, subprotocol, ext_header, extra_headers=self._headers
-            )
+            if type(self).get is WebSocketHandler.get:
+                self._upgrade()
+            else:
+                # An overridden get() guards the upgrade (Tornado's pattern:
+                # a decorator, a redirect, then super().get()): it runs
+                # first, as in Tornado. If it answers without upgrading,
+                # its answer ends the connection.
+                self._close_connection = True
+                result = self.get(*path_args, **path_kwargs)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+                if not self._finished:
+                    self.finish()
         except Exception as exc:
             # A refused upgrade ends the connection, whatever it asked for.
             self._close_connection = True
             self._handle_exception(exc)
-            return
+
+    def get(self, *args, **kwargs):
+        """Accept the upgrade: the handshake checks, ``check_origin()``,
+        ``select_subprotocol()``, the 101, then ``open()``. Raises
+        :class:`HTTPError` (403 for another origin) or
+        :class:`~wsfast.HandshakeError` when the request cannot be accepted.
+
+        Override it, as in Tornado, to guard the upgrade; it runs after
+        ``prepare()``, before anything is sent, and goes on with
+        ``super().get(*args, **kwargs)`` (``await`` it or not: it is done
+        when it returns)::
+
+            def get(self, *args, **kwargs):
+                if not self.get_cookie("session"):
+                    return self.redirect("/login")   # an HTTP answer, no upgrade
+                return super().get(*args, **kwargs)
+        """
+        self._upgrade()
+        return _DONE
+
+    def _upgrade(self):
+        request = self.request
+        protocol = request.connection
+        if not request.upgrade and "websocket" not in request.headers.get("Upgrade", "").lower():
+            raise HandshakeError(400, 'Can "Upgrade" only to "WebSocket".')
+        key = _hs.check_request(request)
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.check_origin(origin):
+            # A refusal is the server working as meant: not worth more
+            # than a debug line (a page may retry in a loop).
+            log.debug("cross-origin WebSocket refused: %r for %s", origin[:200], request.log_uri)
+            raise HTTPError(403, reason="Cross Origin WebSocket Refused")
+        subprotocol = None
+        offered = _hs.parse_subprotocols(request.headers)
+        if offered:
+            subprotocol = self.select_subprotocol(offered)
+            if subprotocol is not None and subprotocol not in offered:
+                raise ValueError(
+                    f"select_subprotocol returned {subprotocol!r}, not one of {offered}"
+                )
+        self.selected_subprotocol = subprotocol
+        ext_header, extensions = None, ()
+        if "Sec-WebSocket-Extensions" in request.headers:
+            available = self._extension_factories()
+            offers = _hs.parse_extensions(request.headers)
+            ext_header, extensions = _hs.negotiate_extensions(offers, available)
+        response = _hs.build_accept_response(
+            key, subprotocol, ext_header, extra_headers=self._headers
+        )
         self._finished = True
         self.ws_connection = protocol
         # The answer is sent: its headers and body buffer are not needed for
@@ -790,6 +871,8 @@ class WebSocketHandler(RequestHandler):
         changes = {}
         for name in self._OPTION_NAMES:
             value = get(name, getattr(base, name))
+            if name in ("ping_interval", "ping_timeout"):
+                value = _zero_off(value)
             if value != getattr(base, name):
                 changes[name] = value
         # Shared when nothing differs: one Options per application, not per connection.
@@ -821,6 +904,89 @@ class _Route:
         self.name = name
 
 
+#: The settings ``Application(**settings)`` implements, with their defaults
+#: (see the module docstring). Any other name is an error.
+SETTINGS = {
+    "websocket_max_message_size": 16 * 2**20,
+    "websocket_ping_interval": 20.0,
+    "websocket_ping_timeout": 20.0,
+    "websocket_close_timeout": 5.0,
+    "websocket_max_queue": 32,
+    "websocket_write_buffer_high": 256 * 1024,
+    "websocket_write_buffer_low": 64 * 1024,
+    "websocket_max_write_buffer": None,
+    "websocket_compression": None,
+    "compression": None,
+    "websocket_close_wait": None,
+    "handshake_timeout": 10.0,
+    "max_header_size": 64 * 1024,
+    "max_body_size": 1024 * 1024,
+    "codec": None,
+    "static_path": None,
+    "static_url_prefix": "/static/",
+    "allowed_hosts": None,
+    "trusted_origins": None,
+    "max_connections": None,
+    "default_handler_class": None,
+    "default_handler_args": None,
+}
+
+# Tornado settings that wsfast.web does not implement, and what to do instead.
+_TORNADO_ONLY = {
+    "xsrf_cookies": "there is no XSRF check: WebSocket upgrades are protected by check_origin() "
+                    "and the allowed_hosts/trusted_origins settings; for forms, use Tornado "
+                    "(wsfast.tornado) or check a token in prepare()",
+    "xsrf_cookie_version": "there is no XSRF check (see xsrf_cookies)",
+    "xsrf_cookie_kwargs": "there is no XSRF check (see xsrf_cookies)",
+    "cookie_secret": "there are no secure (signed) cookies: get_cookie()/set_cookie() are plain; "
+                     "sign values yourself (hmac) or use Tornado (wsfast.tornado)",
+    "key_version": "there are no secure (signed) cookies (see cookie_secret)",
+    "template_path": "there are no templates: render with your template engine and write() "
+                     "the result, or use Tornado (wsfast.tornado)",
+    "template_loader": "there are no templates (see template_path)",
+    "template_whitespace": "there are no templates (see template_path)",
+    "autoescape": "there are no templates (see template_path)",
+    "compiled_template_cache": "there are no templates (see template_path)",
+    "ui_modules": "there are no templates (see template_path)",
+    "ui_methods": "there are no templates (see template_path)",
+    "login_url": "there is no current_user or @authenticated: refuse in prepare() "
+                 "(raise HTTPError(401)) or redirect from an overridden get()",
+    "debug": "there is no debug mode (no autoreload, no tracebacks in answers): "
+             "set logging to DEBUG instead",
+    "autoreload": "there is no autoreload (see debug)",
+    "serve_traceback": "tracebacks are logged, never sent to the client (override write_error())",
+    "static_hash_cache": "static files are served without versioned URLs or hash cache",
+    "static_handler_class": "static files are served by wsfast.StaticFileHandler; add your own "
+                            "route for another handler",
+    "static_handler_args": "see static_handler_class",
+    "compress_response": "HTTP answers are not gzipped (WebSocket messages are compressed "
+                         "with websocket_compression)",
+    "gzip": "see compress_response",
+    "log_function": "requests are logged to the 'wsfast.access' logger; configure logging instead",
+    "xheaders": "client addresses are the peer's; use the trusted_proxies setting "
+                "when it is available",
+}
+
+
+def _check_settings(settings):
+    for name in settings:
+        if name in SETTINGS:
+            continue
+        if name in _TORNADO_ONLY:
+            raise ValueError(f"Application setting {name!r} is a Tornado setting that "
+                             f"wsfast.web does not implement: {_TORNADO_ONLY[name]}")
+        raise TypeError(f"unknown Application setting {name!r}; wsfast.web knows: "
+                        + ", ".join(sorted(SETTINGS)))
+    default = settings.get("default_handler_class")
+    if default is not None and not (isinstance(default, type) and issubclass(default, RequestHandler)):
+        raise TypeError(f"default_handler_class must be a RequestHandler subclass, not {default!r}")
+    args = settings.get("default_handler_args")
+    if args is not None and not isinstance(args, dict):
+        raise TypeError(f"default_handler_args must be a dict, not {args!r}")
+    if args is not None and default is None:
+        raise ValueError("default_handler_args needs default_handler_class")
+
+
 class Application:
     """A list of routes plus settings (see the module docstring).
 
@@ -829,6 +995,11 @@ class Application:
     """
 
     def __init__(self, handlers=None, default_host=None, **settings):
+        if default_host is not None:
+            raise TypeError(
+                "default_host: wsfast.web has no virtual hosts (every route serves every "
+                "host); leave it out, and use allowed_hosts to say which hosts are served")
+        _check_settings(settings)
         self.settings = settings
         self._routes = []
         self._servers = []
@@ -840,8 +1011,8 @@ class Application:
             self.add_route(*spec)
         self._options = Options(
             max_message_size=settings.get("websocket_max_message_size", 16 * 2**20),
-            ping_interval=settings.get("websocket_ping_interval", 20.0),
-            ping_timeout=settings.get("websocket_ping_timeout", 20.0),
+            ping_interval=_zero_off(settings.get("websocket_ping_interval", 20.0)),
+            ping_timeout=_zero_off(settings.get("websocket_ping_timeout", 20.0)),
             open_timeout=settings.get("handshake_timeout", 10.0),
             close_timeout=settings.get("websocket_close_timeout", 5.0),
             max_queue=settings.get("websocket_max_queue", 32),
@@ -871,8 +1042,15 @@ class Application:
         self._routes.append(_Route(pattern, handler_class, kwargs, name))
 
     def add_handlers(self, host_pattern, handlers):
-        """Tornado compatibility: virtual hosts are not supported; the
-        routes are added for every host."""
+        """Tornado's way to add routes: ``host_pattern`` must match every
+        host (``".*"`` or ``".*$"``), as wsfast.web has no virtual hosts; any
+        other pattern is a ValueError rather than routes served for every
+        host."""
+        if host_pattern not in (".*", ".*$", "^.*$", r".*\Z"):
+            raise ValueError(
+                f"add_handlers({host_pattern!r}, ...): wsfast.web has no virtual hosts, so routes "
+                "cannot be limited to some hosts; use host_pattern '.*' (and the allowed_hosts "
+                "setting to refuse other hosts)")
         for spec in handlers:
             self.add_route(*spec)
 
@@ -889,6 +1067,9 @@ class Application:
                 return route.handler_class, route.kwargs, (), path_kwargs
             path_args = tuple(unquote(g) if g is not None else None for g in match.groups())
             return route.handler_class, route.kwargs, path_args, {}
+        default = self.settings.get("default_handler_class")
+        if default is not None:
+            return default, self.settings.get("default_handler_args") or {}, (), {}
         return ErrorHandler, {"status_code": 404}, (), {}
 
     def reverse_url(self, name, *args):
@@ -902,17 +1083,37 @@ class Application:
                 return out.replace("\\", "")
         raise KeyError(f"no route named {name!r}")
 
-    async def listen(self, port=8888, address=None, *, host=None, ssl=None,
-                     reuse_port=False, backlog=1024, sock=None):
-        """Start serving on ``host`` (or ``address``, Tornado's name; all
+    def listen(self, port=8888, address=None, *, host=None, ssl=None,
+               reuse_port=False, backlog=1024, sock=None, path=None):
+        """Listen on ``host`` (or ``address``, Tornado's name; all
         interfaces if None) and ``port`` (0: pick a free one, see
-        ``server.port``); ``ssl``: an ``ssl.SSLContext`` for https/wss.
-        Returns the :class:`Server`."""
+        ``server.port``), or on the Unix socket ``path``, or on the listening
+        socket ``sock``; ``ssl``: an ``ssl.SSLContext`` for https/wss.
+
+        Call it from a coroutine (a running event loop). The sockets are
+        bound before it returns (an address in use raises ``OSError`` here)
+        and the server accepts connections from the loop's next turn, so
+        ``await`` is optional, as in Tornado: ``server = await
+        app.listen(8888)`` returns the :class:`Server` once serving, and a
+        bare ``app.listen(8888)`` serves all the same (its return value
+        gives the ``port`` and ``sockets`` at once)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Application.listen() needs a running event loop: call it from a coroutine "
+                "(async def main(): app.listen(8888); await asyncio.Event().wait()) "
+                "or serve with wsfast.run(app, port=8888)"
+            ) from None
         server = Server(self)
-        await server.start(host if host is not None else address, port, ssl=ssl,
-                           reuse_port=reuse_port, backlog=backlog, sock=sock)
+        if sock is not None:
+            sockets = [sock]
+        else:
+            sockets = bind_sockets(host if host is not None else address, port, path=path,
+                                   reuse_port=reuse_port, backlog=backlog)
+        server._adopt(sockets)
         self._servers.append(server)
-        return server
+        return _Listening(server, loop.create_task(server._serve(sockets, ssl=ssl, backlog=backlog)))
 
     async def stop(self, timeout=None):
         """Stop every server started by ``listen()``: no new connections,
@@ -922,6 +1123,110 @@ class Application:
         for server in servers:
             server.close()
         await asyncio.gather(*(s.wait_closed(timeout) for s in servers))
+
+
+def bind_sockets(host=None, port=8888, *, path=None, reuse_port=False, backlog=1024):
+    """Bound, listening, non-blocking sockets for ``Server``: one per
+    address of ``host`` (all interfaces if None or "", IPv4 and IPv6, on one
+    port even when ``port`` is 0), or one Unix socket at ``path`` (a stale
+    socket file left by a dead server is replaced; a live one is
+    ``OSError(EADDRINUSE)``). Raises ``OSError`` when an address cannot be
+    bound, closing what was bound."""
+    if path is not None:
+        return [_bind_unix(path, backlog)]
+    if host == "":
+        host = None
+    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                               socket.AI_PASSIVE)
+    sockets, seen, bound_port = [], set(), None
+    try:
+        for family, kind, proto, _, address in infos:
+            if address in seen or (family == socket.AF_INET6 and not socket.has_ipv6):
+                continue
+            seen.add(address)
+            sock = socket.socket(family, kind, proto)
+            try:
+                if os.name != "nt":
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if port == 0 and bound_port is not None:
+                    address = (address[0], bound_port) + tuple(address[2:])
+                sock.bind(address)
+            except OSError as exc:
+                sock.close()
+                if family == socket.AF_INET6 and host is None and exc.errno == errno.EADDRNOTAVAIL:
+                    continue  # no IPv6 here: IPv4 is enough
+                raise OSError(exc.errno, f"cannot bind {address[0]}:{address[1]}: "
+                                         f"{exc.strerror}") from None
+            sockets.append(sock)
+            bound_port = sock.getsockname()[1]
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_unix(path, backlog):
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise OSError(errno.EEXIST, f"cannot listen on {path}: a file that is not a socket is there")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # left by a server that is gone
+        else:
+            raise OSError(errno.EADDRINUSE, f"cannot listen on {path}: a server is listening there")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Listening:
+    """What ``Application.listen()`` returns: ``await`` it for the
+    :class:`Server` (serving); without ``await`` it stands for the server
+    (``port``, ``sockets``, ``close()``...), which serves from the loop's
+    next turn either way."""
+
+    __slots__ = ("server", "_task")
+
+    def __init__(self, server, task):
+        self.server = server
+        self._task = task
+        task.add_done_callback(self._done)
+
+    def _done(self, task):
+        if not task.cancelled() and task.exception() is not None:
+            log.error("wsfast server could not start serving", exc_info=task.exception())
+
+    def __await__(self):
+        yield from self._task.__await__()
+        return self.server
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+    def __repr__(self):
+        return repr(self.server)
 
 
 def _fd_limit():
@@ -1025,11 +1330,28 @@ class Server:
         self.refused = 0
         self._refusing = set()  # refused, their 503 on its way
         self._refusing_max = _refusing_max(self.max_connections)
-        self._server = None
+        self._bound = []  # the listening sockets
+        self._paths = []  # Unix socket files to remove at close
+        self._listeners = []  # an asyncio server per socket
         self._closing = False
         self._all_gone = None
 
-    async def start(self, host, port, *, ssl=None, reuse_port=False, backlog=1024, sock=None):
+    async def start(self, host=None, port=8888, *, ssl=None, reuse_port=False, backlog=1024,
+                    sock=None, path=None):
+        """Bind (as :func:`bind_sockets`) and serve; ``app.listen()`` does this for you."""
+        sockets = [sock] if sock is not None else bind_sockets(
+            host, port, path=path, reuse_port=reuse_port, backlog=backlog)
+        await self._serve(sockets, ssl=ssl, backlog=backlog)
+
+    def _adopt(self, sockets):
+        """Take ``sockets`` (bound and listening) as this server's."""
+        self._bound = list(sockets)
+        self._paths = [sock.getsockname() for sock in sockets
+                       if sock.family == getattr(socket, "AF_UNIX", None) and sock.getsockname()]
+
+    async def _serve(self, sockets, *, ssl=None, backlog=1024):
+        if self._bound != list(sockets):
+            self._adopt(sockets)
         loop = asyncio.get_running_loop()
         kwargs = dict(ssl=ssl, backlog=backlog)
         _quiet_accept_errors()
@@ -1037,25 +1359,56 @@ class Server:
             # The opening handshake timeout covers the TLS handshake too:
             # asyncio's default would hold a silent connection for 60 s.
             kwargs["ssl_handshake_timeout"] = self.options.open_timeout
-        if sock is not None:
-            self._server = await loop.create_server(self._make_protocol, sock=sock, **kwargs)
-        else:
-            self._server = await loop.create_server(
-                self._make_protocol, host, port, reuse_port=reuse_port or None, **kwargs
-            )
+        try:
+            for sock in sockets:
+                if self._closing:
+                    break
+                self._listeners.append(
+                    await loop.create_server(self._make_protocol, sock=sock, **kwargs))
+        finally:
+            if self._closing:  # close() came first: nothing serves
+                self._close_listeners()
 
     def _make_protocol(self):
         return WebSocketProtocol(Side.SERVER, self.options, self)
 
     @property
     def sockets(self):
-        return self._server.sockets if self._server is not None else ()
+        """The listening sockets (one per address family, or the Unix socket)."""
+        if self._closing:
+            return ()
+        return tuple(self._bound)
 
     @property
     def port(self):
+        """The TCP port listened on (None for a Unix socket)."""
         for sock in self.sockets:
-            return sock.getsockname()[1]
+            name = sock.getsockname()
+            if isinstance(name, tuple):
+                return name[1]
         return None
+
+    @property
+    def path(self):
+        """The Unix socket's path, or None."""
+        for sock in self.sockets:
+            name = sock.getsockname()
+            if isinstance(name, str) and name:
+                return name
+        return None
+
+    def _close_listeners(self):
+        for listener in self._listeners:
+            listener.close()
+        for sock in self._bound[len(self._listeners):]:
+            sock.close()  # bound, never served: asyncio does not own it
+        for path in self._paths:
+            try:
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+        self._paths = []
 
     # owner interface for WebSocketProtocol
     def connection_made(self, protocol):
@@ -1114,8 +1467,7 @@ class Server:
         if self._closing:
             return
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        self._close_listeners()
         for protocol in list(self.protocols):
             protocol.shutdown()
 
@@ -1140,10 +1492,10 @@ class Server:
                         await asyncio.wait_for(asyncio.shield(self._all_gone), 1.0)
                     except asyncio.TimeoutError:
                         pass
-        if self._server is not None:
+        for listener in self._listeners:
             # Python 3.12+ waits for the connections too; they are gone.
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+                await asyncio.wait_for(listener.wait_closed(), 1.0)
             except asyncio.TimeoutError:
                 pass
 
@@ -1152,7 +1504,8 @@ class Server:
         await self.wait_closed(timeout)
 
     async def serve_forever(self):
-        await self._server.serve_forever()
+        """Wait until the server is closed."""
+        await asyncio.gather(*(listener.serve_forever() for listener in self._listeners))
 
     async def __aenter__(self):
         return self
