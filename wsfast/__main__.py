@@ -114,6 +114,7 @@ def _common(parser, default_port):
     _tls(parser)
     _origins(parser)
     _limits(parser)
+    _uds(parser)
 
 
 def _origins(parser):
@@ -158,6 +159,20 @@ def _server_settings(args, loopback_default=True):
     if args.trusted_origins:
         settings["trusted_origins"] = args.trusted_origins
     return settings
+
+
+def _uds(parser):
+    parser.add_argument("--uds", metavar="PATH", default=None,
+                        help="listen on the Unix socket PATH instead of --host/--port "
+                             "(e.g. behind nginx: proxy_pass http://unix:PATH;)")
+
+
+def _where(args, srv, scheme):
+    """``scheme://host:port`` or ``scheme+unix:PATH`` for the banner."""
+    if args.uds:
+        return f"{scheme}+unix:{srv.path}:"
+    host = args.host if ":" not in args.host else f"[{args.host}]"
+    return f"{scheme}://{host}:{srv.port}"
 
 
 def _limits(parser):
@@ -221,6 +236,7 @@ def build_parser():
     _tls(chat)
     _origins(chat)
     _limits(chat)
+    _uds(chat)
     chat.add_argument("--max-per-address", type=int, default=None, metavar="N",
                       help="WebSocket connections one client address may hold, else 429 "
                            "(default 16; 0: no limit; behind a proxy, see docs/security.md)")
@@ -278,6 +294,10 @@ def _chat_main(args):
         if args.port == 0:
             print("wsfast chat: --workers N > 1 needs a fixed --port", file=sys.stderr)
             return 2
+        if args.uds:
+            print("wsfast chat: --workers N > 1 cannot share one --uds socket; start one "
+                  "process per socket and list them in the proxy", file=sys.stderr)
+            return 2
         return _supervise(args)
     if args.redis:
         try:
@@ -295,21 +315,21 @@ def _chat_main(args):
         import asyncio
 
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        host = args.host if ":" not in args.host else f"[{args.host}]"
         rooms = f"rooms shared through {args.redis}" if args.redis else "in-process rooms"
         s = "s" if context is not None else ""
-        print(f"wsfast chat: open http{s}://{host}:{srv.port}/ in a browser "
-              f"(WebSocket ws{s}://{host}:{srv.port}/chat; {rooms}; pid {os.getpid()}, "
+        print(f"wsfast chat: open {_where(args, srv, 'http' + s)}/ in a browser "
+              f"(WebSocket {_where(args, srv, 'ws' + s)}/chat; {rooms}; pid {os.getpid()}, "
               f"codec {_codec.IMPLEMENTATION}, loop {loop_name})", flush=True)
 
     try:
-        _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context,
+        _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context, path=args.uds,
                   use_uvloop=False if args.no_uvloop else None, on_start=started,
                   **_server_settings(args))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"wsfast chat: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        where = args.uds or f"{args.host}:{args.port}"
+        print(f"wsfast chat: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -416,22 +436,22 @@ def main(argv=None):
 
     def started(server):
         loop_name = type(__import__("asyncio").get_running_loop()).__module__.split(".")[0]
-        host = args.host if ":" not in args.host else f"[{args.host}]"
         s = "s" if context is not None else ""
         kind = ("echo server" if args.command == "echo"
-                else f"demo: open http{s}://{host}:{server.port}/ in a browser;")
-        print(f"wsfast {kind} ws{s}://{host}:{server.port}{path} "
+                else f"demo: open {_where(args, server, 'http' + s)}/ in a browser;")
+        print(f"wsfast {kind} {_where(args, server, 'ws' + s)}{path} "
               f"(codec {codec_name}, loop {loop_name}, max message {args.max_message_size} bytes"
               f"{', permessage-deflate' if args.deflate else ''})",
               flush=True)
 
     try:
-        wsfast.run(app, host=args.host, port=args.port, ssl=context,
+        wsfast.run(app, host=args.host, port=args.port, ssl=context, path=args.uds,
                    use_uvloop=False if args.no_uvloop else None, on_start=started)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        print(f"wsfast: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        where = args.uds or f"{args.host}:{args.port}"
+        print(f"wsfast: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     return 0
 

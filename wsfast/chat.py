@@ -429,11 +429,16 @@ class ChatHandler(web.WebSocketHandler):
 
     def prepare(self):
         limit = self.chat.max_per_address
-        if limit is not None and self.chat.per_address.get(self.request.remote_ip, 0) >= limit:
+        address = self.request.remote_ip
+        # No address (a Unix socket without trusted_proxies): no limit to apply.
+        if limit is not None and address and self.chat.per_address.get(address, 0) >= limit:
             raise web.HTTPError(429, headers={"Retry-After": "10"})
 
     def open(self):
-        address = self._counted = self.request.remote_ip
+        address = self.request.remote_ip
+        if not address:
+            return
+        self._counted = address
         per_address = self.chat.per_address
         per_address[address] = per_address.get(address, 0) + 1
 
@@ -499,15 +504,15 @@ class ChatHandler(web.WebSocketHandler):
         return None
 
 
-async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None, on_start=None,
-                shutdown_timeout=None, **settings):
+async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None, path=None,
+                on_start=None, shutdown_timeout=None, **settings):
     """Run ``chat`` (a :class:`ChatServer`) until SIGINT/SIGTERM: start its
     hub, listen, then close every WebSocket (1001), wait for the leave
     events and close the hub."""
     await chat.start()
     app = chat.application(**settings)
     try:
-        server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl)
+        server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl, path=path)
         if on_start is not None:
             on_start(server)
         stop = asyncio.Event()

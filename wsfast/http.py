@@ -17,6 +17,7 @@ the status to answer (400, 413, 431); the connection must then be closed.
 """
 
 import http as _http
+import ipaddress
 import re
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
@@ -30,7 +31,9 @@ __all__ = [
     "Response",
     "RequestParser",
     "ResponseParser",
+    "TrustedProxies",
     "build_response",
+    "client_address",
     "redact_uri",
     "status_reason",
 ]
@@ -201,6 +204,7 @@ class Request:
         "remote",
         "connection",
         "_query_arguments",
+        "_remote_ip",
     )
 
     def __init__(
@@ -233,6 +237,7 @@ class Request:
         #: The server's protocol object for this connection (set by the server).
         self.connection = None
         self._query_arguments = None
+        self._remote_ip = None
 
     @property
     def query_arguments(self):
@@ -247,11 +252,22 @@ class Request:
         return self.headers.get("Host", "")
 
     @property
-    def remote_ip(self):
-        """The peer's IP address, or None (Tornado's name for it)."""
+    def peer_ip(self):
+        """The address of the peer of the connection ("" for a Unix socket),
+        or None: the proxy's address behind a proxy."""
         if isinstance(self.remote, tuple) and self.remote:
             return self.remote[0]
         return self.remote
+
+    @property
+    def remote_ip(self):
+        """The client's IP address (Tornado's name for it): the peer's, or
+        behind a proxy listed in the server's ``trusted_proxies`` setting,
+        the client's as the proxies tell it (``Forwarded``,
+        ``X-Forwarded-For``, ``X-Real-IP``; see :func:`client_address`)."""
+        if self._remote_ip is not None:
+            return self._remote_ip
+        return self.peer_ip
 
     @property
     def log_uri(self):
@@ -266,6 +282,98 @@ class Request:
 
     def __repr__(self):
         return f"<Request {self.method} {self.log_uri} HTTP/{self.version}>"
+
+
+def _parse_ip(text):
+    """An IP address from a proxy header's node (``1.2.3.4``,
+    ``1.2.3.4:567``, ``[2001:db8::1]:80``, ``2001:db8::1``), or None."""
+    text = text.strip().strip('"').strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _forwarded_for(values):
+    """The ``for=`` nodes of ``Forwarded`` headers (RFC 7239 §4), in order;
+    None for a node that is not an IP address ("unknown", "_hidden")."""
+    nodes = []
+    for value in values:
+        for element in value.split(","):
+            found = None
+            for pair in element.split(";"):
+                name, eq, node = pair.partition("=")
+                if eq and name.strip().lower() == "for":
+                    found = node
+            if found is not None:
+                nodes.append(_parse_ip(found))
+    return nodes
+
+
+class TrustedProxies:
+    """The ``trusted_proxies`` setting: addresses and networks (``"10.0.0.0/8"``,
+    ``"127.0.0.1"``, ``"::1"``) and ``"unix"`` for peers on a Unix socket.
+    ``contains(ip)`` says whether a hop is trusted."""
+
+    __slots__ = ("networks", "unix")
+
+    def __init__(self, entries):
+        if isinstance(entries, (str, bytes)):
+            raise TypeError(f"trusted_proxies must be a list of addresses or networks, not the "
+                            f"string {entries!r} (write trusted_proxies=[{entries!r}])")
+        self.networks = []
+        self.unix = False
+        for entry in entries:
+            if entry == "unix":
+                self.unix = True
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            except (TypeError, ValueError):
+                raise ValueError(f"trusted_proxies: {entry!r} is not an address, a network "
+                                 "(10.0.0.0/8) or 'unix'") from None
+
+    def contains(self, ip):
+        if not ip:  # "" (or None): the peer of a Unix socket
+            return self.unix
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+def client_address(request, trusted):
+    """The client's address for ``request`` when its peer is one of the
+    :class:`TrustedProxies` ``trusted``: the right-most hop that is not a
+    trusted proxy, from ``Forwarded`` (RFC 7239), else ``X-Forwarded-For``,
+    else ``X-Real-IP``. A peer that is not trusted cannot set its address:
+    its headers are ignored. A hop that is not an IP address ends the walk
+    at the last trusted one."""
+    peer = request.peer_ip
+    if not trusted.contains(peer):
+        return peer
+    headers = request.headers
+    if "Forwarded" in headers:
+        hops = _forwarded_for(headers.get_all("Forwarded"))
+    elif "X-Forwarded-For" in headers:
+        hops = [_parse_ip(node) for node in ",".join(headers.get_all("X-Forwarded-For")).split(",")]
+    elif "X-Real-IP" in headers:
+        hops = [_parse_ip(headers["X-Real-IP"])]
+    else:
+        return peer
+    client = peer
+    for hop in reversed(hops):
+        if hop is None:
+            break
+        client = hop
+        if not trusted.contains(hop):
+            break
+    return client
 
 
 class Response:

@@ -93,7 +93,7 @@ from . import handshake as _hs
 from .connection import Side
 from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, HandshakeError
-from .http import Headers, build_response, status_reason
+from .http import Headers, TrustedProxies, build_response, client_address, status_reason
 from .protocol import Options, WebSocketProtocol
 
 __all__ = [
@@ -927,6 +927,7 @@ SETTINGS = {
     "allowed_hosts": None,
     "trusted_origins": None,
     "max_connections": None,
+    "trusted_proxies": None,
     "default_handler_class": None,
     "default_handler_args": None,
 }
@@ -963,8 +964,8 @@ _TORNADO_ONLY = {
                          "with websocket_compression)",
     "gzip": "see compress_response",
     "log_function": "requests are logged to the 'wsfast.access' logger; configure logging instead",
-    "xheaders": "client addresses are the peer's; use the trusted_proxies setting "
-                "when it is available",
+    "xheaders": "Tornado trusts those headers from any peer; list the proxies whose headers "
+                "are believed in the trusted_proxies setting instead",
 }
 
 
@@ -1025,6 +1026,8 @@ class Application:
         )
         self._allowed_hosts = _allowed_hosts(settings.get("allowed_hosts"))
         self._trusted_origins = _trusted_origins(settings.get("trusted_origins"))
+        proxies = settings.get("trusted_proxies")
+        self._trusted_proxies = TrustedProxies(proxies) if proxies else None
         max_connections = settings.get("max_connections")
         if max_connections is None:
             max_connections = _default_max_connections()
@@ -1447,6 +1450,8 @@ class Server:
     async def handle_request(self, protocol, request):
         request.connection = protocol
         app = self.application
+        if app._trusted_proxies is not None:
+            request._remote_ip = client_address(request, app._trusted_proxies)
         handler_class, kwargs, args, path_kwargs = app.find_handler(request.path)
         if app._allowed_hosts is not None and not host_allowed(request.host, app._allowed_hosts):
             # DNS rebinding: a page of another site, resolved to this server,
