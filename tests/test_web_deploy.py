@@ -330,3 +330,33 @@ def test_bearer_token_parsing():
         with pytest.raises(wsfast.HTTPError) as info:
             token(**bad)
         assert info.value.status_code == 400
+
+
+def test_cli_chat_on_a_unix_socket_behind_a_trusted_proxy(tmp_path):
+    # As behind nginx: any Host (the proxy decides), client addresses from
+    # X-Forwarded-For, so the per-address limit counts clients, not the proxy.
+    path = str(tmp_path / "chat.sock")
+    proc = subprocess.Popen([sys.executable, "-m", "wsfast", "chat", "--uds", path,
+                             "--trusted-proxy", "unix", "--max-per-address", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        line = proc.stdout.readline()
+        assert f"ws+unix:{path}" in line, (line, proc.poll() and proc.stderr.read())
+
+        async def main():
+            def proxied(ip):
+                return {"X-Forwarded-For": ip}
+            kwargs = dict(origin="http://localhost")  # the page, as the proxy's Host says
+            a = await connect_unix(path, "/chat", extra_headers=proxied("203.0.113.1"), **kwargs)
+            b = await connect_unix(path, "/chat", extra_headers=proxied("203.0.113.2"), **kwargs)
+            with pytest.raises(wsfast.HandshakeError) as info:
+                await connect_unix(path, "/chat", extra_headers=proxied("203.0.113.1"), **kwargs)
+            assert info.value.status == 429
+            await a.close()
+            await b.close()
+
+        asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

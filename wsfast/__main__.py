@@ -122,7 +122,8 @@ def _origins(parser):
         "--allowed-host", action="append", default=None, metavar="NAME", dest="allowed_hosts",
         help="answer only requests whose Host header names NAME (repeat for several; "
              "'.example.com' for a domain and its subdomains, '*' for any). Default: "
-             "localhost, 127.0.0.1 and ::1 when listening on a loopback address, else any "
+             "localhost, 127.0.0.1 and ::1 when listening on a loopback address, else (and "
+             "with --uds) any "
              "(see docs/security.md: DNS rebinding)")
     parser.add_argument(
         "--trusted-origin", action="append", default=None, metavar="ORIGIN", dest="trusted_origins",
@@ -145,9 +146,11 @@ def _is_loopback(host):
 
 
 def _server_settings(args, loopback_default=True):
-    """``allowed_hosts``, ``trusted_origins`` and ``max_connections`` settings from the flags."""
+    """``allowed_hosts``, ``trusted_origins``, ``trusted_proxies`` and ``max_connections``
+    settings from the flags."""
     hosts = args.allowed_hosts
-    if hosts is None and loopback_default and _is_loopback(args.host):
+    # On a Unix socket the proxy in front decides which names reach us.
+    if hosts is None and loopback_default and not args.uds and _is_loopback(args.host):
         hosts = list(_LOOPBACK_NAMES)
         if args.host not in hosts:
             hosts.append(args.host)
@@ -158,6 +161,8 @@ def _server_settings(args, loopback_default=True):
         settings["max_connections"] = args.max_connections
     if args.trusted_origins:
         settings["trusted_origins"] = args.trusted_origins
+    if args.trusted_proxies:
+        settings["trusted_proxies"] = args.trusted_proxies
     return settings
 
 
@@ -165,6 +170,10 @@ def _uds(parser):
     parser.add_argument("--uds", metavar="PATH", default=None,
                         help="listen on the Unix socket PATH instead of --host/--port "
                              "(e.g. behind nginx: proxy_pass http://unix:PATH;)")
+    parser.add_argument(
+        "--trusted-proxy", action="append", default=None, metavar="ADDR", dest="trusted_proxies",
+        help="believe the client address in Forwarded/X-Forwarded-For/X-Real-IP from this "
+             "peer (an address, a network like 10.0.0.0/8, or 'unix'; repeatable)")
 
 
 def _where(args, srv, scheme):
@@ -351,6 +360,8 @@ def _supervise(args):
         command += ["--allowed-host", name]
     for origin in args.trusted_origins or ():
         command += ["--trusted-origin", origin]
+    for proxy in args.trusted_proxies or ():
+        command += ["--trusted-proxy", proxy]
     if args.max_connections is not None:
         command += ["--max-connections", str(args.max_connections)]
     if args.max_per_address is not None:
