@@ -427,10 +427,19 @@ def test_running_out_of_descriptors_gives_503s_and_a_quiet_log(tmp_path, loop):
             for _, writer in flood:
                 writer.close()
             assert sum(a.startswith(b"HTTP/1.1 503") for a in answers) >= 1, answers[:5]
-            await asyncio.sleep(0.5)
-            async with wsfast.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            # Once the flood is gone (the server sees the closes), a client is served.
+            for attempt in range(50):
+                await asyncio.sleep(0.1)
+                try:
+                    ws = await wsfast.connect(f"ws://127.0.0.1:{port}/ws")
+                except (wsfast.HandshakeError, OSError, wsfast.ConnectionClosed):
+                    continue
                 await ws.send("served")
                 assert await ws.recv() == "served"
+                await ws.close()
+                break
+            else:
+                raise AssertionError("not served 5 s after the flood ended")
 
         asyncio.run(asyncio.wait_for(main(), 20))
     finally:
