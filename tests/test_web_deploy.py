@@ -360,3 +360,23 @@ def test_cli_chat_on_a_unix_socket_behind_a_trusted_proxy(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_run_on_a_unix_socket_says_where(tmp_path):
+    path = str(tmp_path / "run.sock")
+    script = (
+        "import wsfast\n"
+        "class Page(wsfast.RequestHandler):\n"
+        "    def get(self): self.write('ok')\n"
+        f"wsfast.run(wsfast.Application([(r'/', Page)]), path={path!r}, use_uvloop=False)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    try:
+        line = proc.stderr.readline()
+        assert f"http+unix:{path}" in line, line
+        answer = asyncio.run(unix_exchange(path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0

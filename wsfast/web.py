@@ -1536,6 +1536,8 @@ def _loop_factory(use_uvloop):
 
 
 def _url(scheme, sockname):
+    if isinstance(sockname, (str, bytes)):  # a Unix socket's path
+        return f"{scheme}+unix:{os.fsdecode(sockname)}"
     host, port = sockname[0], sockname[1]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
