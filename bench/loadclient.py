@@ -151,6 +151,14 @@ class ProtocolViolation(Exception):
     pass
 
 
+def close_reason(data):
+    """', a close frame: CODE REASON' when ``data`` starts with a server's close frame."""
+    if len(data) >= 4 and data[0] == 0x88 and 2 <= data[1] < 126:
+        code = int.from_bytes(data[2:4], "big")
+        return f", a close frame: {code} {bytes(data[4:2 + data[1]]).decode('utf-8', 'replace')!r}"
+    return ", a close frame" if data[:1] == b"\x88" else ""
+
+
 # -- the connection ------------------------------------------------------------
 
 
@@ -292,7 +300,7 @@ async def run_echo(args):
             at = next(i for i in range(nbytes) if got[i] != want[i])
             exc = ProtocolViolation(f"echo stream byte {rx + at:,} (echo {(rx + at) // length:,}, byte "
                                     f"{(rx + at) % length} of its {length}-byte frame) is {got[at]:#04x}, "
-                                    f"expected {want[at]:#04x}")
+                                    f"expected {want[at]:#04x}" + close_reason(got[at:]))
             conn.fail(exc)
             stall[0].done() or stall[0].set_exception(exc)
             return
