@@ -26,6 +26,7 @@ from wsfast.deflate import PerMessageDeflate
 from wsfast.exceptions import ConnectionClosed
 
 SIZES = [0, 1, 125, 126, 200, 1000, 65536, 16 * 2**20]
+FRAGMENTS = [None, None, 1, 2, 3, 100]
 CLOSE_CODES = [1000, 1001, 1002, 1005, 1006, 1008, 1009, 1011, 1015, 2999, 3000, 4999, 5000, 0]
 POOL = bytes(range(256)) * 16  # the masking keys of both twins: equal bytes out
 POOL_SIZE = len(POOL)
@@ -126,11 +127,16 @@ def test_one_input(data):
                             local_no_context_takeover=remote_reset,
                             remote_no_context_takeover=local_reset,
                             threshold=r.pick([0, 10, 128]))
+    limits = {}
+    fragments = r.pick(FRAGMENTS)
+    if fragments is not None:
+        limits["max_fragments"] = fragments
     twins = [
         Connection(side, max_message_size=max_size, codec=impl,
-                   extensions=[PerMessageDeflate(**deflate)] if deflate else ())
+                   extensions=[PerMessageDeflate(**deflate)] if deflate else (), **limits)
         for impl in (PY, CY)
     ]
+    max_fragments = getattr(twins[0], "max_fragments", 1 << 62)
     peer = Peer(Side.CLIENT if side is Side.SERVER else Side.SERVER, peer_deflate if deflate else None)
     clean = True  # only the peer's own, valid frames so far
 
@@ -186,7 +192,8 @@ def test_one_input(data):
             stream = b"".join(wire)
             cuts = sorted({r.int(0, len(stream)) for _ in range(r.int(0, 4))})
             chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
-            intact = clean and twins[0].state is State.OPEN and len(payload) <= max_size
+            intact = (clean and twins[0].state is State.OPEN and len(payload) <= max_size
+                      and len(wire) <= max_fragments)
             expect = None
             if intact:
                 expect = (("str", payload.decode("utf-8")) if opcode == 1 else ("bytes", payload))

@@ -4,7 +4,7 @@ results and the same errors (type, close code, reason), call by call.
 
 The input is a little program: each step picks one call (``feed``,
 ``feed_messages``, ``window``/``commit``, ``partial``, a change of
-``max_frame_size`` or ``allow_rsv1`` mid-stream, a misused ``commit``) and
+``max_frame_size``, ``max_rsv1_frame_size`` or ``allow_rsv1`` mid-stream, a misused ``commit``) and
 the bytes it takes. Documented outcomes: frames, ``ProtocolError`` (and its
 subclasses) from parsing, ``ValueError`` from a misused ``commit``.
 
@@ -16,6 +16,7 @@ from _common import Reader, CY, PY, Disagreement, agree, described, main
 from wsfast.exceptions import ProtocolError
 
 SIZES = [0, 1, 2, 125, 126, 127, 65535, 65536, 16 * 2**20]
+RSV1_SIZES = [None, None, 0, 126, 200, 65536]
 
 
 def item(f):
@@ -43,6 +44,9 @@ def test_one_input(data):
         allow_rsv1=r.bool(),
         max_frame_size=r.pick(SIZES),
     )
+    rsv1_size = r.pick(RSV1_SIZES)
+    if rsv1_size is not None:  # only when set: the parsers of older trees lack it
+        kw["max_rsv1_frame_size"] = rsv1_size
     twins = (PY.FrameParser(**kw), CY.FrameParser(**kw))
     step = 0
     while not r.exhausted and step < 64:
@@ -76,10 +80,15 @@ def test_one_input(data):
             for p in twins:
                 p.max_frame_size = size
             continue
-        elif op == 7:
-            flag = r.bool()
-            for p in twins:
-                p.allow_rsv1 = flag
+        elif op == 7:  # allow_rsv1 or max_rsv1_frame_size
+            if r.bool():
+                flag = r.bool()
+                for p in twins:
+                    p.allow_rsv1 = flag
+            else:
+                size = r.pick(RSV1_SIZES)
+                for p in twins:
+                    p.max_rsv1_frame_size = size
             continue
         elif op == 8:  # misuse: commit without a window, or outside it
             n = r.int(-2, 2)

@@ -26,8 +26,8 @@ def frame(opcode, payload, fin=True, rsv1=False, masked=True):
 
 
 def frame_seeds():
-    def start(mask_required=True, rsv1=False, size=16 * 2**20):
-        return Writer().bool(mask_required).bool(rsv1).pick(FD.SIZES, size)
+    def start(mask_required=True, rsv1=False, size=16 * 2**20, rsv1_size=None):
+        return Writer().bool(mask_required).bool(rsv1).pick(FD.SIZES, size).pick(FD.RSV1_SIZES, rsv1_size)
 
     def feed(w, data, op=0):
         return w.int(0, 9, op).blob(200, data)
@@ -50,7 +50,7 @@ def frame_seeds():
     yield "window_commit", w
     w = start(rsv1=True)
     feed(w, frame(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv1=True))
-    w.int(0, 9, 7).bool(False)  # allow_rsv1 off mid-stream
+    w.int(0, 9, 7).bool(True).bool(False)  # allow_rsv1 off mid-stream
     feed(w, frame(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv1=True))
     yield "rsv1_then_off", w
     w = start(size=126)
@@ -58,18 +58,23 @@ def frame_seeds():
     w.int(0, 9, 6).pick(FD.SIZES, 1)  # max_frame_size lowered mid-frame
     w.int(0, 9, 9)
     yield "limit_lowered", w
+    w = start(rsv1=True, rsv1_size=200)
+    feed(w, frame(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00" * 20, rsv1=True))
+    w.int(0, 9, 7).bool(False).pick(FD.RSV1_SIZES, 126)  # max_rsv1_frame_size lowered
+    feed(w, frame(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00" * 20, rsv1=True))
+    yield "rsv1_limit", w
     yield "len64", feed(start(), bytes([0x82, 0xFF]) + (70000).to_bytes(8, "big") + KEY + b"ab")
     yield "close", feed(start(), frame(8, b"\x03\xe8bye") + frame(1, b"after"))
 
 
 def connection_seeds():
-    def start(server=True, size=16 * 2**20, deflate=None):
+    def start(server=True, size=16 * 2**20, deflate=None, fragments=None):
         w = Writer().bool(server).pick(CD.SIZES, size).bool(deflate is not None)
         if deflate:
             local, remote, lreset, rreset = deflate
             w.int(8, 15, local).int(9, 15, remote).bool(lreset).bool(rreset)
             w.pick([0, 10, 128], 0).pick([0, 10, 128], 0)
-        return w
+        return w.pick(CD.FRAGMENTS, fragments)
 
     def message(w, payload, op=3, text=True, repeat=1, compress=True, cuts=(), splits=()):
         w.int(0, 11, op).bool(text).blob(300, payload).pick([1, 1, 1, 2, 100, 1000], repeat)
@@ -103,7 +108,7 @@ def connection_seeds():
             send(w, 1, "binary")
             control(w, 8, b"")
             yield name, w
-    w = start(size=125)
+    w = start(size=125, fragments=3)
     message(w, b"y" * 120, text=False, compress=True)
     message(w, b"z" * 100, op=4, text=False, cuts=(60,))
     yield "small_limit", w
