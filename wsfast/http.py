@@ -447,6 +447,7 @@ class _ParserBase:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self._error = None
+        self._begun = False  # a message began during the current feed()
         self._reset_message()
 
     def _reset_message(self):
@@ -462,6 +463,7 @@ class _ParserBase:
     def on_message_begin(self):
         self._reset_message()
         self._in_head = True
+        self._begun = True
         self._headers = Headers()
 
     def _grow_head(self, n):
@@ -519,7 +521,9 @@ class _ParserBase:
                 raise self._error
 
     def _grow_pending(self, n):
-        # Called after a feed() that began and ended inside one message head.
+        # Called after a feed() that began and ended inside one message head
+        # (the same one: a chunk that ends a request and begins the next
+        # does not count against the next one's head).
         # llhttp holds no bytes but httptools accumulates the current header
         # line, so a line that never ends shows in no callback: count the
         # chunks that went into the head instead. All their bytes belong to
@@ -605,6 +609,7 @@ class RequestParser(_ParserBase):
         if self._error is not None:
             raise self._error
         in_head = self._in_head
+        self._begun = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -621,7 +626,7 @@ class RequestParser(_ParserBase):
                     # Answer what was complete first; raise on the next feed.
                     return done
                 raise self._error from None
-        if in_head and self._in_head:
+        if in_head and self._in_head and not self._begun:
             self._grow_pending(len(data))
         done, self._done = self._done, []
         return done
@@ -668,6 +673,7 @@ class ResponseParser(_ParserBase):
         if self._error is not None:
             raise self._error
         in_head = self._in_head
+        self._begun = False
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -676,7 +682,7 @@ class ResponseParser(_ParserBase):
             if not self._head_done:
                 self._raise_parse_error(exc)
         if not self._head_done:
-            if in_head and self._in_head:
+            if in_head and self._in_head and not self._begun:
                 self._grow_pending(len(data))
             return None
         p = self._parser
