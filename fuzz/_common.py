@@ -21,8 +21,11 @@ if ROOT not in sys.path:
 
 import atheris  # noqa: E402
 
-with atheris.instrument_imports(include=["wsfast"]):
+if os.environ.get("WSFAST_FUZZ_NO_INSTRUMENT"):  # fuzz/replay.py: no coverage to collect
     from wsfast import codec as _codec  # noqa: E402
+else:
+    with atheris.instrument_imports(include=["wsfast"]):
+        from wsfast import codec as _codec  # noqa: E402
 
 if os.environ.get("WSFAST_FUZZ_TREE") and not _codec.__file__.startswith(ROOT):
     raise ImportError(f"wsfast came from {_codec.__file__}, not from WSFAST_FUZZ_TREE={ROOT}")
