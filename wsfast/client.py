@@ -33,7 +33,7 @@ from . import handshake as _hs
 from .connection import Side
 from .deflate import client_offer as _client_offer
 from .deflate import compression_options as _compression_options
-from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError
+from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, HandshakeError
 from .protocol import Options, WebSocketProtocol
 
 __all__ = ["connect", "ClientConnection"]
@@ -66,8 +66,11 @@ def parse_uri(uri):
 class ClientConnection:
     """An open client WebSocket (from :func:`connect`).
 
-    ``await send(message)`` (str → text, bytes → binary), ``await recv()``,
-    ``async for message in ws``, ``await ping()``, ``await close(code, reason)``.
+    ``await send(message)`` (str → text, bytes → binary, an iterable or
+    async iterable of them → one message in fragments), ``await recv()``,
+    ``async for chunk in ws.recv_streaming()`` (one message as its pieces
+    arrive), ``async for message in ws``, ``await ping()``,
+    ``await close(code, reason)``.
     ``subprotocol``: the one the server chose (or None); ``extensions``: the
     negotiated extensions (``[PerMessageDeflate(...)]`` or ``[]``);
     ``response``: the server's 101 (``.headers``); ``close_code``/``close_reason``
@@ -85,6 +88,9 @@ class ClientConnection:
         self._key = key
         self._subprotocols = list(subprotocols or ())
         self._messages = collections.deque()
+        self._chunks = collections.deque()  # Fragments of the message recv_streaming() reads
+        self._reading_stream = False  # recv_streaming() is reading a message
+        self._dropping = False  # the rest of a message recv_streaming() left is dropped
         self._waiter = None
         self._closed = False
         self._pings = collections.OrderedDict()  # payload -> (future, sent at)
@@ -98,10 +104,109 @@ class ClientConnection:
         """Send a message: ``str`` as text, bytes-like as binary. Waits while
         the write buffer is above its high-water mark. ``compress=False``
         sends it uncompressed when permessage-deflate is on. Raises
-        :class:`~wsfast.ConnectionClosed` once the connection is closing."""
+        :class:`~wsfast.ConnectionClosed` once the connection is closing.
+
+        An iterable or async iterable of ``str`` (or of bytes-like) pieces
+        (not a ``dict``, which goes as JSON text) is sent as one message in
+        fragments, a frame per piece and an empty last frame (RFC 6455
+        §5.4), waiting for the write buffer after each piece: a message of
+        any length from a generator, in bounded memory. Pieces of the other
+        type raise ``TypeError``; if that, or an exception from the
+        iterable, happens after the first piece, the message cannot be
+        finished and the connection is closed with 1011 first."""
         if self._closed:
             raise self._closed_error()
+        kind = type(message)
+        if kind is not str and kind is not bytes and kind is not dict and (
+            hasattr(message, "__iter__") or hasattr(message, "__aiter__")
+        ):
+            try:
+                memoryview(message)  # bytearray, memoryview, array...: one binary message
+            except TypeError:
+                await self._send_pieces(message, compress)
+                return
         await self.protocol.write_message(message, False, compress)
+
+    async def _send_pieces(self, pieces, compress):
+        protocol = self.protocol
+        empty = None  # the last frame's empty payload, once the first piece went
+        try:
+            if hasattr(pieces, "__aiter__"):
+                async for piece in pieces:
+                    await protocol.send_fragment(piece, False, compress)
+                    if empty is None:
+                        empty = "" if type(piece) is str else b""
+            else:
+                for piece in pieces:
+                    await protocol.send_fragment(piece, False, compress)
+                    if empty is None:
+                        empty = "" if type(piece) is str else b""
+        except BaseException as exc:
+            if empty is not None and not isinstance(exc, ConnectionClosed):
+                # Half a message is out and its end never will be: the
+                # peer cannot be left waiting for it (websockets' habit).
+                protocol.close(1011, "error while sending a fragmented message")
+            raise
+        if empty is not None:
+            await protocol.send_fragment(empty, True, compress)
+
+    async def recv_streaming(self):
+        """The next message as its pieces arrive, without assembling it:
+        ``async for chunk in ws.recv_streaming():`` yields ``str`` pieces for
+        a text message (a character is never split) and ``bytes`` for a
+        binary one, ending after the last. A message of any length passes
+        through bounded memory: each frame is limited by
+        ``max_message_size`` (after decompression), the message is not, and
+        reading pauses while ``max_queue`` pieces wait. A message already
+        received whole comes as one piece. Raises
+        :class:`~wsfast.ConnectionClosed` as :meth:`recv` does. Leaving the
+        loop early drops the rest of that message."""
+        if self._reading_stream:
+            raise RuntimeError("recv_streaming() is already reading a message")
+        if self._messages or self._closed:
+            yield await self.recv()
+            return
+        chunks = self._chunks
+        self.protocol.connection.stream_next()
+        self._reading_stream = True
+        fin = started = False
+        try:
+            while not fin:
+                while not chunks:
+                    if not started and self._messages:
+                        # The rest of an abandoned stream held the one-shot
+                        # stream_next(): this message came whole.
+                        self._reading_stream = False
+                        yield await self.recv()
+                        return
+                    if self._closed:
+                        raise self._closed_error()
+                    if self._waiter is not None:
+                        raise RuntimeError("recv() is already waiting in another task")
+                    waiter = self._waiter = self._loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
+                fragment = chunks.popleft()
+                protocol = self.protocol
+                if protocol._read_paused and len(chunks) <= self.options.max_queue // 2:
+                    protocol.resume_reading()
+                if not chunks and not self._messages:
+                    protocol.consumed()  # a close held behind this piece may go now
+                fin = fragment.fin
+                started = True
+                yield fragment.data
+        finally:
+            self._reading_stream = False
+            if started and not fin:  # abandoned: drop the rest of this message
+                while chunks:
+                    if chunks.popleft().fin:
+                        break
+                else:
+                    self._dropping = True
+                if self.protocol._read_paused:
+                    self.protocol.resume_reading()
 
     async def recv(self):
         """The next message (``str`` or ``bytes``). Raises
@@ -209,7 +314,7 @@ class ClientConnection:
     # -- handler interface (called by WebSocketProtocol) ----------------------------
 
     def _unconsumed(self):
-        return bool(self._messages)
+        return bool(self._messages) or bool(self._chunks)
 
     def on_message(self, message):
         messages = self._messages
@@ -219,6 +324,20 @@ class ClientConnection:
             waiter.set_result(None)
         if len(messages) >= self.options.max_queue:
             self.protocol.pause_reading()  # recv() lags: let TCP push back
+
+    def on_fragment(self, fragment):
+        """A piece of the message recv_streaming() reads (Connection.stream_next)."""
+        if self._dropping:  # the rest of a message recv_streaming() left
+            if fragment.fin:
+                self._dropping = False
+            return
+        chunks = self._chunks
+        chunks.append(fragment)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(chunks) >= self.options.max_queue:
+            self.protocol.pause_reading()  # the reader lags: let TCP push back
 
     def on_ping(self, data):
         pass

@@ -39,6 +39,7 @@ event inline; everything else (control frames, fragments, extensions, a
 message limit below 125 bytes) goes through ``_handle_frame``.
 """
 
+import codecs
 import os
 import struct
 from enum import Enum
@@ -52,7 +53,7 @@ from .exceptions import (
     ProtocolError,
 )
 
-__all__ = ["Side", "State", "Ping", "Pong", "Close", "Connection"]
+__all__ = ["Side", "State", "Ping", "Pong", "Close", "Fragment", "Connection"]
 
 
 class Side(Enum):
@@ -96,6 +97,29 @@ class Pong(Ping):
     """A pong arrived (solicited or not). ``data``: its payload."""
 
     __slots__ = ()
+
+
+class Fragment:
+    """A piece of a message delivered as it arrives (``Connection.streaming``,
+    ``Connection.stream_next()``): ``data`` is a ``str`` for a text message
+    (the pieces decoded in turn: a character is never split), ``bytes`` for
+    a binary one; ``fin`` is True on the last piece."""
+
+    __slots__ = ("data", "fin")
+
+    def __init__(self, data, fin=True):
+        self.data = data
+        self.fin = fin
+
+    def __eq__(self, other):
+        if type(other) is not Fragment:
+            return NotImplemented
+        return self.data == other.data and self.fin == other.fin
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Fragment({self.data!r}, fin={self.fin})"
 
 
 # Close codes a close frame may carry (RFC 6455 §7.4.1, §7.4.2).
@@ -205,6 +229,7 @@ _HEAD_64 = struct.Struct("!BBQ").pack  # ... 64-bit length (RFC 6455 §5.2)
 # never fewer than 1024 (docs/DESIGN.md, "Limits").
 _FRAGMENT_AVERAGE = 64
 _MIN_FRAGMENTS = 1024
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class Connection:
@@ -237,6 +262,7 @@ class Connection:
         "_client", "_mask_pool", "_mask_pos", "_frag_opcode", "_frag_buf", "_frag_size",
         "max_fragments", "_frag_count", "_frag_wire", "_encoded_bound",
         "_fast_base", "_fast", "in_frame", "defer_pongs", "_deferred_pong",
+        "_sending", "_stream", "_streaming", "_stream_decoder",
     )
 
     def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=(),
@@ -314,6 +340,13 @@ class Connection:
         # recent ping), so a peer flooding pings without reading grows nothing.
         self.defer_pongs = False
         self._deferred_pong = None
+        # A fragmented message being sent (send_fragment): 1 text, 2 binary, 0 none.
+        self._sending = 0
+        # Receiving as Fragment events: _streaming for every message (the
+        # ``streaming`` property), _stream for the current/next one.
+        self._streaming = False
+        self._stream = False
+        self._stream_decoder = None  # an incremental UTF-8 decoder, streamed text
 
     # -- receiving -------------------------------------------------------------
 
@@ -455,13 +488,15 @@ class Connection:
             if not frag_opcode:
                 raise ProtocolError(1002, "continuation frame without a message in progress")
             count = self._frag_count + 1
-            if count > self.max_fragments:
+            if count > self.max_fragments and not self._stream:
                 self._reset_fragments()
                 raise PayloadTooBig(f"message in more than {self.max_fragments} fragments")
         elif frag_opcode:
             raise ProtocolError(1002, "new data frame inside a fragmented message")
         else:
             count = 1
+        if self._stream:
+            return self._stream_frame(frame, op, frag_opcode, append)
 
         wire = -1
         if self.extensions:
@@ -531,6 +566,92 @@ class Connection:
             left = self.max_message_size - size
         self._parser.max_frame_size = max(left, 125)
         return False
+
+    def _stream_frame(self, frame, op, frag_opcode, append):
+        """A data frame of a streamed message: its payload as a
+        :class:`Fragment` event now. The limits apply per frame
+        (``max_message_size`` after decompression, ``max_encoded_size`` of
+        it for a compressed frame); the message as a whole is not held, so
+        it has none. UTF-8 fails fast as for assembled messages."""
+        compressed = frame.rsv1 if op else self._frag_wire >= 0
+        if self.extensions:
+            frame = self._decode_extensions(frame)
+        payload = frame.payload
+        fin = frame.fin
+        held = self._frag_buf  # a part assembled before stream_next()
+        if len(payload) + self._frag_size > self.max_message_size:
+            self._reset_fragments()
+            raise PayloadTooBig(
+                f"fragment of {len(payload)} bytes exceeds the limit of "
+                f"{self.max_message_size} bytes"
+            )
+        checked = self._partial_checked
+        if checked:
+            self._partial_checked = 0
+        text = (op or frag_opcode) == 1
+        if text:  # RFC 6455 §8.1: fail fast, in the fragment with the bad byte
+            utf8 = self._new_utf8() if op and not checked else self._utf8
+            utf8.feed(memoryview(payload)[checked:] if checked else payload, fin)
+        if held:
+            held += payload
+            payload = bytes(held)
+        if text:
+            decoder = self._stream_decoder
+            if decoder is None:
+                decoder = self._stream_decoder = _utf8_decoder()
+            data = decoder.decode(payload, fin)  # validated above: cannot fail
+        else:
+            data = payload
+        append(Fragment(data, fin))
+        if fin:
+            self._reset_fragments()
+            self._stream_decoder = None
+            self._stream = self._streaming
+            self._fast = self._fast_base
+            return False
+        if op:
+            self._frag_opcode = op
+            self._frag_wire = 0 if compressed else -1
+            self._fast = False
+        self._frag_buf = None
+        self._frag_size = 0
+        limit = self._rsv1_limit(1) if compressed and self._encoded_bound else self.max_message_size
+        self._parser.max_frame_size = max(limit, 125)
+        return False
+
+    @property
+    def streaming(self):
+        """False (the default): messages come whole, as ``str``/``bytes``
+        events. True: every data frame comes as it arrives, as a
+        :class:`Fragment` event (``data``: ``str`` for text, decoded
+        piece by piece, ``bytes`` for binary; ``fin`` on the last), so a
+        message of any length passes through bounded memory: each frame
+        must fit ``max_message_size`` (after decompression), the message as
+        a whole has no limit. Setting it takes effect from the next frame
+        (a message partly assembled comes on as fragments, its first one
+        carrying the part received so far)."""
+        return self._streaming
+
+    @streaming.setter
+    def streaming(self, value):
+        value = bool(value)
+        self._streaming = value
+        self._fast_base = not self.extensions and self.max_message_size >= 125 and not value
+        if value:
+            self._stream = True
+            self._fast = False
+        elif not self._frag_opcode:
+            self._stream = False
+            self._fast = self._fast_base
+        # else: the message in progress goes on as fragments; the next one not.
+
+    def stream_next(self):
+        """Deliver one message as :class:`Fragment` events (see
+        :attr:`streaming`): the one arriving now (the part assembled so far
+        comes first), or else the next one; then whole messages again.
+        What a client's ``recv_streaming()`` uses."""
+        self._stream = True
+        self._fast = False
 
     def _rsv1_limit(self, frames=1):
         """The most payload bytes the ``frames`` frames of an encoded (RSV1)
@@ -704,7 +825,7 @@ class Connection:
         on (no effect otherwise). Raises ``ConnectionClosed`` once a close
         was sent or the connection ended (RFC 6455 §5.5.1)."""
         if not self._can_send:
-            raise self._closed_error()
+            raise self._send_refused()
         if self.extensions:
             data = self._send_data(1, text.encode("utf-8"), compress)
         elif self._client:
@@ -726,7 +847,7 @@ class Connection:
         ``compress=False``: as for :meth:`send_text`. Raises
         ``ConnectionClosed`` once a close was sent or the connection ended."""
         if not self._can_send:
-            raise self._closed_error()
+            raise self._send_refused()
         if self.extensions:
             data = self._send_data(2, data, compress)
         elif self._client:
@@ -753,7 +874,7 @@ class Connection:
         Raises ``ConnectionClosed`` once a close was sent or the connection
         ended, ``ValueError`` on a client connection."""
         if not self._can_send:
-            raise self._closed_error()
+            raise self._send_refused()
         if self._client:
             raise ValueError("a client must mask each frame: send_prepared is for servers")
         if self._out:
@@ -769,7 +890,7 @@ class Connection:
         the payload: use :meth:`send_binary` there, which raises
         ``ValueError`` here). Raises ``ConnectionClosed`` as send_binary does."""
         if not self._can_send:
-            raise self._closed_error()
+            raise self._send_refused()
         if self._client or self.extensions:
             raise ValueError("send_binary_parts: server side without extensions only")
         if type(data) is not bytes:  # bytes alone cannot change after it is queued
@@ -784,6 +905,82 @@ class Connection:
         if self._out:
             head = self._take_out(head)
         return head, data
+
+    def send_fragment(self, data, fin=False, compress=True):
+        """Send a message in pieces (RFC 6455 §5.4): return the bytes of the
+        frame carrying ``data``, the next piece of it.
+
+        The first call starts the message: a ``str`` makes it text, a
+        bytes-like object binary; the following calls carry the same type
+        (``TypeError`` otherwise) and ``fin=True`` on the last piece ends it
+        (an empty piece may end it). Until then ``send_text`` /
+        ``send_binary`` raise ``RuntimeError`` (two messages cannot be
+        interleaved), while ``send_ping`` / ``send_pong`` / ``send_close``
+        may go between the pieces (RFC 6455 §5.4, §5.5). ``compress``, read
+        at the first piece, holds for the whole message (permessage-deflate
+        compresses each piece through one stream, RFC 7692 §7.2.1). Raises
+        ``ConnectionClosed`` once a close was sent or the connection ended:
+        the message stays unfinished, as the peer sees it.
+        """
+        sending = self._sending
+        if sending:
+            if not self._data_allowed():
+                raise self._closed_error()
+            if (type(data) is str) != (sending == 1):
+                raise TypeError(
+                    f"a {'text' if sending == 1 else 'binary'} message continues with "
+                    f"{'str' if sending == 1 else 'bytes-like'} pieces, not {type(data).__name__}"
+                )
+            opcode = 0
+        else:
+            if not self._can_send:
+                raise self._send_refused()
+            opcode = 1 if type(data) is str else 2
+            if opcode == 2:
+                memoryview(data)  # TypeError for what is not bytes-like, before any state changes
+        if type(data) is str:
+            data = data.encode("utf-8")
+        if self.extensions:
+            frame = self.codec.Frame(opcode, data, fin=fin)
+            for ext in self.extensions:
+                frame = ext.encode(frame) if compress or opcode == 0 else ext.encode(frame, compress=False)
+            out = self._build_frame(
+                frame.opcode, frame.payload, fin=frame.fin, rsv1=frame.rsv1,
+                mask_key=self._mask_key() if self._client else None,
+            )
+        elif self._client:
+            out = self._build_frame(opcode, data, fin=fin, mask_key=self._mask_key())
+        else:
+            out = self._build_frame(opcode, data, fin=fin)
+        if fin:
+            self._sending = 0
+            self._can_send = self._data_allowed()
+        elif not sending:
+            self._sending = opcode
+            self._can_send = False  # send_text/send_binary: _send_refused()
+        return self._take_out(out)
+
+    @property
+    def sending_fragments(self):
+        """True while a message started with :meth:`send_fragment` has not
+        ended."""
+        return self._sending != 0
+
+    def _data_allowed(self):
+        # What _can_send would be without a fragmented message being sent:
+        # no close sent, or one held until data_to_send() (see _fail), and
+        # the connection not ended.
+        return self._pending_close is not None or (
+            self.close_sent is None and self.state is not State.CLOSED
+        )
+
+    def _send_refused(self):
+        """The exception for a data message that may not be sent now."""
+        if self._sending and self._data_allowed():
+            return RuntimeError(
+                "a fragmented message is being sent: end it with send_fragment(..., fin=True) first"
+            )
+        return self._closed_error()
 
     def _send_control(self, opcode, data):
         # Control frames may follow our close frame (RFC 6455 §5.5.1 forbids

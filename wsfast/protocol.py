@@ -50,7 +50,7 @@ import json
 import logging
 import os
 
-from .connection import Connection, Ping, Pong, Side, State
+from .connection import Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -762,6 +762,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                             self._pong_timer.cancel()
                             self._pong_timer = None
                         self._call_handler(self.handler.on_pong, event.data)
+                    elif kind is Fragment:  # a streamed message (Connection.stream_next)
+                        self._call_handler(self.handler.on_fragment, event)
                     # Close: the Connection queued the reply; the state tells the rest.
             finally:
                 self._batch = None
@@ -1059,6 +1061,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if drain is None:
             drain = self._drain = self._loop.create_future()
         return drain
+
+    def send_fragment(self, data, fin=False, compress=True):
+        """Send the next piece of a message sent in pieces
+        (``Connection.send_fragment``: the first piece's type makes it text
+        or binary, ``fin=True`` ends it); returns :meth:`drained`."""
+        self._send(self._open_connection().send_fragment(data, fin, compress))
+        return self.drained()
 
     def send_ping(self, data=b""):
         """Send a ping (``data``: at most 125 bytes). Raises
