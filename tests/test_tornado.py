@@ -413,3 +413,37 @@ def test_client_write_after_the_connection_dropped(run):
             server.stop()
 
     run(main())
+
+
+def test_wsfast_broadcast_reaches_tornado_handlers(run, impl):
+    # wsfast.broadcast (one encoded frame for every connection) takes
+    # wsfast.tornado handlers as it takes wsfast.web ones.
+    import wsfast
+
+    class Room(wt.WebSocketHandler):
+        members = []
+
+        def open(self):
+            Room.members.append(self)
+
+        def on_message(self, message):
+            result = wsfast.broadcast(Room.members, {"said": message})
+            self.write_message(f"sent to {result.sent}")
+
+    async def main():
+        Room.members.clear()
+        server, port = await serve(tornado.web.Application([(r"/", Room)], wsfast_codec=impl))
+        try:
+            clients = [await wt.websocket_connect(f"ws://127.0.0.1:{port}/") for _ in range(3)]
+            while len(Room.members) < 3:
+                await asyncio.sleep(0.01)
+            clients[0].write_message("hi")
+            for ws in clients:
+                assert await ws.read_message() == '{"said": "hi"}'
+            assert await clients[0].read_message() == "sent to 3"
+            for ws in clients:
+                ws.close()
+        finally:
+            server.stop()
+
+    run(main())
