@@ -447,3 +447,36 @@ def test_wsfast_broadcast_reaches_tornado_handlers(run, impl):
             server.stop()
 
     run(main())
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_peer_gone_mid_frame_closes_the_handler(run, tls, secure):
+    # TCP dropped in the middle of a frame: on_close runs, with no close code.
+    server_ctx, cafile = tls
+
+    async def main():
+        app = make_app(None)
+        server, port = await serve(app, ssl_options=server_ctx if secure else None)
+        try:
+            context = ssl.create_default_context(cafile=cafile) if secure else None
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname="localhost" if secure else None)
+            writer.write(
+                b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"\x82\xfe\x10\x00\0\0\0\0" + b"x" * 1000)  # 4096-byte frame, 1000 sent
+            await writer.drain()
+            writer.transport.abort()
+            for _ in range(200):
+                if app.settings["closed"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert app.settings["closed"] == [(None, None)]
+            assert app.settings["opened"][0].ws_connection is None
+        finally:
+            server.stop()
+
+    run(main())
