@@ -480,3 +480,33 @@ def test_peer_gone_mid_frame_closes_the_handler(run, tls, secure):
             server.stop()
 
     run(main())
+
+
+def test_no_keepalive_unless_asked(run):
+    # Tornado's defaults: neither side pings unless websocket_ping_interval /
+    # ping_interval says so (wsfast's own server and client ping every 20 s).
+    class Plain(wt.WebSocketHandler):
+        opened = []
+
+        def open(self):
+            Plain.opened.append(self)
+
+        def on_message(self, message):
+            self.write_message(message)
+
+    async def main():
+        server, port = await serve(tornado.web.Application([(r"/", Plain)]))
+        try:
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/")
+            ws.write_message("x")
+            assert await ws.read_message() == "x"
+            assert ws.protocol._wsfast.options.ping_interval is None
+            assert ws.protocol._ping_handle is None
+            server_side = Plain.opened[0].ws_connection
+            assert server_side.options.ping_interval is None
+            assert server_side._ping_timer is None
+            ws.close()
+        finally:
+            server.stop()
+
+    run(main())

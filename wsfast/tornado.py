@@ -1158,6 +1158,9 @@ async def _connect_tornado(request, on_message_callback, compression_options, pi
             max_message_size=max_message_size,
             compression=_tornado_compression(compression_options),
             open_timeout=min(timeouts) if timeouts else None,
+            # Keepalive is Tornado's (ping_interval/ping_timeout, in
+            # _ClientProtocol), off unless asked for: not wsfast's default.
+            ping_interval=None,
             user_agent=user_agent,
             **kwargs,
         )
