@@ -92,6 +92,19 @@ SERVERS = {
     "aiohttp": ("aiohttp", "aiohttp_server.py", [], ["aiohttp"], None),
     "websockets": ("websockets", "websockets_server.py", [], ["websockets"], None),
     "tornado": ("tornado", "tornado_server.py", [], ["tornado"], None),
+    # issue 14: the same bare ASGI echo app under uvicorn with each WebSocket class (and Starlette)
+    "uvicorn-wsfast": ("uvicorn --ws wsfast", "uvicorn_server.py", ["--ws", "wsfast"],
+                       ["uvicorn", "wsfast._frame"], ("echo", "rr", "idle")),
+    "uvicorn-websockets-sansio": ("uvicorn --ws websockets-sansio", "uvicorn_server.py",
+                                  ["--ws", "websockets-sansio"], ["uvicorn", "websockets"], ("echo", "rr", "idle")),
+    "uvicorn-wsproto": ("uvicorn --ws wsproto", "uvicorn_server.py", ["--ws", "wsproto"],
+                        ["uvicorn", "wsproto"], ("echo", "rr", "idle")),
+    "starlette-wsfast": ("Starlette, uvicorn --ws wsfast", "uvicorn_server.py",
+                         ["--ws", "wsfast", "--app", "starlette"], ["uvicorn", "starlette", "wsfast._frame"],
+                         ("echo", "rr", "idle")),
+    "starlette-websockets-sansio": ("Starlette, uvicorn --ws websockets-sansio", "uvicorn_server.py",
+                                    ["--ws", "websockets-sansio", "--app", "starlette"],
+                                    ["uvicorn", "starlette", "websockets"], ("echo", "rr", "idle")),
     "ceiling-batched": ("ceiling, one write per read", "ceiling_server.py", [], [], None),
     "ceiling-perframe": ("ceiling, one write per frame", "ceiling_server.py", ["--per-frame"], [], None),
 }
@@ -443,6 +456,22 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
                 r = rate_ratio(case, py, "websockets")
                 add(f"pipelined {SIZE_LABEL[s]}: {SERVERS[py][0]} round trips/s ≥ websockets", r,
                     r is not None and r >= 1.0, x(r))
+    for prefix in ("uvicorn", "starlette"):  # issue 14: the ASGI class against uvicorn's default
+        a, b = f"{prefix}-wsfast", f"{prefix}-websockets-sansio"
+        if not {a, b} <= have:
+            continue
+        for s in (64, 256, 8192):
+            for case, kind in ((f"echo-{s}", "pipelined"), (f"rr16-{s}", "one in flight, 16 ×")):
+                if case in results:
+                    r = rate_ratio(case, a, b)
+                    add(f"{kind} {SIZE_LABEL[s]}: {SERVERS[a][0]} round trips/s ≥ 2× {SERVERS[b][0]}", r,
+                        r is not None and r >= 2.0, x(r))
+        for case in sorted(c for c in results if c.startswith("idle-")):
+            u = metric(results, case, a, "bytes_per_connection", allow_client_bound=True)
+            v = metric(results, case, b, "bytes_per_connection", allow_client_bound=True)
+            r = u / v if u and v else None
+            add(f"{SERVERS[a][0]}: memory per idle connection ≤ {SERVERS[b][0]}'s", r, r is not None and r <= 1.0,
+                f"{u / 1024:.2f} vs {v / 1024:.2f} KiB ({x(r)})" if r is not None else "–")
     for n, s in RR_CASES:
         case = f"rr{n}-{s}"
         if case in results and n == 16 and {"wsfast", "picows"} <= have:
@@ -676,7 +705,9 @@ def charts(results, servers, out):
     labels = [SERVERS[s][0] for s in servers]
     colors = {"wsfast": "#1f6feb", "wsfast-python": "#79a8f2", "wsfast-python-nonumpy": "#b6cdf5", "picows": "#e8590c", "aiohttp": "#2f9e44",
               "websockets": "#9c36b5", "tornado": "#868e96", "ceiling-batched": "#343a40",
-              "ceiling-perframe": "#777777", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00"}
+              "ceiling-perframe": "#777777", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00",
+              "uvicorn-wsfast": "#1f6feb", "uvicorn-websockets-sansio": "#9c36b5", "uvicorn-wsproto": "#c2255c",
+              "starlette-wsfast": "#74c0fc", "starlette-websockets-sansio": "#da77f2"}
     written = []
 
     def bars(ax, groups, key, scale=1.0):

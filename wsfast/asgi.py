@@ -402,7 +402,8 @@ class ASGISession:
         bytes), then websocket.disconnect (again on every later call)."""
         if self._handed:  # the message handed over last time has had its turn
             self._handed = False
-            self.protocol.consumed()
+            if self.protocol._close_held:  # (the test of consumed(), saving a call per message)
+                self.protocol.consumed()
         queue = self._queue
         if queue:
             event = queue.popleft()
@@ -415,11 +416,10 @@ class ASGISession:
         disconnect = self._disconnect
         if disconnect is not None:
             return disconnect
+        # Whoever resolves the waiter clears _waiter first (on_message,
+        # _set_disconnect); a cancelled one is found done and replaced.
         waiter = self._waiter = self.protocol._loop.create_future()
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
+        return await waiter
 
     def on_message(self, message):
         if self._state is not _ACCEPTED:
@@ -488,12 +488,12 @@ class ASGISession:
         """Carry out one ASGI message; raises ClientDisconnected (an OSError)
         once the client is gone, RuntimeError for a message out of turn."""
         protocol = self.protocol
-        try:
-            drained = protocol.drained()
-        except WebSocketError:
-            pass  # the transport is closing or gone: the state below decides
-        else:
-            if not drained.done():
+        if protocol._write_paused:  # (drained()'s test, saving a call per message)
+            try:
+                drained = protocol.drained()
+            except WebSocketError:
+                pass  # the transport is closing or gone: the state below decides
+            else:
                 await drained  # backpressure: the buffer is above its high-water mark
         kind = message["type"]
         state = self._state
