@@ -105,6 +105,7 @@ SERVERS = {
     "starlette-websockets-sansio": ("Starlette, uvicorn --ws websockets-sansio", "uvicorn_server.py",
                                     ["--ws", "websockets-sansio", "--app", "starlette"],
                                     ["uvicorn", "starlette", "websockets"], ("echo", "rr", "idle")),
+    "granian": ("granian (ASGI, embedded)", "granian_server.py", [], ["granian", "uvicorn"], ("echo", "rr", "idle")),
     "ceiling-batched": ("ceiling, one write per read", "ceiling_server.py", [], [], None),
     "ceiling-perframe": ("ceiling, one write per frame", "ceiling_server.py", ["--per-frame"], [], None),
 }
@@ -707,7 +708,7 @@ def charts(results, servers, out):
               "websockets": "#9c36b5", "tornado": "#868e96", "ceiling-batched": "#343a40",
               "ceiling-perframe": "#777777", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00",
               "uvicorn-wsfast": "#1f6feb", "uvicorn-websockets-sansio": "#9c36b5", "uvicorn-wsproto": "#c2255c",
-              "starlette-wsfast": "#74c0fc", "starlette-websockets-sansio": "#da77f2"}
+              "starlette-wsfast": "#74c0fc", "starlette-websockets-sansio": "#da77f2", "granian": "#f59f00"}
     written = []
 
     def bars(ax, groups, key, scale=1.0):
