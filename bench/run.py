@@ -467,6 +467,11 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
                     r = rate_ratio(case, a, b)
                     add(f"{kind} {SIZE_LABEL[s]}: {SERVERS[a][0]} round trips/s ≥ 2× {SERVERS[b][0]}", r,
                         r is not None and r >= 2.0, x(r))
+                    # the same target in the unit a shared machine cannot blur: at saturation
+                    # round trips/s is 1 / (server CPU per round trip)
+                    r = cost_ratio(results, case, a, b)
+                    add(f"{kind} {SIZE_LABEL[s]}: {SERVERS[a][0]} server CPU/round trip ≤ 0.5× "
+                        f"{SERVERS[b][0]}'s", r, r is not None and r <= 0.5, x(r))
         for case in sorted(c for c in results if c.startswith("idle-")):
             u = metric(results, case, a, "bytes_per_connection", allow_client_bound=True)
             v = metric(results, case, b, "bytes_per_connection", allow_client_bound=True)

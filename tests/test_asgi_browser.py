@@ -75,6 +75,22 @@ def _echo_app(closed):
         except WebSocketDisconnect as exc:
             closed.set_result(("client", exc.code, exc.reason))
 
+    @app.websocket("/api")
+    async def api(websocket: WebSocket):
+        await websocket.accept(subprotocol="v1")
+        obj = await websocket.receive_json()
+        await websocket.send_json({"echo": obj, "n": len(obj["items"])})
+        data = await websocket.receive_bytes()
+        await websocket.send_bytes(bytes(reversed(data)))
+        words = []
+        async for text in websocket.iter_text():
+            if text == "end":
+                break
+            words.append(text)
+        await websocket.send_text(" ".join(words))
+        await websocket.close(4002, "api done")
+        closed.set_result(("api", words))
+
     return app
 
 
@@ -149,5 +165,38 @@ def test_example_chat_in_chromium(browser, run, protocol_cls):
                 await page.wait_for_text("#log", "bob: hi ann")
                 await page.evaluate("() => ws.close()")
                 assert await bob.recv() == "* ann left"
+
+    run(main())
+
+
+def test_fastapi_json_bytes_iter_text_in_chromium(browser, run, protocol_cls):
+    """FastAPI's receive_json/send_json, receive_bytes/send_bytes, iter_text
+    and close(code, reason), seen by Chromium's WebSocket."""
+
+    async def main():
+        closed = asyncio.get_running_loop().create_future()
+        async with page_on(browser, _echo_app(closed), protocol_cls) as (page, _):
+            await page.wait_for_text("#log", "You said:")
+            result = await page.evaluate(
+                """() => new Promise((resolve) => {
+                    const ws = new WebSocket("ws://" + location.host + "/api", ["v1"]);
+                    ws.binaryType = "arraybuffer";
+                    const got = [];
+                    ws.onopen = () => ws.send(JSON.stringify({items: [1, 2, 3], s: "\u00e9"}));
+                    ws.onmessage = (e) => {
+                        got.push(typeof e.data === "string" ? e.data : Array.from(new Uint8Array(e.data)));
+                        if (got.length === 1) ws.send(new Uint8Array([1, 2, 3, 250]).buffer);
+                        if (got.length === 2) { ["a", "b", "c", "end"].forEach((w) => ws.send(w)); }
+                    };
+                    ws.onclose = (e) => resolve({protocol: ws.protocol, got, code: e.code, reason: e.reason,
+                                                 clean: e.wasClean});
+                })"""
+            )
+            assert result == {
+                "protocol": "v1",
+                "got": ['{"echo":{"items":[1,2,3],"s":"\u00e9"},"n":3}', [250, 3, 2, 1], "a b c"],
+                "code": 4002, "reason": "api done", "clean": True,
+            }
+            assert await asyncio.wait_for(closed, 5) == ("api", ["a", "b", "c"])
 
     run(main())

@@ -34,10 +34,12 @@ ASGI messages onto the adapter:
   several go chunked.
 
 Received messages go to the application as ``websocket.receive`` events:
-straight into the ``receive()`` it is waiting in, else into a queue; while
-the queue holds a message the application has not asked for, reading
-pauses (at most one read's messages wait, so memory stays bounded whatever
-``ws_max_queue`` says; it must be at least 1). A close that arrives behind
+straight into the ``receive()`` it is waiting in, else into a queue.
+Reading pauses as soon as a message waits while the application is not
+receiving (as uvicorn's own classes do), or when ``ws_max_queue`` messages
+wait while it is; it resumes when the queue is empty. Replies the
+application sends while more messages wait are corked: one transport write
+per loop turn, not one per message. A close that arrives behind
 unanswered messages waits (at most a second) until the application has
 taken them, so its replies go out before the close reply (the adapter's
 *held close*). ``websocket.disconnect`` comes last, with the code and reason
@@ -45,7 +47,8 @@ of the close (1006 when TCP went without one; 1012 on server shutdown).
 
 Settings honoured: ``ws_max_size`` (1009 above it), ``ws_ping_interval`` and
 ``ws_ping_timeout`` (0 or None turns keepalive off; a missing pong closes
-with 1011), ``ws_per_message_deflate``, ``ws_max_queue`` (see above),
+with 1011), ``ws_per_message_deflate``, ``ws_max_queue`` (see above; at
+least 1),
 ``root_path``, the server's default headers (``server``, ``date``),
 graceful shutdown (``shutdown()``: 1012, then the close reply is awaited for
 ``close_timeout`` seconds) and ``server_state.connections``.
@@ -434,8 +437,12 @@ class ASGISession:
             waiter.set_result(event)
             self._handed = True
             return
-        self._queue.append(event)
-        self.protocol.pause_reading()  # the application lags: leave the rest in the kernel
+        queue = self._queue
+        queue.append(event)
+        # Leave the rest in the kernel while the application is not receiving
+        # (as uvicorn's own classes do), or is but ws_max_queue messages wait.
+        if not self._handed or len(queue) >= self.protocol.options.max_queue:
+            self.protocol.pause_reading()
 
     def on_ping(self, data):
         pass  # the adapter answers
@@ -504,6 +511,10 @@ class ASGISession:
                     data = message.get("text")
                     if data is None:
                         raise RuntimeError("websocket.send needs 'bytes' or 'text'")
+                if self._queue:
+                    # More messages to answer in this loop turn (a pipelining
+                    # peer): their replies go out in one write at its end.
+                    protocol.cork()
                 try:
                     protocol.write_message(data)
                 except WebSocketError:

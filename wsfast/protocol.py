@@ -846,9 +846,16 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # read of that connection writes the batch itself; _ws_finished flushes
     # it before the half-close.
 
+    def cork(self):
+        """Batch what is written from now to the end of this loop turn into
+        one transport write (a front-end that answers several queued
+        messages in one turn: wsfast.asgi). A no-op while a batch is open."""
+        if self._batch is None:
+            self._cork(None)
+
     def _cork(self, data):
-        """Open a batch holding ``data``; it is written at the end of this loop turn."""
-        self._batch = [data]
+        """Open a batch holding ``data`` (None: empty); it is written at the end of this loop turn."""
+        self._batch = [data] if data is not None else []
         shared = _loop_shared(self._loop)
         shared.corked.append(self)
         if not shared.flush_pending:
