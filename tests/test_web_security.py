@@ -448,3 +448,58 @@ def test_running_out_of_descriptors_gives_503s_and_a_quiet_log(tmp_path, loop):
     lines = stderr.read_text().splitlines()
     assert len(lines) < 20, "\n".join(lines[:60])
     assert "Traceback" not in "\n".join(lines)
+
+
+def test_the_asgi_access_log_shows_no_token(caplog):
+    uvicorn = pytest.importorskip("uvicorn")
+    from wsfast.asgi import WSFastProtocol
+
+    caplog.set_level(logging.DEBUG)
+
+    async def echo(scope, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                if "deny" in scope["path"]:
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.receive":
+                await send({"type": "websocket.send", "text": message.get("text")})
+            else:
+                return
+
+    async def main():
+        config = uvicorn.Config(echo, ws=WSFastProtocol, host="127.0.0.1", port=0,
+                                lifespan="off", log_config=None, http="httptools")
+        server = uvicorn.Server(config)
+        task = asyncio.get_running_loop().create_task(server.serve())
+        while not server.started:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        try:
+            async with wsfast.connect(f"ws://127.0.0.1:{port}/ws?access_token={SECRET}") as ws:
+                await ws.send("x")
+                assert await ws.recv() == "x"
+            with pytest.raises(wsfast.HandshakeError):
+                await wsfast.connect(f"ws://127.0.0.1:{port}/deny?access_token={SECRET}")
+        finally:
+            await server.shutdown()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # uvicorn's logging config (another test may have applied it) stops
+    # its loggers' records from reaching the root, where caplog listens.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.addHandler(caplog.handler)
+    uvicorn_log.setLevel(logging.DEBUG)
+    try:
+        asyncio.run(asyncio.wait_for(main(), 20))
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+        uvicorn_log.setLevel(level)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("access_token=***" in line for line in lines), lines
+    assert not [line for line in lines if SECRET in line]

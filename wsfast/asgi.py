@@ -286,7 +286,7 @@ class WSFastProtocol(WebSocketProtocol):
         try:
             key = check_request(request)
         except HandshakeError as exc:
-            log.info('%s - "WebSocket %s" %d', _client(self), request.uri, exc.status)
+            log.info('%s - "WebSocket %s" %d', _client(self), request.log_uri, exc.status)
             self.refuse(exc)
             return
         session = self.session = ASGISession(self, request, key)
@@ -575,14 +575,14 @@ class ASGISession:
         response = build_accept_response(self._key, subprotocol, ext_header, headers)
         self._request = None  # not needed for the life of the connection
         self._state = _ACCEPTED
-        log.info('%s - "WebSocket %s" [accepted]', _client(protocol), request.uri)
+        log.info('%s - "WebSocket %s" [accepted]', _client(protocol), request.log_uri)
         if not protocol.upgrade(self, response, None, extensions):
             self._state = _ENDED
             raise ClientDisconnected()
 
     def _deny_403(self):
         protocol = self.protocol
-        log.info('%s - "WebSocket %s" 403', _client(protocol), self._request.uri)
+        log.info('%s - "WebSocket %s" 403', _client(protocol), self._request.log_uri)
         self._app_closed = True
         self._disconnected(1006)
         headers = [*_latin1(protocol._default_headers), ("Connection", "close")]
@@ -595,7 +595,7 @@ class ASGISession:
         if not isinstance(status, int) or not 100 <= status < 600:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
         protocol = self.protocol
-        log.info('%s - "WebSocket %s" %d', _client(protocol), self._request.uri, status)
+        log.info('%s - "WebSocket %s" %d', _client(protocol), self._request.log_uri, status)
         headers = _latin1(message.get("headers") or ())
         names = {name.lower() for name, _ in headers}
         headers = [*_latin1(protocol._default_headers), *headers]

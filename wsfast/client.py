@@ -34,6 +34,7 @@ from .connection import Side
 from .deflate import client_offer as _client_offer
 from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, HandshakeError
+from .http import redact_uri
 from .protocol import Options, WebSocketProtocol
 
 __all__ = ["connect", "ClientConnection"]
@@ -558,7 +559,7 @@ class connect:
             return await asyncio.wait_for(self._open(), self.open_timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
-                f"opening handshake with {self.uri} took longer than {self.open_timeout} s"
+                f"opening handshake with {redact_uri(self.uri)} took longer than {self.open_timeout} s"
             ) from None
 
     def __await__(self):
