@@ -1147,7 +1147,12 @@ def bind_sockets(host=None, port=8888, *, path=None, reuse_port=False, backlog=1
             if address in seen or (family == socket.AF_INET6 and not socket.has_ipv6):
                 continue
             seen.add(address)
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:
+                if family == socket.AF_INET6 and host is None:
+                    continue  # a kernel without IPv6
+                raise
             try:
                 if os.name != "nt":
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
