@@ -14,6 +14,7 @@ Excluded (they test Tornado's internals, not the API; shown as skipped with
 the reason):
 """
 
+import asyncio
 import importlib
 import logging
 import sys
@@ -24,7 +25,6 @@ import pytest
 pytest.importorskip("tornado")
 
 import tornado.websocket  # noqa: E402
-from tornado.ioloop import IOLoop  # noqa: E402
 
 import wsfast.tornado  # noqa: E402
 from wsfast import codec as _codec  # noqa: E402
@@ -89,8 +89,22 @@ def _load_tornado_suite():
     return module
 
 
-def _uvloop_ioloop(self):
-    return IOLoop(asyncio_loop=uvloop.new_event_loop(), make_current=False)
+def _on_uvloop(cls):
+    """setUp/tearDown that make Tornado's own get_new_ioloop() build a uvloop
+    loop (through the event loop policy; overriding get_new_ioloop is
+    deprecated in Tornado and warns on every test)."""
+
+    def setUp(self):
+        self._saved_policy = asyncio.get_event_loop_policy()
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        try:
+            cls.setUp(self)
+        finally:
+            asyncio.set_event_loop_policy(self._saved_policy)
+        asyncio.set_event_loop(self.io_loop.asyncio_loop)  # as Tornado's setUp did, in this policy
+        assert isinstance(self.io_loop.asyncio_loop, uvloop.Loop)
+
+    return setUp
 
 
 def _with_codec(codec):
@@ -124,7 +138,7 @@ def _make_classes(module):
                     attrs["__unittest_skip__"] = True
                     attrs["__unittest_skip_why__"] = "uvloop is not installed"
                 else:
-                    attrs["get_new_ioloop"] = _uvloop_ioloop
+                    attrs["setUp"] = _on_uvloop(obj)
             if name in EXCLUDED:
                 attrs["__unittest_skip__"] = True
                 attrs["__unittest_skip_why__"] = "excluded: " + EXCLUDED[name]
