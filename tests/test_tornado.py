@@ -510,3 +510,40 @@ def test_no_keepalive_unless_asked(run):
             server.stop()
 
     run(main())
+
+
+def test_tls_flow_control(run, tls):
+    # Over TLS (the SSLIOStream adapter) an awaited write_message waits while
+    # the client does not read: what the server holds stays bounded, and every
+    # message arrives, in order.
+    server_ctx, cafile = tls
+    chunk = 64 * 1024
+    count = 160  # 10 MiB
+
+    class Flood(wt.WebSocketHandler):
+        peak = [0]
+
+        async def open(self):
+            transport = self.ws_connection.transport
+            for i in range(count):
+                await self.write_message(bytes([i % 251]) * chunk, binary=True)
+                Flood.peak[0] = max(Flood.peak[0], transport.get_write_buffer_size())
+
+        def on_message(self, message):
+            pass
+
+    async def main():
+        server, port = await serve(tornado.web.Application([(r"/", Flood)]),
+                                   ssl_options=server_ctx)
+        try:
+            ws = await wt.websocket_connect(tornado.httpclient.HTTPRequest(
+                f"wss://127.0.0.1:{port}/", ca_certs=cafile))
+            await asyncio.sleep(0.5)  # not reading: the server must wait
+            assert Flood.peak[0] <= 2 * 2**20
+            for i in range(count):
+                assert await ws.read_message() == bytes([i % 251]) * chunk
+            ws.close()
+        finally:
+            server.stop()
+
+    run(main())
