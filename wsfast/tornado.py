@@ -100,6 +100,7 @@ def _not_for_websockets(*args, **kwargs):
 
 
 _warned = set()
+_OPTIONS = {}  # (max_message_size, ping interval, ping timeout, codec) -> Options
 
 
 def _ping_settings(interval, timeout):
@@ -567,13 +568,14 @@ class WebSocketHandler(tornado.web.RequestHandler):
             if answer:
                 self.set_header("Sec-WebSocket-Extensions", answer)
         interval, timeout = _ping_settings(self.ping_interval, self.ping_timeout)
-        options = Options(
-            max_message_size=self.max_message_size,
-            ping_interval=interval,
-            ping_timeout=timeout,
-            open_timeout=None,
-            codec=self.settings.get("wsfast_codec"),  # "cython"/"python"/None: the best one
-        )
+        # "cython"/"python"/None (the best available)
+        settings = (self.max_message_size, interval, timeout, self.settings.get("wsfast_codec"))
+        options = _OPTIONS.get(settings)
+        if options is None:  # one Options per setting, not per connection
+            options = Options(max_message_size=settings[0], ping_interval=interval,
+                              ping_timeout=timeout, open_timeout=None, codec=settings[3])
+            if len(_OPTIONS) < 64:
+                _OPTIONS[settings] = options
         self.clear_header("Content-Type")
         self.set_status(101)
         self.set_header("Upgrade", "websocket")
