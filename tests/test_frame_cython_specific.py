@@ -319,3 +319,78 @@ def test_utf8_big_buffers(level):
         C.validate_utf8("text")
     with pytest.raises(TypeError):
         C.Utf8Validator().feed("text")
+
+
+# -- reuse_buffer: the storage of a large payload serves the next one once free -------
+
+
+def _feed_in_reads(parser, data, read=65536):
+    frames = []
+    for pos in range(0, len(data), read):
+        frames += parser.feed(data[pos : pos + read])
+    return frames
+
+
+def _through_windows(parser, data):
+    frames = parser.feed(data[:100])
+    pos = 100
+    while pos < len(data):
+        win = parser.window()
+        if win is None:
+            frames += parser.feed(data[pos : pos + 65536])
+            pos += 65536
+            continue
+        n = min(len(win), len(data) - pos, 300_000)
+        win[:n] = data[pos : pos + n]
+        pos += n
+        frames += parser.commit(n)
+    return frames
+
+
+@pytest.mark.parametrize("path", [_feed_in_reads, _through_windows])
+def test_reuse_buffer_reuses_a_dropped_payload(path):
+    rnd = random.Random(3)
+    first, second = rnd.randbytes(3 * 2**20), rnd.randbytes(2 * 2**20 + 5)
+    parser = C.FrameParser(mask_required=True, reuse_buffer=True)
+    assert parser.reuse_buffer
+    (frame,) = path(parser, C.build_frame(2, first, mask_key=MASK))
+    assert frame.payload == first
+    address = id(frame.payload)
+    hash(frame.payload)  # a cached hash must not survive the reuse
+    del frame
+    (frame,) = path(parser, C.build_frame(2, second, mask_key=MASK))
+    assert id(frame.payload) == address  # the same object, refilled
+    assert frame.payload == second and len(frame.payload) == len(second)
+    assert hash(frame.payload) == hash(bytes(bytearray(second)))
+
+
+def test_reuse_buffer_never_touches_a_payload_still_held():
+    rnd = random.Random(4)
+    first, second = rnd.randbytes(2 * 2**20), rnd.randbytes(2 * 2**20)
+    parser = C.FrameParser(mask_required=False, reuse_buffer=True)
+    (kept,) = _feed_in_reads(parser, C.build_frame(2, first))
+    view = memoryview(kept.payload)[10:]  # a view keeps it too
+    payload = kept.payload
+    del kept
+    (frame,) = _feed_in_reads(parser, C.build_frame(2, second))
+    assert frame.payload == second and frame.payload is not payload
+    assert payload == first and view == first[10:]
+    # Off (the default): never reused.
+    parser = C.FrameParser(mask_required=False)
+    (frame,) = _feed_in_reads(parser, C.build_frame(2, first))
+    payload = frame.payload
+    del frame
+    (frame,) = _feed_in_reads(parser, C.build_frame(2, second))
+    assert frame.payload == second and payload == first
+
+
+def test_reuse_buffer_small_frames_and_the_twin():
+    parser = C.FrameParser(mask_required=False, reuse_buffer=True)
+    (frame,) = _feed_in_reads(parser, C.build_frame(2, b"x" * 1000), read=100)
+    assert frame.payload == b"x" * 1000  # below 1 MiB: not kept
+    twin = P.FrameParser(mask_required=False, reuse_buffer=True)
+    assert twin.reuse_buffer
+    (frame,) = _feed_in_reads(twin, P.build_frame(2, b"y" * 2**21))
+    assert frame.payload == b"y" * 2**21
+    parser.reuse_buffer = False
+    assert not parser.reuse_buffer

@@ -66,7 +66,24 @@ cdef extern from "Python.h":
     char *PyByteArray_AS_STRING(object o)
     Py_ssize_t PyByteArray_GET_SIZE(object o)
     char *_bytes_ptr "PyBytes_AS_STRING" (PyObject *o)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject *o)
     int PyBUF_WRITE
+
+
+cdef extern from *:
+    """
+    /* A bytes object reused for another payload (FrameParser.reuse_buffer)
+       must not keep the hash of its old content. */
+    static void wsf_bytes_forget_hash(PyObject *o) {
+        /* ob_shash is deprecated (3.11+) but still the cache to clear. */
+        _Py_COMP_DIAG_PUSH
+        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject *)o)->ob_shash = -1;
+        _Py_COMP_DIAG_POP
+    }
+    """
+    void wsf_bytes_forget_hash(PyObject *o)
+    Py_ssize_t Py_REFCNT(object o)
 
 
 wsf_init()
@@ -326,6 +343,8 @@ cdef class FrameParser:
 
     cdef readonly bint mask_required
     cdef public bint allow_rsv1
+    cdef bint _reuse                # reuse_buffer
+    cdef object _spare              # the last large payload handed out, for reuse
     cdef readonly object error
     cdef object _max_obj            # max_frame_size as given
     cdef long long _max             # ... as a C number (clamped to 2**63 - 1)
@@ -361,8 +380,9 @@ cdef class FrameParser:
         self._part = NULL
 
     def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                 allow_rsv1=False, max_rsv1_frame_size=None):
+                 allow_rsv1=False, max_rsv1_frame_size=None, reuse_buffer=False):
         self.mask_required = bool(mask_required)
+        self.reuse_buffer = reuse_buffer
         self._rsv1_max_obj = None
         self.max_frame_size = max_frame_size
         self.max_rsv1_frame_size = max_rsv1_frame_size
@@ -380,6 +400,22 @@ cdef class FrameParser:
         if self._rsv1_max_obj is None:
             self._rsv1_max = self._max
         self._min_max = min(self._max, self._rsv1_max)
+
+    @property
+    def reuse_buffer(self):
+        """Reuse the storage of the last large payload (1 MiB and more) for
+        the next large frame when nothing else references it any more (its
+        ``bytes`` was dropped, or the memoryview over it released): no fresh
+        allocation, no page faults, per large message. The parser then
+        keeps that storage between messages (memory per connection: its
+        largest message). Off by default. (The twin ignores it.)"""
+        return self._reuse
+
+    @reuse_buffer.setter
+    def reuse_buffer(self, value):
+        self._reuse = bool(value)
+        if not value:
+            self._spare = None
 
     @property
     def max_rsv1_frame_size(self):
@@ -531,6 +567,7 @@ cdef class FrameParser:
     cdef int _fail(self, exc) except -1:
         self.error = exc
         self._hdr_len = 0
+        self._spare = None
         Py_XDECREF(self._part)
         self._part = NULL
         return 0
@@ -639,9 +676,23 @@ cdef class FrameParser:
         cdef object first
         if self._part == NULL:
             cap = self._size if self._size <= PREALLOC_MAX else max(need, PREALLOC_MAX)
-            first = PyBytes_FromStringAndSize(NULL, cap)
+            first = self._spare
+            if first is not None:
+                self._spare = None
+                # Reuse it only if this local is its last reference (the
+                # application dropped the bytes, released the view).
+                if Py_REFCNT(first) != 1 or self._size < PREALLOC_MAX:
+                    first = None
+                else:
+                    cap = max(need, min(PyBytes_GET_SIZE(first), self._size))
+            if first is None:
+                first = PyBytes_FromStringAndSize(NULL, cap)
             Py_INCREF(first)  # the parser's own reference, released in _take_part
             self._part = <PyObject *>first
+            first = None  # _part holds the only reference now (for _PyBytes_Resize)
+            if _bytes_size(self._part) != cap:
+                _PyBytes_Resize(&self._part, cap)
+            wsf_bytes_forget_hash(self._part)
             self._cap = cap
         elif need > self._cap:
             cap = max(need, min(2 * self._cap, self._size))
@@ -660,6 +711,8 @@ cdef class FrameParser:
         cdef bytes payload = <bytes>self._part
         Py_DECREF(payload)  # the parser's reference; ``payload`` keeps one
         self._part = NULL
+        if self._reuse and self._size >= PREALLOC_MAX:
+            self._spare = payload
         return payload
 
     cdef int _parse(self, const unsigned char *p, Py_ssize_t n, list frames,

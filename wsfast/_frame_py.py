@@ -254,8 +254,11 @@ class FrameParser:
     """
 
     def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE, allow_rsv1=False,
-                 max_rsv1_frame_size=None):
+                 max_rsv1_frame_size=None, reuse_buffer=False):
         self.mask_required = bool(mask_required)
+        # The extension reuses a large payload's storage once it is free;
+        # here it is only recorded (payloads are copied out of _buf anyway).
+        self.reuse_buffer = bool(reuse_buffer)
         self.max_frame_size = max_frame_size
         self.max_rsv1_frame_size = max_rsv1_frame_size
         self.allow_rsv1 = allow_rsv1

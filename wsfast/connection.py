@@ -645,6 +645,19 @@ class Connection:
             self._fast = self._fast_base
         # else: the message in progress goes on as fragments; the next one not.
 
+    @property
+    def reuse_buffer(self):
+        """The codec's ``FrameParser.reuse_buffer``: reuse the storage of the
+        last large payload (≥ 1 MiB) for the next one once the application
+        has dropped it (the compiled codec; the twin ignores it). The I/O
+        adapter turns it on for a handler with ``zero_copy = True``, which
+        gets binary messages as memoryviews valid during its call."""
+        return self._parser.reuse_buffer
+
+    @reuse_buffer.setter
+    def reuse_buffer(self, value):
+        self._parser.reuse_buffer = bool(value)
+
     def stream_next(self):
         """Deliver one message as :class:`Fragment` events (see
         :attr:`streaming`): the one arriving now (the part assembled so far

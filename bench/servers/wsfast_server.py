@@ -70,8 +70,16 @@ class AsyncBench(Bench):
         Bench.on_message(self, message)
 
 
+class ZeroCopyBench(Bench):
+    # The opt-in zero-copy receive: binary messages as a memoryview valid
+    # during the call, the receive storage reused (docs/DESIGN.md). An echo
+    # must copy what it keeps past the call: the write does (build_frame).
+    zero_copy = True
+
+
 def main():
     def options(p):
+        p.add_argument("--zero-copy", action="store_true", help="a handler with zero_copy = True")
         p.add_argument("--pure-python", action="store_true")
         p.add_argument("--no-numpy", action="store_true")
         p.add_argument("--async", dest="use_async", action="store_true", help="async def on_message")
@@ -79,7 +87,7 @@ def main():
     args = _common.parse_args(__doc__, options)
     _common.raise_nofile()
     app = wsfast.Application(
-        [(r"/.*", AsyncBench if args.use_async else Bench)],
+        [(r"/.*", AsyncBench if args.use_async else ZeroCopyBench if args.zero_copy else Bench)],
         codec="python" if args.pure_python else None,
         websocket_max_message_size=64 * 2**20,
     )
