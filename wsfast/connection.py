@@ -7,11 +7,14 @@ A :class:`Connection` is one endpoint of an open WebSocket. It does no I/O:
 
 * bytes read from the network go into :meth:`Connection.receive_data`, which
   returns the events they completed, in order: ``str`` (a text message),
-  ``bytes`` (a binary message), :class:`Ping`, :class:`Pong`, :class:`Close`;
+  ``bytes`` (a binary message), :class:`Ping`, :class:`Pong`, :class:`Close`,
+  and :class:`Fragment` (a piece of a message received as a stream, when
+  asked for: :attr:`Connection.streaming`, :meth:`Connection.stream_next`);
 * replies the protocol makes by itself (a pong for each ping, the reply to a
   close, the close frame that fails the connection) are queued and fetched
   with :meth:`Connection.data_to_send`; call it after every ``receive_data``;
 * messages the application sends go through ``send_text`` / ``send_binary`` /
+  ``send_fragment`` (a message in pieces) /
   ``send_ping`` / ``send_pong`` / ``send_close`` / ``fail``, which return the
   bytes to write (preceded by any queued reply, so that writing what each call
   returns, in call order, keeps the wire order right).
