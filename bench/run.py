@@ -24,7 +24,7 @@ number says) and left out of every ratio.
 Scenario groups (one fresh server process per group and round):
 
 * ``echo``: pipelined, 16 connections × 8 binary messages in flight,
-  payloads 64 B, 256 B, 8 KiB, 100 KB, 1 MiB (the client answers the echoes
+  payloads 64 B, 256 B, 8 KiB, 1 MiB (``--sizes``; the client answers the echoes
   of one read with one write), and 256 B with one client write per message;
 * ``rr``: request/response, one message in flight per connection: 16 × 1 at
   64 B, 256 B, 8 KiB and 256 × 1 at 256 B (round trips/s, RTT p50/p99);
@@ -33,7 +33,8 @@ Scenario groups (one fresh server process per group and round):
 * ``fanout``: 256 B broadcasts in two patterns: *lockstep* (1,000 clients,
   one broadcast per command, the next sent when the last copy of the
   previous one arrived) and *corked* (10 broadcasts per command, 4 commands
-  outstanding: many broadcasts per loop turn), 1,000 and 10,000 clients;
+  outstanding: many broadcasts per loop turn), 1,000 clients (and 10,000
+  with ``--fanout-10k``);
   deliveries/s, server CPU µs per delivery, time until the last client has
   each message (p50, p99);
 * ``idle``, ``conns`` (not in the default run): server RSS per idle
@@ -122,14 +123,15 @@ CLIENT_BOUND_PCT = 95.0
 
 PROFILES = {
     # echo seconds (warm-up, measured); fan-out (pattern, clients, messages); idle connections; conns target
-    "full": {"warmup": 0.4, "duration": 1.5,
-             "fanout": [("lockstep", 1000, 200), ("corked", 1000, 200), ("corked", 10000, 40)],
+    # (--fanout-10k adds corked fan-out to 10,000 clients; --sizes overrides echo_sizes)
+    "full": {"warmup": 0.3, "duration": 1.2, "echo_sizes": [64, 256, 8192, 2**20],
+             "fanout": [("lockstep", 1000, 200), ("corked", 1000, 200)], "fanout_10k": ("corked", 10000, 40),
              "idle": 10000, "conns": 50000, "large_count": 12, "rounds": 3},
-    "quick": {"warmup": 0.3, "duration": 0.8,
-              "fanout": [("lockstep", 1000, 100), ("corked", 1000, 100), ("corked", 10000, 30)],
+    "quick": {"warmup": 0.3, "duration": 0.8, "echo_sizes": [64, 256, 8192, 2**20],
+              "fanout": [("lockstep", 1000, 100), ("corked", 1000, 100)], "fanout_10k": ("corked", 10000, 30),
               "idle": 5000, "conns": 10000, "large_count": 3, "rounds": 3},
-    "smoke": {"warmup": 0.1, "duration": 0.3, "fanout": [("lockstep", 20, 20)], "idle": 20, "conns": 20,
-              "large_count": 1, "rounds": 1},
+    "smoke": {"warmup": 0.1, "duration": 0.3, "echo_sizes": [64], "fanout": [("lockstep", 20, 20)],
+              "fanout_10k": ("corked", 100, 20), "idle": 20, "conns": 20, "large_count": 1, "rounds": 1},
 }
 
 
@@ -141,8 +143,7 @@ def cases(group, profile, conns_target):
     p = PROFILES[profile]
     t = ["--warmup", str(p["warmup"]), "--duration", str(p["duration"])]
     if group == "echo":
-        sizes = [64] if profile == "smoke" else ECHO_SIZES
-        out = [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in sizes]
+        out = [(f"echo-{s}", ["echo", "--size", str(s)] + t) for s in p["echo_sizes"]]
         if profile != "smoke":  # the same load from a client that writes each message separately
             out.append(("echosplit-256", ["echo", "--size", "256", "--split"] + t))
         return out
@@ -904,6 +905,9 @@ def main(argv=None):
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--sizes", default=None,
+                        help=f"pipelined echo payload sizes, comma-separated (default {PROFILES['full']['echo_sizes']})")
+    parser.add_argument("--fanout-10k", action="store_true", help="fan-out: add corked broadcasts to 10,000 clients")
     parser.add_argument("--skip", default="",
                         help="server:group pairs not to run, comma-separated (e.g. tornado:fanout,aiohttp:fanout)")
     parser.add_argument("--client", default="loadclient", choices=list(CLIENTS),
@@ -913,6 +917,10 @@ def main(argv=None):
 
     profile = "smoke" if args.smoke else "quick" if args.quick else "full"
     p = PROFILES[profile]
+    if args.sizes:
+        p["echo_sizes"] = [int(x) for x in args.sizes.split(",")]
+    if args.fanout_10k:
+        p["fanout"] = p["fanout"] + [p["fanout_10k"]]
     rounds = args.rounds or p["rounds"]
     signal.signal(signal.SIGTERM, _on_signal)
     workdir = tempfile.mkdtemp(prefix="wsfast-bench-")
