@@ -120,10 +120,14 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--split", action="store_true",
+                        help="one write per message: what this client always does without --cork")
     parser.add_argument("--cork", action="store_true",
                         help="send the messages that answer one read in one TCP segment (TCP_CORK around the "
                              "sends), as loadclient.py does with one write; without it each message is a write")
     args = parser.parse_args(argv)
+    if args.split:
+        args.cork = False
     if args.connections is None:
         args.connections = 16 if args.mode == "echo" else 1
     if args.inflight is None:
