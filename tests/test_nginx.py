@@ -4,7 +4,8 @@ docs/deploy.md. Through each: the handshake, text and binary echo from 0 B
 to 16 MiB, ping/pong, a close with code and reason both ways, the client's
 address from X-Forwarded-For (the backend trusts nginx only), and a
 connection idle for longer than nginx's proxy_read_timeout that survives
-because of wsfast's keepalive pings (and one without pings that nginx cuts).
+because of wsfast's keepalive pings (and one without pings that nginx cuts);
+and wss terminated at nginx, to the Unix-socket backend.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -47,6 +49,15 @@ SITE = """
             include {proxy_conf};
         }}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location /uds/ {{
+            proxy_pass http://wsfast_uds/;
+            include {proxy_conf};
+        }}
+    }}
 """
 
 PROXY_CONF = """
@@ -69,11 +80,19 @@ class Nginx:
         self.port = free_port()
         self.backend_port = free_port()
         self.backend_path = os.path.join(self.dir, "backend.sock")
+        self.tls_port = free_port()
+        self.cert = os.path.join(self.dir, "cert.pem")
+        key = os.path.join(self.dir, "key.pem")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+             "-out", self.cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
         proxy_conf = os.path.join(self.dir, "proxy.conf")
         with open(proxy_conf, "w") as f:
             f.write(PROXY_CONF.format(read_timeout=READ_TIMEOUT))
         site = SITE.format(backend_port=self.backend_port, backend_path=self.backend_path,
-                           port=self.port, nginx_ip=NGINX_IP, proxy_conf=proxy_conf)
+                           port=self.port, nginx_ip=NGINX_IP, proxy_conf=proxy_conf,
+                           tls_port=self.tls_port, cert=self.cert, key=key)
         temp = "\n".join(f"    {name}_temp_path {self.dir}/{name};"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         user = "user root;" if os.geteuid() == 0 else ""  # workers must reach the socket in dir
@@ -114,6 +133,8 @@ class Nginx:
 def nginx():
     if NGINX is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light; ci/test.sh does it)")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
     server = Nginx().start()
     try:
         yield server
@@ -126,7 +147,8 @@ class Echo(wsfast.WebSocketHandler):
 
     def open(self):
         if self.get_argument("who", None):
-            self.write_message(f"you are {self.request.remote_ip}")
+            proto = self.request.headers.get("X-Forwarded-Proto", "-")
+            self.write_message(f"you are {self.request.remote_ip} over {proto}")
 
     def on_message(self, message):
         if message == "close me":
@@ -151,12 +173,16 @@ async def backend(nginx, **settings):
     return app
 
 
-async def connect(nginx, via, path="/ws", **kwargs):
+async def connect(nginx, via, path="/ws", tls=False, **kwargs):
     sock = socket.socket()
     sock.setblocking(False)
     sock.bind((CLIENT_IP, 0))
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", nginx.port))
-    return await wsfast.connect(f"ws://127.0.0.1:{nginx.port}/{via}{path}", sock=sock,
+    port = nginx.tls_port if tls else nginx.port
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    if tls:
+        kwargs["ssl"] = ssl.create_default_context(cafile=nginx.cert)
+    scheme = "wss" if tls else "ws"
+    return await wsfast.connect(f"{scheme}://127.0.0.1:{port}/{via}{path}", sock=sock,
                                 max_message_size=32 * 2**20, **kwargs)
 
 
@@ -202,7 +228,7 @@ def test_the_client_address_comes_from_nginx_and_cannot_be_spoofed(run, nginx, v
         try:
             ws = await connect(nginx, via, "/ws?who=1",
                                extra_headers={"X-Forwarded-For": "6.6.6.6"})
-            assert await ws.recv() == f"you are {CLIENT_IP}"
+            assert await ws.recv() == f"you are {CLIENT_IP} over http"
             await ws.close()
         finally:
             await app.stop(timeout=2)
@@ -210,7 +236,7 @@ def test_the_client_address_comes_from_nginx_and_cannot_be_spoofed(run, nginx, v
         app = await backend(nginx, trusted_proxies=None)
         try:
             ws = await connect(nginx, via, "/ws?who=1")
-            assert await ws.recv() == ("you are " + (NGINX_IP if via == "tcp" else ""))
+            assert await ws.recv() == ("you are " + (NGINX_IP if via == "tcp" else "") + " over http")
             await ws.close()
         finally:
             await app.stop(timeout=2)
@@ -237,3 +263,20 @@ def test_keepalive_pings_keep_an_idle_connection_through_nginx(nginx):
             await app.stop(timeout=2)
 
     run_in_loop("asyncio", main(), timeout=30)
+
+
+def test_tls_terminated_at_nginx(run, nginx):
+    async def main():
+        app = await backend(nginx)
+        try:
+            ws = await connect(nginx, "uds", "/ws?who=1", tls=True)
+            assert await ws.recv() == f"you are {CLIENT_IP} over https"
+            for size in (0, 70000, 4 * 2**20):
+                data = os.urandom(size)
+                await ws.send(data)
+                assert await ws.recv() == data
+            await ws.close(4001, "bye over tls")
+        finally:
+            await app.stop(timeout=2)
+
+    run(main(), timeout=30)
