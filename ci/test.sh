@@ -18,7 +18,9 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # certificates for the TLS tests
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)  # tests/test_nginx.py
+# tests/test_proxies.py: wsfast behind real reverse proxies
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 # PyICU (the chat's nick check) builds against the system's ICU.
 pkg-config --exists icu-i18n 2>/dev/null || need+=(libicu-dev pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)

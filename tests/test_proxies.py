@@ -1,11 +1,11 @@
-"""wsfast behind a real nginx (Debian's package, started here on loopback):
-nginx -> TCP and nginx -> a Unix socket, with the configuration of
-docs/deploy.md. Through each: the handshake, text and binary echo from 0 B
-to 16 MiB, ping/pong, a close with code and reason both ways, the client's
-address from X-Forwarded-For (the backend trusts nginx only), and a
-connection idle for longer than nginx's proxy_read_timeout that survives
-because of wsfast's keepalive pings (and one without pings that nginx cuts);
-and wss terminated at nginx, to the Unix-socket backend.
+"""wsfast behind real reverse proxies, started here on loopback: Debian's
+nginx (-> TCP and -> a Unix socket) and HAProxy in HTTP mode (the same two),
+with the configurations of docs/deploy.md. Through each: the handshake,
+text and binary echo from 0 B to 16 MiB, ping/pong, a close with code and
+reason both ways, the client's address from X-Forwarded-For (the backend
+trusts the proxy only), a connection idle for longer than the proxy's
+timeout that survives because of wsfast's keepalive pings (and one without
+pings that the proxy cuts), and wss terminated at the proxy.
 """
 
 import asyncio
@@ -25,9 +25,9 @@ from test_server import run  # noqa: F401 (asyncio and uvloop)
 import wsfast
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-READ_TIMEOUT = 2  # nginx's proxy_read_timeout here, seconds
+READ_TIMEOUT = 2  # the proxies' idle timeout (nginx proxy_read_timeout, HAProxy timeout tunnel), s
 CLIENT_IP = "127.0.0.3"  # the test's clients connect from here (all of 127/8 is local)
-NGINX_IP = "127.0.0.2"  # nginx reaches the TCP backend from here: the one trusted proxy
+PROXY_IP = "127.0.0.2"  # the proxies reach the TCP backend from here: the one trusted proxy
 
 # The part of the configuration docs/deploy.md shows, with the addresses filled in.
 SITE = """
@@ -41,7 +41,7 @@ SITE = """
         listen 127.0.0.1:{port};
         location /tcp/ {{
             proxy_pass http://wsfast_tcp/;
-            proxy_bind {nginx_ip};
+            proxy_bind {proxy_ip};
             include {proxy_conf};
         }}
         location /uds/ {{
@@ -91,7 +91,7 @@ class Nginx:
         with open(proxy_conf, "w") as f:
             f.write(PROXY_CONF.format(read_timeout=READ_TIMEOUT))
         site = SITE.format(backend_port=self.backend_port, backend_path=self.backend_path,
-                           port=self.port, nginx_ip=NGINX_IP, proxy_conf=proxy_conf,
+                           port=self.port, proxy_ip=PROXY_IP, proxy_conf=proxy_conf,
                            tls_port=self.tls_port, cert=self.cert, key=key)
         temp = "\n".join(f"    {name}_temp_path {self.dir}/{name};"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -104,23 +104,28 @@ class Nginx:
             f.write(conf)
         self.proc = None
 
+    stop_signal = signal.SIGQUIT  # nginx: graceful shutdown
+
+    def command(self):
+        return [NGINX, "-p", self.dir, "-c", self.conf]
+
     def start(self):
-        self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", self.conf],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode()}")
+                raise RuntimeError(f"{self.command()[0]} exited: {self.proc.stderr.read().decode()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
-        raise TimeoutError("nginx did not listen")
+        raise TimeoutError(f"{self.command()[0]} did not listen")
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -129,13 +134,71 @@ class Nginx:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def nginx():
-    if NGINX is None:
-        pytest.skip("nginx is not installed (apt-get install nginx-light; ci/test.sh does it)")
+HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+
+# docs/deploy.md shows the same, with the test's addresses filled in.
+HAPROXY_CONF = """
+global
+    maxconn 256
+defaults
+    mode http
+    option forwardfor
+    timeout connect 5s
+    timeout client {read_timeout}s
+    timeout server {read_timeout}s
+    timeout tunnel {read_timeout}s
+frontend web
+    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{tls_port} ssl crt {pem}
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+    http-request set-var(txn.via) path,field(2,/)
+    http-request set-path %[path,regsub(^/[a-z]+/,/)]
+    use_backend wsfast_uds if {{ var(txn.via) -m str uds }}
+    default_backend wsfast_tcp
+backend wsfast_tcp
+    server tcp 127.0.0.1:{backend_port} source {proxy_ip}
+backend wsfast_uds
+    server uds {backend_path}
+"""
+
+
+class HAProxy(Nginx):
+    """haproxy in the foreground (-db), same addresses as :class:`Nginx`."""
+
+    def __init__(self):
+        super().__init__()  # the directory, ports, certificate
+        pem = os.path.join(self.dir, "combined.pem")
+        with open(pem, "w") as out:
+            for name in ("cert.pem", "key.pem"):
+                with open(os.path.join(self.dir, name)) as f:
+                    out.write(f.read())
+        self.conf = os.path.join(self.dir, "haproxy.cfg")
+        with open(self.conf, "w") as f:
+            f.write(HAPROXY_CONF.format(
+                read_timeout=READ_TIMEOUT, port=self.port, tls_port=self.tls_port, pem=pem,
+                backend_port=self.backend_port, proxy_ip=PROXY_IP, backend_path=self.backend_path))
+
+    stop_signal = signal.SIGTERM
+
+    def command(self):
+        return [HAPROXY, "-db", "-f", self.conf]
+
+
+@pytest.fixture(scope="module", params=["nginx", "haproxy"])
+def proxy(request):
+    """A proxy in front of the backend addresses (nginx or HAProxy)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed (apt-get install openssl)")
-    server = Nginx().start()
+    if request.param == "nginx":
+        if NGINX is None:
+            pytest.skip("nginx is not installed (apt-get install nginx-light; ci/test.sh does it)")
+        server = Nginx()
+    else:
+        if HAPROXY is None:
+            pytest.skip("haproxy is not installed (apt-get install haproxy; ci/test.sh does it)")
+        server = HAProxy()
+    server.start()
     try:
         yield server
     finally:
@@ -161,26 +224,26 @@ class Echo(wsfast.WebSocketHandler):
 
 
 class QuietEcho(Echo):
-    ping_interval = 0  # no keepalive: nginx cuts it after proxy_read_timeout
+    ping_interval = 0  # no keepalive: the proxy cuts it after READ_TIMEOUT
 
 
-async def backend(nginx, **settings):
-    """The app on nginx's TCP and Unix-socket upstreams."""
-    settings.setdefault("trusted_proxies", [NGINX_IP, "unix"])
+async def backend(proxy, **settings):
+    """The app on the proxy's TCP and Unix-socket upstreams."""
+    settings.setdefault("trusted_proxies", [PROXY_IP, "unix"])
     app = wsfast.Application([(r"/ws", Echo), (r"/quiet", QuietEcho)], **settings)
-    await app.listen(nginx.backend_port, host="127.0.0.1")
-    await app.listen(path=nginx.backend_path)
+    await app.listen(proxy.backend_port, host="127.0.0.1")
+    await app.listen(path=proxy.backend_path)
     return app
 
 
-async def connect(nginx, via, path="/ws", tls=False, **kwargs):
+async def connect(proxy, via, path="/ws", tls=False, **kwargs):
     sock = socket.socket()
     sock.setblocking(False)
     sock.bind((CLIENT_IP, 0))
-    port = nginx.tls_port if tls else nginx.port
+    port = proxy.tls_port if tls else proxy.port
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     if tls:
-        kwargs["ssl"] = ssl.create_default_context(cafile=nginx.cert)
+        kwargs["ssl"] = ssl.create_default_context(cafile=proxy.cert)
     scheme = "wss" if tls else "ws"
     return await wsfast.connect(f"{scheme}://127.0.0.1:{port}/{via}{path}", sock=sock,
                                 max_message_size=32 * 2**20, **kwargs)
@@ -190,11 +253,11 @@ VIAS = ["tcp", "uds"]
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_echo_through_nginx(run, nginx, via):
+def test_echo_through_the_proxy(run, proxy, via):
     async def main():
-        app = await backend(nginx)
+        app = await backend(proxy)
         try:
-            ws = await connect(nginx, via)
+            ws = await connect(proxy, via)
             for size in (0, 1, 125, 126, 65535, 65536, 2**20, 16 * 2**20):
                 text = "é" * (size // 2) + "x" * (size % 2)
                 await ws.send(text)
@@ -202,7 +265,7 @@ def test_echo_through_nginx(run, nginx, via):
                 data = os.urandom(size)
                 await ws.send(data)
                 assert await ws.recv() == data
-            assert await asyncio.wait_for(ws.ping(b"through nginx"), 5) >= 0  # its pong came back
+            assert await asyncio.wait_for(ws.ping(b"through the proxy"), 5) >= 0  # its pong came back
             await ws.close(4001, "client says bye")
             for _ in range(100):
                 if (4001, "client says bye") in Echo.closes:
@@ -210,7 +273,7 @@ def test_echo_through_nginx(run, nginx, via):
                 await asyncio.sleep(0.02)
             assert (4001, "client says bye") in Echo.closes
             # and the other way
-            ws = await connect(nginx, via)
+            ws = await connect(proxy, via)
             await ws.send("close me")
             with pytest.raises(wsfast.ConnectionClosed) as info:
                 await ws.recv()
@@ -222,21 +285,21 @@ def test_echo_through_nginx(run, nginx, via):
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_the_client_address_comes_from_nginx_and_cannot_be_spoofed(run, nginx, via):
+def test_the_client_address_comes_from_the_proxy_and_cannot_be_spoofed(run, proxy, via):
     async def main():
-        app = await backend(nginx)
+        app = await backend(proxy)
         try:
-            ws = await connect(nginx, via, "/ws?who=1",
+            ws = await connect(proxy, via, "/ws?who=1",
                                extra_headers={"X-Forwarded-For": "6.6.6.6"})
             assert await ws.recv() == f"you are {CLIENT_IP} over http"
             await ws.close()
         finally:
             await app.stop(timeout=2)
-        # a backend that trusts no proxy sees nginx itself
-        app = await backend(nginx, trusted_proxies=None)
+        # a backend that trusts no proxy sees the proxy itself
+        app = await backend(proxy, trusted_proxies=None)
         try:
-            ws = await connect(nginx, via, "/ws?who=1")
-            assert await ws.recv() == ("you are " + (NGINX_IP if via == "tcp" else "") + " over http")
+            ws = await connect(proxy, via, "/ws?who=1")
+            assert await ws.recv() == ("you are " + (PROXY_IP if via == "tcp" else "") + " over http")
             await ws.close()
         finally:
             await app.stop(timeout=2)
@@ -244,14 +307,14 @@ def test_the_client_address_comes_from_nginx_and_cannot_be_spoofed(run, nginx, v
     run(main(), timeout=30)
 
 
-def test_keepalive_pings_keep_an_idle_connection_through_nginx(nginx):
+def test_keepalive_pings_keep_an_idle_connection_through_the_proxy(proxy):
     from interop_helpers import run_in_loop
 
     async def main():
-        app = await backend(nginx, websocket_ping_interval=READ_TIMEOUT / 4)
+        app = await backend(proxy, websocket_ping_interval=READ_TIMEOUT / 4)
         try:
-            kept = await connect(nginx, "uds")
-            cut = await connect(nginx, "uds", "/quiet", ping_interval=None)
+            kept = await connect(proxy, "uds")
+            cut = await connect(proxy, "uds", "/quiet", ping_interval=None)
             await asyncio.sleep(READ_TIMEOUT * 1.5)
             await kept.send("still here")
             assert await kept.recv() == "still here"
@@ -265,11 +328,11 @@ def test_keepalive_pings_keep_an_idle_connection_through_nginx(nginx):
     run_in_loop("asyncio", main(), timeout=30)
 
 
-def test_tls_terminated_at_nginx(run, nginx):
+def test_tls_terminated_at_the_proxy(run, proxy):
     async def main():
-        app = await backend(nginx)
+        app = await backend(proxy)
         try:
-            ws = await connect(nginx, "uds", "/ws?who=1", tls=True)
+            ws = await connect(proxy, "uds", "/ws?who=1", tls=True)
             assert await ws.recv() == f"you are {CLIENT_IP} over https"
             for size in (0, 70000, 4 * 2**20):
                 data = os.urandom(size)
