@@ -483,3 +483,73 @@ def test_command_line_refuses_another_ws():
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "--ws is wsfast's here" in proc.stderr
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (certfile, keyfile)."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_wss(run, protocol_cls, certificate):
+    """Over TLS the adapter reads through uvicorn's SSL transport (a buffered
+    protocol set on it after the handshake) and the scope says wss."""
+    import ssl
+
+    cert, key = certificate
+    schemes = []
+
+    async def app(scope, receive, send):
+        schemes.append(scope["scheme"])
+        await _echo(scope, receive, send)
+
+    async def main():
+        async with serve(app, protocol_cls, ssl_certfile=cert, ssl_keyfile=key) as (_, port):
+            context = ssl.create_default_context(cafile=cert)
+            async with connect(f"wss://127.0.0.1:{port}/", ssl=context) as ws:
+                for message in ("small", b"\x00" * 200_000, "é" * 70_000):
+                    await ws.send(message)
+                    assert await ws.recv() == message
+        assert schemes == ["wss"]
+
+    run(main())
+
+
+def test_concurrent_receive_is_an_error(run):
+    errors = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        first = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        try:
+            await receive()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        message = await first
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    async def main():
+        async with serve(app) as (_, port):
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                await ws.send("one")
+                assert await ws.recv() == "one"
+        assert errors == ["receive() called while another receive() of this connection waits"]
+
+    run(main())

@@ -421,6 +421,9 @@ class ASGISession:
             return disconnect
         # Whoever resolves the waiter clears _waiter first (on_message,
         # _set_disconnect); a cancelled one is found done and replaced.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("receive() called while another receive() of this connection waits")
         waiter = self._waiter = self.protocol._loop.create_future()
         return await waiter
 
