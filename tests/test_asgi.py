@@ -553,3 +553,36 @@ def test_concurrent_receive_is_an_error(run):
         assert errors == ["receive() called while another receive() of this connection waits"]
 
     run(main())
+
+
+def test_ws_max_queue_bounds_what_waits(run):
+    """An application that took a message and is busy: once ws_max_queue
+    messages wait, reading pauses (the rest stays in the kernel); every
+    message still arrives, in order, when it receives again."""
+    seen = {}
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        first = await receive()
+        await asyncio.sleep(0.4)  # busy: 19 more messages come meanwhile, one per read
+        protocol = next(iter(seen["server"].server_state.connections))
+        seen["queued"] = len(protocol.session._queue)
+        seen["paused"] = protocol._read_paused
+        texts = [first["text"]]
+        while len(texts) < 20:
+            texts.append((await receive())["text"])
+        await send({"type": "websocket.send", "text": ",".join(texts)})
+
+    async def main():
+        async with serve(app, ws_max_queue=4) as (server, port):
+            seen["server"] = server
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                for i in range(20):
+                    await ws.send(str(i))
+                    await asyncio.sleep(0.01)
+                assert await ws.recv() == ",".join(str(i) for i in range(20))
+        assert seen["paused"] is True
+        assert 4 <= seen["queued"] <= 6, seen
+
+    run(main())
