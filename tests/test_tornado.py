@@ -547,3 +547,30 @@ def test_tls_flow_control(run, tls):
             server.stop()
 
     run(main())
+
+
+def test_error_in_on_close_is_logged_like_tornado(run, caplog):
+    class Bad(wt.WebSocketHandler):
+        def on_message(self, message):
+            self.close()
+
+        def on_close(self):
+            raise ValueError("boom in on_close")
+
+    async def main():
+        server, port = await serve(tornado.web.Application([(r"/", Bad)]))
+        try:
+            ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/")
+            ws.write_message("x")
+            assert await ws.read_message() is None
+            for _ in range(100):
+                if any("boom" in str(r.exc_info) for r in caplog.records):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            server.stop()
+
+    run(main())
+    (record,) = [r for r in caplog.records if "boom" in str(r.exc_info)]
+    assert record.name == "tornado.application"
+    assert record.getMessage().startswith("Uncaught exception")

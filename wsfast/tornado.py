@@ -622,7 +622,10 @@ class WebSocketHandler(tornado.web.RequestHandler):
         if conn is not None and conn.close_received is not None and conn.close_received.code != 1005:
             # As in Tornado: None when the close frame had no reason.
             code, reason = conn.close_received.code, conn.close_received.reason or None
-        self.on_ws_connection_close(code, reason)
+        try:
+            self.on_ws_connection_close(code, reason)
+        except Exception:
+            self.log_exception(*sys.exc_info())  # as Tornado logs a handler's error
 
     # -- the API of tornado.websocket.WebSocketHandler ------------------------------
 
