@@ -541,3 +541,118 @@ def test_keepalive_is_on_by_default(loop):
             await app.stop(timeout=1)
 
     run_in_loop(loop, main())
+
+
+# -- issue 12: async def on_message driven in the read ------------------------------
+
+
+class MixedAsync(wsfast.WebSocketHandler):
+    """Some messages suspend (a real await), most do not; the echoes must
+    come in order all the same, and every step runs as one task."""
+
+    def initialize(self, tasks):
+        self.tasks = tasks
+
+    async def on_message(self, message):
+        self.tasks.add(asyncio.current_task())
+        if message.startswith("sleep"):
+            await asyncio.sleep(0.01)
+        elif message.startswith("timeout"):
+            try:
+                async with asyncio.timeout(0.01):
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                message += " timed out"
+        elif message.startswith("wait_for"):
+            message += " " + str(await asyncio.wait_for(asyncio.sleep(0, "ok"), 1))
+        await self.write_message(message)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_on_message_keeps_order_and_runs_in_a_task(loop, impl):
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is Python 3.11+")
+    names = ["a", "sleep 1", "b", "c", "timeout", "d", "wait_for", "e", "sleep 2"]
+    names += [f"m{i}" for i in range(40)] + ["sleep 3", "last"]  # more than max_queue behind a sleep
+
+    async def main():
+        tasks = set()
+        app = wsfast.Application([(r"/", MixedAsync, {"tasks": tasks})], codec=impl,
+                                 websocket_max_queue=8)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            await ws.send(*[ws.frame(TEXT, n.encode()) for n in names])
+            expected = [n + {"timeout": " timed out", "wait_for": " ok"}.get(n, "") for n in names]
+            await ws.expect(*[(TEXT, e.encode()) for e in expected])
+            # A second round once the consumer went back to direct mode.
+            await ws.send(*[ws.frame(TEXT, n.encode()) for n in names[:4]])
+            await ws.expect(*[(TEXT, e.encode()) for e in expected[:4]])
+            assert len(tasks) == 1 and None not in tasks, tasks
+            await ws.close()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())
+
+
+class TaskWriter(wsfast.WebSocketHandler):
+    def open(self):
+        asyncio.get_running_loop().create_task(self.burst())
+
+    async def burst(self):
+        await asyncio.sleep(0.05)
+        for i in range(10):  # one loop turn, no await in between
+            self.write_message(f"burst {i}")
+
+
+def test_writes_from_a_task_are_corked():
+    """Ten writes of one loop turn from a task: one transport write (the
+    stdlib transport lets us count; uvloop's is a C type)."""
+
+    async def main():
+        app = wsfast.Application([(r"/", TaskWriter)])
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            (protocol,) = await ws_protocols(server, 1)
+            transport = protocol.transport
+            calls = []
+            write, writelines = transport.write, transport.writelines
+            transport.write = lambda data: (calls.append(1), write(data))[1]
+            transport.writelines = lambda parts: (calls.append(1), writelines(parts))[1]
+            await ws.expect(*[(TEXT, b"burst %d" % i) for i in range(10)])
+            assert len(calls) == 1, calls
+            await ws.close()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop("asyncio", main())
+
+
+def test_async_answers_to_one_read_go_in_one_write():
+    """An async on_message that does not suspend answers inside the read:
+    the eight echoes of one read are one transport write, as with a sync one."""
+
+    async def main():
+        app = wsfast.Application([(r"/", AsyncEcho)])
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            await ws.send(ws.frame(TEXT, b"warm up"))
+            await ws.expect((TEXT, b"warm up"))
+            (protocol,) = await ws_protocols(server, 1)
+            transport = protocol.transport
+            calls = []
+            write, writelines = transport.write, transport.writelines
+            transport.write = lambda data: (calls.append(1), write(data))[1]
+            transport.writelines = lambda parts: (calls.append(1), writelines(parts))[1]
+            await ws.send(*[ws.frame(TEXT, b"m%d" % i) for i in range(8)])
+            await ws.expect(*[(TEXT, b"m%d" % i) for i in range(8)])
+            assert len(calls) == 1, calls
+            assert protocol._backlog is None  # never queued
+            await ws.close()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop("asyncio", main())

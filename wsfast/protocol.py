@@ -21,11 +21,17 @@ A :class:`WebSocketProtocol` goes through three modes:
   synchronously), so a read allocates nothing per connection.
   ``buffer_updated(n)`` → ``Connection.receive_data()`` → for each message
   ``handler.on_message(msg)``; the handler's ``write_message()`` writes
-  ``Connection.send_text()`` straight to the transport. No coroutine, task or
-  future is created per message — unless ``on_message`` is ``async def``:
-  the first coroutine it returns starts one consumer task per connection,
-  and from then on messages go through a queue to that task, in order; when
-  the queue holds ``max_queue`` messages, reading pauses until it drains.
+  ``Connection.send_text()`` into the read's batch, written in one call at
+  the end of the read. No coroutine, task or future is created per message.
+  An ``async def on_message`` coroutine is run at once too, inside the read,
+  as the connection's consumer task (one per connection, created at the
+  first coroutine): one that completes without suspending costs about what
+  a sync handler costs. One that suspends is handed to that task, and the
+  messages after it go through a queue to the task, in order; when the queue
+  holds ``max_queue`` messages, reading pauses until it drains; once it is
+  empty, coroutines run in the read again.
+  Writes made outside a read (a task, a timer, the consumer) are corked:
+  batched until the end of the loop turn (or 64 frames), one call for all.
 * **Closed** — once the closing handshake is done (``State.CLOSED``), the
   server half-closes TCP (``write_eof``) and drops it if the client has not
   closed its side within ``close_timeout``; the client waits for the server
@@ -49,6 +55,7 @@ import inspect
 import json
 import logging
 import os
+import types
 
 from .connection import Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import (
@@ -277,6 +284,46 @@ def _drop(message):  # on_message after the handler failed: ignore the rest
     return None
 
 
+_COROUTINE = types.CoroutineType
+# Run a coroutine's first step as a given task (WebSocketProtocol._receive_ws):
+# what Task.__step does around each step, in asyncio since Python 3.7.
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+
+
+class _Resume:
+    """Awaiting this continues ``coro``, whose first step ran outside the
+    awaiting task and yielded ``yielded``: what the coroutine yields goes up
+    to the task, what the task sends or throws goes down, as if the task had
+    awaited the coroutine from the start (a ``yield from`` by hand)."""
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro, yielded):
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self):
+        coro, value = self.coro, self.yielded
+        self.coro = self.yielded = None
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task (a cancellation)
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
 class WebSocketProtocol(asyncio.BufferedProtocol):
     """Drives one TCP connection; see the module docstring.
 
@@ -300,7 +347,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_head_timer", "_read_paused", "_pending_error", "_on_message", "_backlog",
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
-        "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap",
+        "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap", "_shared",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -315,6 +362,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._loop = None
         self._view = None
         self._done = None
+        self._shared = None
         self._mode = _HTTP
         self._server = side is Side.SERVER
 
@@ -357,7 +405,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport):
         self.transport = transport
         loop = self._loop = asyncio.get_running_loop()
-        shared = _loop_shared(loop)
+        shared = self._shared = _loop_shared(loop)
         self._view = shared.view
         self._done = shared.done
         opts = self.options
@@ -756,6 +804,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # transport write (one syscall for a read full of messages).
             if batch is None:
                 batch = self._batch = []
+            host = None  # the consumer task, entered for on_message coroutines
             try:
                 # on_message while messages go straight to it (no consumer
                 # task), else None; read again whenever that may change.
@@ -777,11 +826,29 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                 on_message = self._on_message if self._backlog is None else None
                                 continue
                             if result is not None and result is not done:
-                                # A coroutine (async def on_message), or a
-                                # pending write awaitable it returned.
-                                if inspect.isawaitable(result):
+                                if type(result) is _COROUTINE:  # async def on_message
+                                    # Its first step now, as the consumer task
+                                    # (the section "async def on_message" below).
+                                    if host is None:
+                                        host = self._enter_consumer()
+                                    if host:
+                                        try:
+                                            yielded = result.send(None)
+                                        except StopIteration:
+                                            continue  # done without suspending
+                                        except ConnectionClosed:
+                                            continue
+                                        except (Exception, asyncio.CancelledError):
+                                            self._handler_failed("on_message")
+                                        else:  # suspended: the consumer continues it
+                                            self._start_consumer(_Resume(result, yielded))
+                                    else:  # inside another task: the consumer runs it
+                                        self._start_consumer(result)
+                                elif inspect.isawaitable(result):
+                                    # A pending write awaitable (or another
+                                    # awaitable): later messages wait for it.
                                     self._start_consumer(result)
-                                    on_message = None
+                                on_message = self._on_message if self._backlog is None else None
                         else:
                             self._enqueue(event)
                     elif kind is Ping:
@@ -796,6 +863,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     # Close: the Connection queued the reply; the state tells the rest.
             finally:
                 self._batch = None
+                if host:
+                    _leave_task(self._loop, host)
         elif batch is None:
             batch = []
         else:
@@ -885,7 +954,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _cork(self, data):
         """Open a batch holding ``data`` (None: empty); it is written at the end of this loop turn."""
         self._batch = [data] if data is not None else []
-        shared = _loop_shared(self._loop)
+        shared = self._shared
         shared.corked.append(self)
         if not shared.flush_pending:
             shared.flush_pending = True
@@ -939,47 +1008,84 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     def _enqueue(self, message):
         backlog = self._backlog
         backlog.append(message)
+        if len(backlog) >= self.options.max_queue:
+            self.pause_reading()  # the application lags: stop reading
+
+    # -- async def on_message -------------------------------------------------------
+    #
+    # A coroutine that on_message returns is run at once, inside the read
+    # (in _receive_ws): one that completes without suspending (it only calls
+    # write_message) costs about what a sync on_message costs, and its
+    # writes join the read's batch. Its step runs as the connection's
+    # consumer task (a task per connection with an async handler, created
+    # at the first coroutine), so current_task(), asyncio.timeout() and
+    # wait_for() behave as in any task. When it suspends, it is handed to
+    # that task (_start_consumer: "queued mode", _backlog a deque), and the
+    # messages after it wait in _backlog, in order, for the task to await
+    # their coroutines; max_queue of them pause reading. Once the backlog
+    # is empty (and a held close sent), the task sets _backlog to None
+    # ("direct mode") and waits for the next suspended coroutine.
+
+    def _enter_consumer(self):
+        """Make the consumer task (created if need be) the current task, as
+        Task.__step does around a step; the caller leaves it (_leave_task)
+        at the end of its read. False inside another task (the frames that
+        came with the 101 are handled in the request's task)."""
+        loop = self._loop
+        host = self._consumer
+        if host is None:
+            host = self._consumer = loop.create_task(self._consume())
+        try:
+            _enter_task(loop, host)
+        except RuntimeError:
+            return False
+        return host
+
+    def _start_consumer(self, first):
+        """Queued mode: the consumer task awaits ``first`` (a suspended
+        on_message, an ``async def open``, a pending write awaitable), and
+        the messages that follow wait behind it."""
+        self._backlog = collections.deque((first,))
+        consumer = self._consumer
+        if consumer is None:
+            self._consumer = self._loop.create_task(self._consume())
+            return
         idle = self._idle
         if idle is not None:
             self._idle = None
             if not idle.done():
                 idle.set_result(None)
-        if len(backlog) >= self.options.max_queue:
-            self.pause_reading()  # the application lags: stop reading
 
-    def _start_consumer(self, first):
-        self._backlog = collections.deque()
-        self._consumer = self._loop.create_task(self._consume(first))
-
-    async def _consume(self, first):
-        """The one task of a connection whose handler is async: awaits each
-        ``on_message`` coroutine in turn, so messages are handled in order."""
-        backlog = self._backlog
+    async def _consume(self):
+        """The consumer task of a connection whose handler is async: awaits,
+        in order, what waits in the backlog (see above)."""
         low = max(self.options.max_queue // 2, 0)
         done = self._done
-        result = first
         try:
             while True:
-                if result is not None and result is not done and inspect.isawaitable(result):
-                    try:
-                        await result
-                    except ConnectionClosed:
-                        pass  # wrote to a closing connection: not a handler bug
-                    result = None
+                backlog = self._backlog
                 if backlog:
-                    message = backlog.popleft()
-                    if self._read_paused and len(backlog) <= low and self._mode == _WS:
-                        self.resume_reading()
-                    try:
-                        result = self._on_message(message)
-                    except ConnectionClosed:
-                        pass
+                    item = backlog.popleft()
+                    kind = type(item)
+                    if kind is str or kind is bytes:  # a message
+                        if self._read_paused and len(backlog) <= low and self._mode == _WS:
+                            self.resume_reading()
+                        try:
+                            item = self._on_message(item)
+                        except ConnectionClosed:
+                            continue
+                    if item is not None and item is not done and inspect.isawaitable(item):
+                        try:
+                            await item
+                        except ConnectionClosed:
+                            pass  # wrote to a closing connection: not a handler bug
                     continue
                 if self._close_held:  # every message before the close answered
                     self._release_close()
                     continue
                 if self._ws_closed or self._on_message is _drop:
                     break
+                self._backlog = None  # direct mode: the next coroutine runs in the read
                 idle = self._idle = self._loop.create_future()
                 await idle
         except asyncio.CancelledError:
@@ -1062,12 +1168,17 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         batch = self._batch
         if batch is not None:
             batch.append(data)
-            if len(batch) >= _BATCH_MAX:
-                # Many answers to one read: the transport sees them now, so
-                # the water marks and the cap apply within the read too.
+            if len(batch) >= _BATCH_MAX or self._write_paused:
+                # Many frames in one batch, or a full buffer: the transport
+                # sees them now, so the water marks and the cap apply.
                 self._write_batch()
-        else:
+        elif self._write_paused:
             self.transport.write(data)
+        else:
+            # Outside a read (a task, a timer, the consumer after a
+            # suspension): corked until the end of this loop turn, so
+            # several writes cost one syscall.
+            self._cork(data)
         if not self._write_paused:
             return self._done
         drain = self._drain
