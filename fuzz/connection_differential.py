@@ -7,7 +7,8 @@ The input is a little program. Its steps feed raw bytes (``receive_data``,
 or ``read_window``/``receive_window`` as the asyncio adapter reads), feed
 what a well-behaved peer ``Connection`` sends (single-frame and fragmented
 messages, compressed or not, split anywhere), send from the local side
-(``send_*``, ``fail``), cut TCP (``receive_eof``) or take the queued replies.
+(``send_*``, ``send_fragment``, ``fail``), switch receiving to ``Fragment``
+events (``streaming``, ``stream_next``), cut TCP (``receive_eof``) or take the queued replies.
 
 Documented outcomes: ``receive_data``/``receive_window`` never raise (a
 violation fails the connection: ``failed``, a close frame queued); ``send_*``
@@ -21,7 +22,10 @@ within ``max_message_size`` arrives whole.
 
 from _common import Reader, CY, PY, Disagreement, agree, described, main
 
+from wsfast import connection as _connection
 from wsfast.connection import Close, Connection, Ping, Pong, Side, State
+
+Fragment = getattr(_connection, "Fragment", None)  # trees before streaming receive lack it
 from wsfast.deflate import PerMessageDeflate
 from wsfast.exceptions import ConnectionClosed
 
@@ -42,6 +46,8 @@ def events_of(events):
             out.append((t.__name__, bytes(e.data)))
         elif t is Close:
             out.append(("Close", e.code, e.reason))
+        elif t is Fragment:
+            out.append(("Fragment", e.data, e.fin))
         else:
             raise Disagreement(f"unknown event type {t!r}: {e!r}")
     return out
@@ -68,9 +74,12 @@ def fix_masks(c):
 
 
 def send(fn, *args):
+    # ValueError: a close code or control payload that may not be sent;
+    # RuntimeError: a whole message while send_fragment's is unfinished;
+    # TypeError: a send_fragment piece of the other type.
     try:
         return ("ok", bytes(fn(*args)))
-    except (ConnectionClosed, ValueError) as exc:
+    except (ConnectionClosed, ValueError, RuntimeError, TypeError) as exc:
         return described(exc)
 
 
@@ -139,6 +148,8 @@ def test_one_input(data):
     max_fragments = getattr(twins[0], "max_fragments", 1 << 62)
     peer = Peer(Side.CLIENT if side is Side.SERVER else Side.SERVER, peer_deflate if deflate else None)
     clean = True  # only the peer's own, valid frames so far
+    streamed = False  # Fragment events asked for: messages arrive in pieces
+    pieces = []  # what send_fragment sent of the message in progress
 
     def receive(chunks, expect=None):
         got = []
@@ -155,7 +166,7 @@ def test_one_input(data):
     step = 0
     while not r.exhausted and step < 48:
         step += 1
-        op = r.int(0, 11)
+        op = r.int(0, 13)
         if op <= 1:  # raw bytes, as a hostile peer sends them
             clean = False
             receive([r.blob(300)])
@@ -192,8 +203,8 @@ def test_one_input(data):
             stream = b"".join(wire)
             cuts = sorted({r.int(0, len(stream)) for _ in range(r.int(0, 4))})
             chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
-            intact = (clean and twins[0].state is State.OPEN and len(payload) <= max_size
-                      and len(wire) <= max_fragments)
+            intact = (clean and not streamed and twins[0].state is State.OPEN
+                      and len(payload) <= max_size and len(wire) <= max_fragments)
             expect = None
             if intact:
                 expect = (("str", payload.decode("utf-8")) if opcode == 1 else ("bytes", payload))
@@ -235,6 +246,40 @@ def test_one_input(data):
                 if events[-1:] != [sent]:
                     raise Disagreement(f"peer got {events!r} for {sent!r}")
                 peer.conn.data_to_send()
+        elif op == 12 and hasattr(twins[0], "stream_next"):  # receive in Fragment events
+            streamed = True
+            how = r.int(0, 2)
+            for c in twins:
+                if how == 2:
+                    c.stream_next()
+                else:
+                    c.streaming = bool(how)
+            agree("streaming", state_of(twins[0]), state_of(twins[1]))
+        elif op == 13 and hasattr(twins[0], "send_fragment"):  # the local side sends in pieces
+            text = r.bool()
+            piece = r.text(200)
+            fin = r.bool()
+            compress = r.bool()
+            data = piece if text else piece.encode("utf-8")
+            got = []
+            for c in twins:
+                fix_masks(c)
+                got.append((send(c.send_fragment, data, fin, compress), state_of(c)))
+            agree("send_fragment", got[0], got[1])
+            result = got[0][0]
+            if result[0] == "ok":  # (an error leaves the message as it was)
+                if peer.conn.state is State.OPEN and clean:
+                    events = events_of(peer.conn.receive_data(result[1]))
+                    peer.conn.data_to_send()
+                    if peer.conn.failed is not None:
+                        raise Disagreement(f"peer failed on our fragment: {peer.conn.failed!r}")
+                    pieces.append(data)
+                    if fin:
+                        whole = ("str", "".join(pieces)) if text else ("bytes", b"".join(pieces))
+                        if events[-1:] != [whole]:
+                            raise Disagreement(f"peer got {events!r} for the pieces {whole!r}")
+                if fin:
+                    pieces = []
         elif op == 9:
             clean = False
             for c in twins:

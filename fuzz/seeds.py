@@ -112,6 +112,15 @@ def connection_seeds():
     message(w, b"y" * 120, text=False, compress=True)
     message(w, b"z" * 100, op=4, text=False, cuts=(60,))
     yield "small_limit", w
+    for server in (True, False):
+        w = start(server, deflate=(15, 15, False, False) if server else None)
+        w.int(0, 13, 12).int(0, 2, 1)  # streaming on: Fragment events
+        message(w, "streamed ünïcode ".encode() * 5, op=4, cuts=(3, 17, 40))
+        w.int(0, 13, 13).bool(True).text(200, "piece one, ").bool(False).bool(True)
+        w.int(0, 13, 13).bool(True).text(200, "piece twö").bool(True).bool(True)
+        w.int(0, 13, 12).int(0, 2, 2)  # stream_next
+        message(w, bytes(range(100)), text=False)
+        yield f"streaming_{'server' if server else 'client'}", w
     w = start()
     w.int(0, 11, 0).blob(300, frame(1, b"raw text") + frame(0, b"orphan"))
     w.int(0, 11, 2).blob(300, frame(2, b"q" * 200)[:30]).int(0, 64, 1)
