@@ -10,20 +10,24 @@ returns one by name, and the tests run every codec test on ``AVAILABLE``.
 """
 
 import os
+from types import ModuleType
+from typing import Dict, Optional, Union
 
 from . import _frame_py
 
 __all__ = ["IMPLEMENTATION", "AVAILABLE", "get_codec", "default"]
 
 
-def _flag(name):
+def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-_cython = None
-_import_error = None
+_cython: Optional[ModuleType] = None
+_import_error: Optional[ImportError] = None
 try:
-    from . import _frame as _cython
+    from . import _frame
+
+    _cython = _frame
 except ImportError as exc:  # no compiler at install time, or a broken build
     _import_error = exc
 
@@ -34,10 +38,13 @@ if _cython is None and _flag("WSFAST_REQUIRE_EXTENSIONS"):
     )
 
 #: The importable codecs, by name.
-AVAILABLE = {"python": _frame_py}
+AVAILABLE: Dict[str, ModuleType] = {"python": _frame_py}
 if _cython is not None:
     AVAILABLE["cython"] = _cython
 
+default: ModuleType
+#: "cython" or "python": the codec used unless a ``codec=`` argument says otherwise.
+IMPLEMENTATION: str
 if _cython is not None and not _flag("WSFAST_NO_EXTENSIONS"):
     default = _cython
     IMPLEMENTATION = "cython"
@@ -47,14 +54,16 @@ else:
     _frame_py.load_numpy()  # its masking accelerator, if installed: imported now, not mid-loop
 
 
-def get_codec(name=None):
+def get_codec(name: Union[str, ModuleType, None] = None) -> ModuleType:
     """Return the codec module called ``name`` ("cython" or "python"), or the
     default one when ``name`` is None. Raises ``ValueError`` for an unknown or
     unavailable name."""
     if name is None:
         return default
-    if hasattr(name, "FrameParser"):  # already a codec module
-        return name
+    if not isinstance(name, str):
+        if hasattr(name, "FrameParser"):  # already a codec module
+            return name
+        raise ValueError(f"{name!r} is not a frame codec (it has no FrameParser)")
     try:
         return AVAILABLE[name]
     except KeyError:

@@ -5,6 +5,8 @@ carries the close code to send (RFC 6455 §7.4.1) and a readable reason; a
 :class:`HandshakeError` carries the HTTP status to answer with.
 """
 
+from typing import Iterable, Tuple
+
 __all__ = [
     "WebSocketError",
     "ProtocolError",
@@ -24,35 +26,35 @@ class WebSocketError(Exception):
 class ProtocolError(WebSocketError):
     """The peer broke RFC 6455: fail the connection with close code ``code``."""
 
-    def __init__(self, code, reason):
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.reason
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code}, {self.reason!r})"
 
 
 class PayloadTooBig(ProtocolError):
     """A frame or message is over the configured limit (close code 1009)."""
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(1009, reason)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r})"
 
 
 class InvalidUTF8(ProtocolError):
     """A text message or close reason is not valid UTF-8 (close code 1007)."""
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(1007, reason)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r})"
 
 
@@ -60,13 +62,13 @@ class HandshakeError(WebSocketError):
     """The opening handshake failed: answer with HTTP ``status`` (server side),
     or the server's answer was not a valid upgrade (client side)."""
 
-    def __init__(self, status, reason, headers=()):
+    def __init__(self, status: int, reason: str, headers: Iterable[Tuple[str, str]] = ()) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
         self.headers = list(headers)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.status} {self.reason}"
 
 
@@ -74,12 +76,12 @@ class ConnectionClosed(WebSocketError):
     """The WebSocket connection is closed; ``code`` and ``reason`` tell why
     (1006 when TCP closed without a closing handshake)."""
 
-    def __init__(self, code=1006, reason=""):
+    def __init__(self, code: int = 1006, reason: str = "") -> None:
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.reason:
             return f"connection closed: {self.code} {self.reason}"
         return f"connection closed: {self.code}"
