@@ -46,44 +46,65 @@ turn a connection may take up to 32 frames past its high-water mark.
 """
 
 import json
-from collections import namedtuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, NamedTuple, Optional, Union
 
 from . import codec as _codec
 from .exceptions import WebSocketError
 from .protocol import _WS, WebSocketProtocol
 
+if TYPE_CHECKING:
+    from .web import WebSocketHandler
+
 __all__ = ["BroadcastResult", "broadcast", "encode"]
 
 
-BroadcastResult = namedtuple("BroadcastResult", "sent skipped closed queued")
-BroadcastResult.__doc__ = """What :func:`broadcast` did: ``sent`` (written to
-connections below their high-water mark), ``skipped`` and ``closed`` (slow
-consumers, by policy), ``queued`` (slow consumers written to anyway)."""
+class BroadcastResult(NamedTuple):
+    """What :func:`broadcast` did: ``sent`` (written to
+    connections below their high-water mark), ``skipped`` and ``closed`` (slow
+    consumers, by policy), ``queued`` (slow consumers written to anyway)."""
+
+    sent: int
+    skipped: int
+    closed: int
+    queued: int
+
+
+#: What :func:`broadcast` and :func:`encode` take: text, bytes-like, or JSON.
+Message = Union[str, bytes, bytearray, memoryview, Dict[str, Any], List[Any]]
 
 _POLICIES = ("skip", "close", "queue")
 _CORK_FRAME_MAX = 16 * 1024  # frames up to this size wait for the end of the loop turn
 _CORK_ENTRIES = 32  # ... at most this many per connection (the slow-consumer check needs writes)
 
 
-def encode(message, binary=None):
+def encode(message: Message, binary: Optional[bool] = None) -> bytes:
     """The unmasked frame :func:`broadcast` sends for ``message``: ``str``
     as text (UTF-8 binary if ``binary``), bytes-like as binary (as text if
     ``binary is False``: it must then be UTF-8, else ``ValueError``),
     ``dict``/``list`` as JSON text."""
     build = _codec.default.build_frame
+    frame: bytes
     kind = type(message)
     if kind is str:
-        return build(2 if binary else 1, message)
-    if kind is dict or kind is list:
-        return build(2 if binary else 1, json.dumps(message))
-    if binary is False:  # pre-encoded text, e.g. from a pub/sub backend
+        frame = build(2 if binary else 1, message)
+    elif kind is dict or kind is list:
+        frame = build(2 if binary else 1, json.dumps(message))
+    elif binary is False:  # pre-encoded text, e.g. from a pub/sub backend
         if not _codec.default.validate_utf8(message):
             raise ValueError("a text message must be UTF-8 (RFC 6455 §5.6)")
-        return build(1, message)
-    return build(2, message)
+        frame = build(1, message)
+    else:
+        frame = build(2, message)
+    return frame
 
 
-def broadcast(connections, message, *, binary=None, slow="skip"):
+def broadcast(
+    connections: Iterable["WebSocketHandler"],
+    message: Message,
+    *,
+    binary: Optional[bool] = None,
+    slow: str = "skip",
+) -> BroadcastResult:
     """Send ``message`` to every open connection in ``connections``
     (server-side ``WebSocketHandler`` objects), encoding it once.
 
