@@ -158,3 +158,11 @@ def test_a_test_run_prints_no_warning():
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert _project_warnings(out.stdout + out.stderr) == [], out.stdout
+
+
+def test_the_package_ships_its_types(tmp_path):
+    out = subprocess.run([sys.executable, "setup.py", "build_py", "-d", str(tmp_path / "lib")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "lib" / "wsfast" / "py.typed").exists()
+    assert (tmp_path / "lib" / "wsfast" / "_frame.pyi").exists()

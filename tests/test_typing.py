@@ -1,0 +1,110 @@
+"""Types: mypy (strict on the annotated modules, pyproject.toml [tool.mypy])
+over the package and the README's examples; the extension's stub
+``wsfast/_frame.pyi`` against the compiled module (mypy's stubtest); and the
+pure-Python twin's signatures against the extension's."""
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wsfast import _frame_py, codec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(ROOT, ".mypy_cache")
+
+pytest.importorskip("mypy", reason="mypy is in the test extra (pip install -e '.[test]')")
+
+
+def python_blocks(path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+
+
+def as_module(code):
+    """A README snippet as a module mypy can check: code with top-level
+    ``await`` goes into a coroutine function."""
+    if re.search(r"^(?:await |async (?:with|for) |.*= await )", code, re.M):
+        return "import wsfast\n\n\nasync def example():\n" + textwrap.indent(code, "    ")
+    return code
+
+
+def mypy(*args):
+    return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", CACHE, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_mypy_on_the_package_and_the_readme_examples(tmp_path):
+    blocks = python_blocks(os.path.join(ROOT, "README.md"))
+    assert len(blocks) >= 3
+    package = tmp_path / "docs_examples"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for i, code in enumerate(blocks):
+        (package / f"readme_{i}.py").write_text(as_module(code))
+    # the package (strict where pyproject.toml says) and the examples
+    # (checked as user code: bodies of unannotated functions too)
+    out = mypy("wsfast", str(package))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_examples_check_catches_a_mistake(tmp_path):
+    package = tmp_path / "docs_examples"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "bad.py").write_text("import wsfast\n\n\nasync def example():\n"
+                   "    async with wsfast.connect('ws://127.0.0.1:8000/') as ws:\n"
+                   "        await ws.send(42)\n")
+    out = mypy(str(package))
+    assert out.returncode == 1 and 'Argument 1 to "send"' in out.stdout, out.stdout
+
+
+def test_stub_matches_the_compiled_module():
+    if "cython" not in codec.AVAILABLE:
+        pytest.skip("the Cython extension is not built")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", "pyproject.toml",
+         "--allowlist", "tests/stubtest_allowlist.txt", "wsfast._frame"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, MYPY_CACHE_DIR=CACHE))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _signatures(obj):
+    """Public callables of a codec class or module, by name: their signatures."""
+    found = {}
+    for name in dir(obj):
+        if name.startswith("_") and name not in ("__init__", "__eq__"):
+            continue
+        value = getattr(obj, name)
+        if callable(value) and not inspect.isclass(value):
+            try:
+                found[name] = str(inspect.signature(value))
+            except (TypeError, ValueError):
+                found[name] = "?"
+    return found
+
+
+def test_twin_has_the_extension_signatures():
+    if "cython" not in codec.AVAILABLE:
+        pytest.skip("the Cython extension is not built")
+    cython = codec.AVAILABLE["cython"]
+    assert set(_frame_py.__all__) <= set(dir(cython))
+    for name in _frame_py.__all__:
+        py, cy = getattr(_frame_py, name), getattr(cython, name)
+        if inspect.isclass(py):
+            py_sigs, cy_sigs = _signatures(py), _signatures(cy)
+            # an extension type's __init__ shows as (*args, **kwargs): stubtest
+            # checks it against wsfast/_frame.pyi instead
+            py_sigs.pop("__init__"), cy_sigs.pop("__init__")
+            py_sigs.pop("__eq__", None), cy_sigs.pop("__eq__", None)
+            assert py_sigs == cy_sigs, name
+        elif callable(py):
+            assert str(inspect.signature(py)) == str(inspect.signature(cy)), name
+        else:
+            assert py == cy, name
