@@ -73,8 +73,14 @@ class FrameParser:
     @property
     def error(self) -> Optional[ProtocolError]: ...
     max_frame_size: int
+    max_rsv1_frame_size: Optional[int]
     def __init__(
-        self, *, mask_required: bool, max_frame_size: int = ..., allow_rsv1: bool = False
+        self,
+        *,
+        mask_required: bool,
+        max_frame_size: int = ...,
+        allow_rsv1: bool = False,
+        max_rsv1_frame_size: Optional[int] = None,
     ) -> None: ...
     def feed(self, data: Buffer) -> list[Frame]:
         """The frames ``data`` completed; a violation raises ``ProtocolError``."""
