@@ -87,6 +87,7 @@ import socket
 import stat
 import sys
 from http.cookies import SimpleCookie
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import handshake as _hs
@@ -287,8 +288,12 @@ class RequestHandler:
         self.path_kwargs = {}
         self.initialize(**kwargs)
 
-    def initialize(self, **kwargs):
+    def _initialize(self, **kwargs):
         """Hook: receives the route's kwargs dict."""
+
+    #: Hook: receives the route's kwargs dict (a subclass defines it with
+    #: the parameters it takes, e.g. ``def initialize(self, db):``).
+    initialize: Callable[..., Any] = _initialize
 
     @property
     def settings(self):
@@ -650,14 +655,14 @@ class WebSocketHandler(RequestHandler):
     """
 
     # Per-handler limits: class attributes override the application settings.
-    max_message_size = None
-    ping_interval = None
-    ping_timeout = None
-    close_timeout = None
-    max_queue = None
-    write_buffer_high = None
-    write_buffer_low = None
-    max_write_buffer = None
+    max_message_size: Optional[int] = None
+    ping_interval: Optional[float] = None
+    ping_timeout: Optional[float] = None
+    close_timeout: Optional[float] = None
+    max_queue: Optional[int] = None
+    write_buffer_high: Optional[int] = None
+    write_buffer_low: Optional[int] = None
+    max_write_buffer: Optional[int] = None
 
     def __init__(self, application, request, **kwargs):
         self.ws_connection = None
