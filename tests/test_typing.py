@@ -39,14 +39,19 @@ def mypy(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_mypy_on_the_package_and_the_readme_examples(tmp_path):
+def test_mypy_on_the_package_and_the_examples(tmp_path):
     blocks = python_blocks(os.path.join(ROOT, "README.md"))
     assert len(blocks) >= 3
+    guides = os.path.join(ROOT, "docs", "guide")
+    if os.path.isdir(guides):  # the docs site's examples (tests/test_docs.py runs them)
+        for name in sorted(os.listdir(guides)):
+            if name.endswith(".md"):
+                blocks += python_blocks(os.path.join(guides, name))
     package = tmp_path / "docs_examples"
     package.mkdir()
     (package / "__init__.py").write_text("")
     for i, code in enumerate(blocks):
-        (package / f"readme_{i}.py").write_text(as_module(code))
+        (package / f"example_{i}.py").write_text(as_module(code))
     # the package (strict where pyproject.toml says) and the examples
     # (checked as user code: bodies of unannotated functions too)
     out = mypy("wsfast", str(package))
