@@ -270,6 +270,16 @@ class ChatServer:
         """Put ``handler`` in ``room`` as ``nick``; returns the welcome event.
         Raises :class:`NickTaken` if a member of the room has a nick that
         looks the same (:func:`nick_keys`)."""
+        hub = self.hub
+        if isinstance(hub, RedisHub) and hub.state == "connecting":
+            # A worker that just started (pages reconnect to it at once): the
+            # room's history and presence are in Redis, a moment away, and
+            # this worker's own are empty. Wait for the first connection
+            # (bounded: if Redis is not there, answer with what is here).
+            try:
+                await hub.wait_up(hub.connect_timeout + 1.0)
+            except asyncio.TimeoutError:
+                pass
         keys = nick_keys(nick)
         self._take_nick(handler, room, keys)
         if await self._nick_taken_elsewhere(room, keys, handler.claim):
