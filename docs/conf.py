@@ -35,7 +35,9 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "description"
 # The guides link to files of the repository (bench/, tests/) that are not
 # pages of this site: they stay plain links to GitHub-style relative paths.
-suppress_warnings = ["myst.xref_missing", "myst.header"]
+# A code block in a language Pygments does not know (haproxy, ...) is shown
+# as plain text: not worth failing the build.
+suppress_warnings = ["myst.xref_missing", "myst.header", "misc.highlighting_failure"]
 
 html_theme = "alabaster"
 html_title = f"wsfast {release}"

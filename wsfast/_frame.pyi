@@ -74,6 +74,7 @@ class FrameParser:
     def error(self) -> Optional[ProtocolError]: ...
     max_frame_size: int
     max_rsv1_frame_size: Optional[int]
+    reuse_buffer: bool
     def __init__(
         self,
         *,
@@ -81,6 +82,7 @@ class FrameParser:
         max_frame_size: int = ...,
         allow_rsv1: bool = False,
         max_rsv1_frame_size: Optional[int] = None,
+        reuse_buffer: bool = False,
     ) -> None: ...
     def feed(self, data: Buffer) -> list[Frame]:
         """The frames ``data`` completed; a violation raises ``ProtocolError``."""
