@@ -153,13 +153,19 @@ frontend web
     http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
     http-request set-var(txn.via) path,field(2,/)
-    http-request set-path %[path,regsub(^/[a-z]+/,/)]
+    http-request set-path %[path,regsub(^/[a-z0-9]+/,/)]
     use_backend wsfast_uds if {{ var(txn.via) -m str uds }}
+    use_backend wsfast_pp1 if {{ var(txn.via) -m str pp1 }}
+    use_backend wsfast_pp2 if {{ var(txn.via) -m str pp2 }}
     default_backend wsfast_tcp
 backend wsfast_tcp
     server tcp 127.0.0.1:{backend_port} source {proxy_ip}
 backend wsfast_uds
     server uds {backend_path}
+backend wsfast_pp1
+    server pp1 127.0.0.1:{pp_port} send-proxy
+backend wsfast_pp2
+    server pp2 127.0.0.1:{pp_port} send-proxy-v2
 """
 
 
@@ -174,8 +180,9 @@ class HAProxy(Nginx):
                 with open(os.path.join(self.dir, name)) as f:
                     out.write(f.read())
         self.conf = os.path.join(self.dir, "haproxy.cfg")
+        self.pp_port = free_port()  # a backend that takes the PROXY protocol
         with open(self.conf, "w") as f:
-            f.write(HAPROXY_CONF.format(
+            f.write(HAPROXY_CONF.format(pp_port=self.pp_port,
                 read_timeout=READ_TIMEOUT, port=self.port, tls_port=self.tls_port, pem=pem,
                 backend_port=self.backend_port, proxy_ip=PROXY_IP, backend_path=self.backend_path))
 
@@ -339,6 +346,28 @@ def test_tls_terminated_at_the_proxy(run, proxy):
                 await ws.send(data)
                 assert await ws.recv() == data
             await ws.close(4001, "bye over tls")
+        finally:
+            await app.stop(timeout=2)
+
+    run(main(), timeout=30)
+
+
+@pytest.mark.parametrize("via", ["pp1", "pp2"])
+def test_the_proxy_protocol_from_haproxy(run, proxy, via):
+    # send-proxy (v1) and send-proxy-v2: the client's address comes in the
+    # PROXY header, whatever X-Forwarded-For says, with no trusted_proxies.
+    if not isinstance(proxy, HAProxy):
+        pytest.skip("nginx speaks the PROXY protocol to backends only in its stream module")
+
+    async def main():
+        app = wsfast.Application([(r"/ws", Echo)], proxy_protocol=True)
+        await app.listen(proxy.pp_port, host="127.0.0.1")
+        try:
+            ws = await connect(proxy, via, "/ws?who=1", extra_headers={"X-Forwarded-For": "6.6.6.6"})
+            assert await ws.recv() == f"you are {CLIENT_IP} over http"
+            await ws.send(b"x" * 100000)
+            assert await ws.recv() == b"x" * 100000
+            await ws.close()
         finally:
             await app.stop(timeout=2)
 

@@ -380,3 +380,75 @@ def test_run_on_a_unix_socket_says_where(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+# -- the PROXY protocol ---------------------------------------------------------------------
+
+
+def _v2(ip, port, ipv6=False):
+    import ipaddress
+
+    family = 0x21 if ipv6 else 0x11
+    source = ipaddress.ip_address(ip).packed
+    dest = ipaddress.ip_address("::1" if ipv6 else "10.0.0.1").packed
+    body = source + dest + port.to_bytes(2, "big") + (80).to_bytes(2, "big")
+    return (b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, family]) + len(body).to_bytes(2, "big")
+            + body)
+
+
+@pytest.mark.parametrize("header, client", [
+    (b"PROXY TCP4 203.0.113.9 10.0.0.1 56324 80\r\n", "203.0.113.9"),
+    (b"PROXY TCP6 2001:db8::7 ::1 56324 80\r\n", "2001:db8::7"),
+    (b"PROXY UNKNOWN\r\n", "127.0.0.1"),  # a health check: the peer's address
+    (_v2("203.0.113.10", 4242), "203.0.113.10"),
+    (_v2("2001:db8::8", 4242, ipv6=True), "2001:db8::8"),
+    (b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00", "127.0.0.1"),  # v2 LOCAL
+])
+@pytest.mark.parametrize("piecewise", [False, True])
+def test_proxy_protocol_header_gives_the_client_address(run, header, client, piecewise):
+    async def main():
+        app = wsfast.Application([(r"/who", WhoAmI)], proxy_protocol=True)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            data = header + _who()
+            if piecewise:  # one byte at a time across the header
+                for i in range(len(header) + 3):
+                    writer.write(data[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+                data = data[len(header) + 3:]
+            writer.write(data)
+            answer = await asyncio.wait_for(reader.read(), 3)
+            writer.close()
+            assert answer.startswith(b"HTTP/1.1 200"), answer
+            assert answer.split(b"\r\n\r\n", 1)[1].decode().split("|")[0] == client
+        finally:
+            await app.stop(timeout=1)
+
+    run(main())
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /who HTTP/1.1\r\nHost: x\r\n\r\n",  # no header: not from the proxy
+    b"PROXY TCP4 not-an-ip 10.0.0.1 1 2\r\nGET /who HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"PROXY " + b"x" * 200,
+    b"\r\n\r\n\x00\r\nQUIT\n\x99\x11\x00\x0c" + b"\x00" * 12,
+])
+def test_proxy_protocol_drops_a_connection_without_a_valid_header(run, data):
+    async def main():
+        app = wsfast.Application([(r"/who", WhoAmI)], proxy_protocol=True)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(data)
+            try:
+                answer = await asyncio.wait_for(reader.read(), 3)
+            except ConnectionResetError:
+                answer = b""
+            writer.close()
+            assert answer == b""
+        finally:
+            await app.stop(timeout=1)
+
+    run(main())

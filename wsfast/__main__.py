@@ -163,6 +163,8 @@ def _server_settings(args, loopback_default=True):
         settings["trusted_origins"] = args.trusted_origins
     if args.trusted_proxies:
         settings["trusted_proxies"] = args.trusted_proxies
+    if args.proxy_protocol:
+        settings["proxy_protocol"] = True
     return settings
 
 
@@ -174,6 +176,10 @@ def _uds(parser):
         "--trusted-proxy", action="append", default=None, metavar="ADDR", dest="trusted_proxies",
         help="believe the client address in Forwarded/X-Forwarded-For/X-Real-IP from this "
              "peer (an address, a network like 10.0.0.0/8, or 'unix'; repeatable)")
+    parser.add_argument(
+        "--proxy-protocol", action="store_true",
+        help="every connection starts with a PROXY protocol v1/v2 header (HAProxy's send-proxy): "
+             "the client's address comes from it; only for a port that the proxy alone can reach")
 
 
 def _where(args, srv, scheme):
@@ -362,6 +368,8 @@ def _supervise(args):
         command += ["--trusted-origin", origin]
     for proxy in args.trusted_proxies or ():
         command += ["--trusted-proxy", proxy]
+    if args.proxy_protocol:
+        command.append("--proxy-protocol")
     if args.max_connections is not None:
         command += ["--max-connections", str(args.max_connections)]
     if args.max_per_address is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "TrustedProxies",
     "build_response",
     "client_address",
+    "parse_proxy_header",
     "redact_uri",
     "status_reason",
 ]
@@ -374,6 +375,61 @@ def client_address(request, trusted):
         if not trusted.contains(hop):
             break
     return client
+
+
+_PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+PROXY_HEADER_MAX = 536  # v1: 107 bytes; v2: 16 + up to 520 of addresses and TLVs
+
+
+def parse_proxy_header(data):
+    """The PROXY protocol header (HAProxy's ``send-proxy``, v1 text or v2
+    binary) at the start of ``data``: None while incomplete, else
+    ``(consumed, address)`` where ``address`` is the client's ``(ip, port)``,
+    or None for a ``LOCAL``/``UNKNOWN`` connection (the proxy's own, e.g. a
+    health check: keep the peer's address). Raises ``ValueError`` for
+    anything else: a connection that does not start with the header, or a
+    malformed one."""
+    data = bytes(data[:PROXY_HEADER_MAX])
+    if data.startswith(_PROXY_V2_SIGNATURE[: len(data)]) and len(data) < 16:
+        return None
+    if data.startswith(_PROXY_V2_SIGNATURE):
+        version_command, family, length = data[12], data[13], int.from_bytes(data[14:16], "big")
+        if version_command >> 4 != 2 or version_command & 0xF > 1:
+            raise ValueError("PROXY v2: unknown version or command")
+        if len(data) < 16 + length:
+            if 16 + length > PROXY_HEADER_MAX:
+                raise ValueError("PROXY v2: header too long")
+            return None
+        body = data[16:16 + length]
+        if version_command & 0xF == 0:  # LOCAL
+            return 16 + length, None
+        if family >> 4 == 1 and len(body) >= 12:  # AF_INET
+            return 16 + length, (str(ipaddress.IPv4Address(body[0:4])), int.from_bytes(body[8:10], "big"))
+        if family >> 4 == 2 and len(body) >= 36:  # AF_INET6
+            return 16 + length, (str(ipaddress.IPv6Address(body[0:16])), int.from_bytes(body[32:34], "big"))
+        if family >> 4 in (0, 3):  # UNSPEC, AF_UNIX: no address to report
+            return 16 + length, None
+        raise ValueError("PROXY v2: address block too short")
+    if not data.startswith(b"PROXY "[: len(data)]):
+        raise ValueError("the connection does not start with a PROXY protocol header")
+    end = data.find(b"\r\n")
+    if end < 0:
+        if len(data) >= 107:
+            raise ValueError("PROXY v1: header too long")
+        return None
+    fields = data[:end].decode("ascii", "replace").split(" ")
+    if len(fields) >= 2 and fields[1] == "UNKNOWN":
+        return end + 2, None
+    if len(fields) != 6 or fields[1] not in ("TCP4", "TCP6"):
+        raise ValueError("PROXY v1: malformed header")
+    try:
+        source = ipaddress.ip_address(fields[2])
+        port = int(fields[4])
+    except ValueError:
+        raise ValueError("PROXY v1: malformed address") from None
+    if (source.version == 4) != (fields[1] == "TCP4") or not 0 <= port <= 65535:
+        raise ValueError("PROXY v1: malformed address")
+    return end + 2, (str(source), port)
 
 
 class Response:

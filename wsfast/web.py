@@ -52,6 +52,9 @@ past it the peer is a slow consumer, closed with 1008 and counted in
 (bounded wait of a graceful shutdown, default: close timeout + 1 s);
 ``default_handler_class`` / ``default_handler_args`` (the handler of paths
 no route matches; default: 404). Security (docs/security.md):
+``trusted_proxies`` (peers whose ``Forwarded``/``X-Forwarded-For``/``X-Real-IP``
+give ``request.remote_ip``), ``proxy_protocol`` (every connection starts with
+a PROXY protocol v1/v2 header, e.g. HAProxy's ``send-proxy``),
 ``allowed_hosts`` (host names a request's ``Host`` must name, else 400;
 default any), ``trusted_origins`` (origins the default ``check_origin``
 accepts besides the same origin), ``max_connections`` (then 503; default
@@ -94,7 +97,8 @@ from . import handshake as _hs
 from .connection import Side
 from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, HandshakeError
-from .http import Headers, TrustedProxies, build_response, client_address, status_reason
+from .http import (Headers, TrustedProxies, build_response, client_address, parse_proxy_header,
+                   status_reason)
 from .protocol import Options, WebSocketProtocol
 
 __all__ = [
@@ -933,6 +937,7 @@ SETTINGS = {
     "trusted_origins": None,
     "max_connections": None,
     "trusted_proxies": None,
+    "proxy_protocol": False,
     "default_handler_class": None,
     "default_handler_args": None,
 }
@@ -1031,6 +1036,7 @@ class Application:
         )
         self._allowed_hosts = _allowed_hosts(settings.get("allowed_hosts"))
         self._trusted_origins = _trusted_origins(settings.get("trusted_origins"))
+        self._proxy_protocol = bool(settings.get("proxy_protocol"))
         proxies = settings.get("trusted_proxies")
         self._trusted_proxies = TrustedProxies(proxies) if proxies else None
         max_connections = settings.get("max_connections")
@@ -1214,6 +1220,42 @@ def _bind_unix(path, backlog):
     return sock
 
 
+class _ProxyHeaderProtocol(WebSocketProtocol):
+    """A server connection that starts with a PROXY protocol header (the
+    ``proxy_protocol`` setting; HAProxy's ``send-proxy``/``send-proxy-v2``):
+    the header gives the client's address (``request.remote_ip``), then the
+    HTTP request follows as usual. A connection without a valid header is
+    dropped; the opening-handshake timeout covers the header too."""
+
+    __slots__ = ("_proxy_head",)
+
+    def __init__(self, side, options, owner):
+        super().__init__(side, options, owner)
+        self._proxy_head = bytearray()
+
+    def buffer_updated(self, nbytes):
+        head = self._proxy_head
+        if head is None:
+            return super().buffer_updated(nbytes)
+        head += self._view[:nbytes]
+        try:
+            result = parse_proxy_header(head)
+        except ValueError as exc:
+            self._proxy_head = None
+            log.debug("%s: %s; dropped", self.remote_address, exc)
+            self.abort()
+            return None
+        if result is None:
+            return None  # incomplete
+        consumed, address = result
+        self._proxy_head = None
+        if address is not None:
+            self.remote_address = address
+        if len(head) > consumed:
+            self._receive_request(bytes(head[consumed:]))
+        return None
+
+
 class _Listening:
     """What ``Application.listen()`` returns: ``await`` it for the
     :class:`Server` (serving); without ``await`` it stands for the server
@@ -1383,6 +1425,8 @@ class Server:
                 self._close_listeners()
 
     def _make_protocol(self):
+        if self.application._proxy_protocol:
+            return _ProxyHeaderProtocol(Side.SERVER, self.options, self)
         return WebSocketProtocol(Side.SERVER, self.options, self)
 
     @property
