@@ -259,3 +259,42 @@ def test_server_sends_pieces_client_streams_them(codec, loop, compression):
             await server.stop(timeout=2)
 
     run_in_loop(loop, main(), timeout=30)
+
+
+class StreamingHandler(wsfast.WebSocketHandler):
+    """A server handler reading messages as streams: Connection.streaming
+    on at open, pieces to on_fragment (what the protocol calls for Fragment
+    events); answers each message's length and piece count."""
+
+    def open(self):
+        self.ws_connection.connection.streaming = True
+        self.size = self.pieces = 0
+
+    def on_fragment(self, fragment):
+        self.size += len(fragment.data)
+        self.pieces += 1
+        if fragment.fin:
+            self.write_message(f"{type(fragment.data).__name__} {self.size} {self.pieces}")
+            self.size = self.pieces = 0
+
+
+@pytest.mark.parametrize("codec, loop", RUNS, ids=IDS)
+def test_server_handler_reads_streams(codec, loop):
+    require_codec(codec)
+
+    async def main():
+        app = wsfast.Application([(r"/", StreamingHandler)], websocket_max_message_size=10_000,
+                                 websocket_compression="deflate", codec=codec)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            async with wsfast.connect(f"ws://127.0.0.1:{server.port}/", codec=codec,
+                                      compression="deflate") as ws:
+                # 100 pieces of 5,000 bytes: 50 times the server's message limit
+                await ws.send(b"\x01" * 5000 for _ in range(100))
+                assert await ws.recv() == "bytes 500000 101"
+                await ws.send("é" * 3000)  # one frame: one piece
+                assert await ws.recv() == "str 3000 1"
+        finally:
+            await server.stop(timeout=2)
+
+    run_in_loop(loop, main(), timeout=30)
