@@ -58,6 +58,13 @@ def test_send_iterables_and_recv_streaming(codec, loop, compression):
                 await ws.send(iter([]))  # nothing to send: no message
                 await ws.send(bytearray(b"one buffer"))  # bytes-like: one message, not pieces
                 assert await ws.recv() == b"one buffer"
+
+                class Text(str):
+                    pass
+
+                # never sent in pieces, one per character (write_message takes str only)
+                with pytest.raises(TypeError):
+                    await ws.send(Text("a str subclass"))
                 # recv_streaming(): websockets sends "frag:" messages back in 4 fragments.
                 text = "frag:" + "€" * 999
                 await ws.send(text)

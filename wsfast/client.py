@@ -118,9 +118,9 @@ class ClientConnection:
         if self._closed:
             raise self._closed_error()
         kind = type(message)
-        if kind is not str and kind is not bytes and kind is not dict and (
+        if kind is not str and kind is not bytes and (
             hasattr(message, "__iter__") or hasattr(message, "__aiter__")
-        ):
+        ) and not isinstance(message, (str, dict)):
             try:
                 memoryview(message)  # bytearray, memoryview, array...: one binary message
             except TypeError:
