@@ -72,6 +72,17 @@ proxy_buffering off;
 """
 
 
+def _die_with_parent():
+    """In the child: SIGTERM when the test process dies, even killed (Linux
+    PR_SET_PDEATHSIG), so that no proxy outlives a test run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Nginx:
     """nginx in the foreground with a configuration in a temporary directory."""
 
@@ -111,7 +122,7 @@ class Nginx:
 
     def start(self):
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
