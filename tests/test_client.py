@@ -434,8 +434,6 @@ def test_client_waits_for_the_server_to_close_tcp_bounded(run):
 
 
 def test_bad_uris():
-    for uri in ("http://x/", "ws://", "wss://user:pw@host/"):
+    for uri in ("http://x/", "ws://", "wss://:0/"):
         with pytest.raises(ValueError):
             wsfast.connect(uri)
-    with pytest.raises(ValueError):
-        wsfast.connect("ws://x/", ssl=__import__("ssl").create_default_context())

@@ -22,18 +22,26 @@ by default, turn it on where the bytes on the wire matter.
 """
 
 import asyncio
+import base64
 import collections
 import os
+import random
 import ssl as _ssl
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from . import __version__ as _version
 from . import handshake as _hs
 from .connection import Side
 from .deflate import client_offer as _client_offer
 from .deflate import compression_options as _compression_options
-from .exceptions import ConnectionClosed, ConnectionClosedError, ConnectionClosedOK, HandshakeError
+from .exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    HandshakeError,
+    InvalidRedirect,
+)
 from .http import redact_uri
 from .protocol import Options, WebSocketProtocol
 
@@ -47,8 +55,6 @@ def parse_uri(uri):
     parts = urlsplit(uri)
     if parts.scheme not in ("ws", "wss"):
         raise ValueError(f"not a WebSocket URI (ws:// or wss://): {uri!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("user information in a WebSocket URI is not supported")
     secure = parts.scheme == "wss"
     host = parts.hostname
     if not host:
@@ -62,6 +68,52 @@ def parse_uri(uri):
     if port != default_port:
         host_header += f":{port}"
     return secure, host, port, resource, host_header
+
+
+def basic_auth(uri):
+    """The ``Authorization: Basic`` value for the user information of ``uri``
+    (``ws://user:pass@host/``, percent-decoded; RFC 7617), or None."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return None
+    credentials = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+
+
+#: The redirect statuses the handshake follows (RFC 9110 §15.4).
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+#: Handshake refusals that are worth retrying when reconnecting (the server
+#: or a proxy in front of it is failing or restarting).
+RETRY_STATUSES = frozenset((500, 502, 503, 504))
+
+
+def _origin_of(uri):
+    parts = urlsplit(uri)
+    return parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
+
+
+def redirect_target(uri, location):
+    """The ws:// or wss:// URI a ``Location`` header sends ``uri`` to
+    (relative references resolved, http(s):// mapped to ws(s)://)."""
+    target = urljoin(uri, location.strip())
+    scheme, sep, rest = target.partition(":")
+    scheme = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme.lower())
+    return scheme + sep + rest
+
+
+def retryable(exc):
+    """Whether reconnecting after ``exc`` (raised by opening a connection)
+    may succeed: the TCP connection failed, was refused, reset or timed out,
+    the connection was lost during the handshake, or the server answered
+    500/502/503/504. A refusal (other statuses), an invalid answer, a bad
+    certificate or a bad URI is final."""
+    if isinstance(exc, HandshakeError):
+        return exc.status in RETRY_STATUSES and not isinstance(exc, InvalidRedirect)
+    if isinstance(exc, _ssl.SSLCertVerificationError):
+        return False
+    if isinstance(exc, ConnectionClosedError):
+        return exc.code == 1006
+    return isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError, EOFError))
 
 
 class ClientConnection:
@@ -437,9 +489,26 @@ class connect:
     :class:`~wsfast.deflate.DeflateOptions` keywords or a ``DeflateOptions``;
     ``ws.extensions`` tells what the server accepted (a server may decline).
 
+    Redirects (301/302/303/307/308 with ``Location``) are followed, at
+    most ``max_redirects`` (10; 0 raises the 3xx as a ``HandshakeError``);
+    ws:// to wss:// is allowed, wss:// to ws:// raises
+    :class:`~wsfast.InvalidRedirect`. ``ws://user:pass@host/`` sends HTTP basic
+    auth (RFC 7617; an explicit ``Authorization`` header wins), kept across
+    redirects to the same host and port only. ``additional_headers`` is the
+    same as ``extra_headers`` (websockets' name).
+
+    Reconnecting: ``async for ws in connect(uri):`` yields a new open
+    connection each time round the loop (closing the previous one); opening
+    is retried with exponential backoff and jitter (``backoff_min`` 1 s ×
+    ``backoff_factor`` 1.618 per failure up to ``backoff_max`` 60 s, each
+    delay × 0.5-1) while it fails for a reason that may pass
+    (:func:`retryable`), other errors are raised. Catch
+    :class:`~wsfast.ConnectionClosed` in the loop body and ``continue`` to
+    reconnect after a drop.
+
     Raises :class:`~wsfast.HandshakeError` if the server refuses (``.status``),
-    ``TimeoutError`` if the handshake takes longer than ``open_timeout``,
-    ``OSError`` if the TCP connection fails.
+    ``TimeoutError`` if the handshake takes longer than ``open_timeout``
+    (redirects included), ``OSError`` if the TCP connection fails.
     """
 
     #: The handler class of the connection (a front-end such as
@@ -473,20 +542,18 @@ class connect:
         host=None,
         port=None,
         sock=None,
+        max_redirects=10,
+        backoff_min=1.0,
+        backoff_max=60.0,
+        backoff_factor=1.618,
     ):
         self.uri = uri
-        secure, uri_host, uri_port, resource, host_header = parse_uri(uri)
-        if ssl is not None and not secure and ssl is not False:
-            raise ValueError("ssl= is only for wss:// URIs")
-        if secure and ssl is None:
-            ssl = _ssl.create_default_context()
-        self._ssl = ssl if secure else None
+        secure = parse_uri(uri)[0]  # a bad URI fails here, before any connection
+        self._ssl_arg = ssl
         self._server_hostname = server_hostname
-        self._host = host if host is not None else uri_host
-        self._port = port if port is not None else uri_port
+        self._host_arg = host
+        self._port_arg = port
         self._sock = sock
-        self._resource = resource
-        self._host_header = host_header
         self._subprotocols = list(subprotocols or ())
         headers = []
         for extra in (extra_headers, additional_headers):
@@ -499,6 +566,14 @@ class connect:
         self._origin = origin
         self._compression = _compression_options(compression)
         self.open_timeout = open_timeout
+        if max_redirects < 0:
+            raise ValueError("max_redirects must be >= 0")
+        self.max_redirects = max_redirects
+        if not 0 < backoff_min <= backoff_max or backoff_factor < 1:
+            raise ValueError("need 0 < backoff_min <= backoff_max and backoff_factor >= 1")
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.backoff_factor = backoff_factor
         self.options = Options(
             max_message_size=max_message_size,
             ping_interval=ping_interval,
@@ -513,16 +588,32 @@ class connect:
         )
         self._ws = None
 
-    async def _open(self):
+    async def _open(self, uri, first, auth):
+        """One handshake with ``uri`` (``first``: the URI given, where
+        ``host``/``port``/``sock`` apply; ``auth``: the Authorization value)."""
         loop = asyncio.get_running_loop()
+        secure, uri_host, uri_port, resource, host_header = parse_uri(uri)
+        host, port, sock = uri_host, uri_port, None
+        if first:
+            host = self._host_arg if self._host_arg is not None else uri_host
+            port = self._port_arg if self._port_arg is not None else uri_port
+            sock = self._sock
+        ssl = None
+        if secure:
+            ssl = self._ssl_arg
+            if ssl is None or ssl is False:
+                ssl = _ssl.create_default_context()
+        headers = self._headers
+        if auth is not None and not any(n.lower() == "authorization" for n, _ in headers):
+            headers = headers + [("Authorization", auth)]
         key = _hs.generate_key()
         compression = self._compression
         request = _hs.build_request(
-            self._host_header,
-            self._resource,
+            host_header,
+            resource,
             key,
             self._subprotocols,
-            self._headers,
+            headers,
             self._origin,
             extensions=_client_offer(compression) if compression is not None else None,
         )
@@ -534,16 +625,16 @@ class connect:
             return self.protocol_class(Side.CLIENT, self.options, client)
 
         kwargs = {}
-        if self._ssl is not None:
-            kwargs["ssl"] = self._ssl
-            if self._server_hostname is not None:
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+            if self._server_hostname is not None and first:
                 kwargs["server_hostname"] = self._server_hostname
-            elif self._sock is not None:
-                kwargs["server_hostname"] = self._host
-        if self._sock is not None:
-            await loop.create_connection(factory, sock=self._sock, **kwargs)
+            elif sock is not None or host != uri_host:
+                kwargs["server_hostname"] = uri_host
+        if sock is not None:
+            await loop.create_connection(factory, sock=sock, **kwargs)
         else:
-            await loop.create_connection(factory, self._host, self._port, **kwargs)
+            await loop.create_connection(factory, host, port, **kwargs)
         try:
             await client._handshake
         except BaseException:
@@ -552,11 +643,60 @@ class connect:
             raise
         return client
 
+    async def _open_following(self):
+        """The handshake, following redirects (at most ``max_redirects``)."""
+        uri = self.uri
+        auth = basic_auth(uri)
+        redirects = 0
+        while True:
+            try:
+                return await self._open(uri, redirects == 0, auth)
+            except HandshakeError as exc:
+                if (
+                    exc.status not in REDIRECT_STATUSES
+                    or isinstance(exc, InvalidRedirect)
+                    or not self.max_redirects
+                ):
+                    raise  # max_redirects=0: a redirect is an answer like any other
+                target = self._redirect(uri, exc, redirects)
+                redirects += 1
+                if basic_auth(target) is not None or _origin_of(target) != _origin_of(uri):
+                    # Credentials go only where the user sent them (the
+                    # same host and port), or where the redirect names them.
+                    auth = basic_auth(target)
+                uri = target
+
+    def _redirect(self, uri, exc, redirects):
+        status = exc.status
+        locations = [v for n, v in exc.headers if n.lower() == "location"]
+        if not locations:
+            raise InvalidRedirect(status, f"HTTP {status} redirect without a Location header", exc.headers)
+        if redirects >= self.max_redirects:
+            raise InvalidRedirect(
+                status, f"too many redirects (more than {self.max_redirects})", exc.headers
+            )
+        if self._sock is not None:
+            raise InvalidRedirect(
+                status, "cannot follow a redirect on a connection opened with sock=", exc.headers
+            )
+        target = redirect_target(uri, locations[0])
+        try:
+            new_secure = parse_uri(target)[0]
+        except ValueError as error:
+            raise InvalidRedirect(status, f"invalid redirect: {error}", exc.headers) from None
+        if uri.lower().startswith("wss:") and not new_secure:
+            raise InvalidRedirect(
+                status,
+                f"refused redirect from wss:// to ws:// ({redact_uri(target)}): it would drop TLS",
+                exc.headers,
+            )
+        return target
+
     async def _connect(self):
         if self.open_timeout is None:
-            return await self._open()
+            return await self._open_following()
         try:
-            return await asyncio.wait_for(self._open(), self.open_timeout)
+            return await asyncio.wait_for(self._open_following(), self.open_timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
                 f"opening handshake with {redact_uri(self.uri)} took longer than {self.open_timeout} s"
@@ -571,3 +711,26 @@ class connect:
 
     async def __aexit__(self, *exc_info):
         await self._ws.close()
+
+    async def __aiter__(self):
+        """Reconnect forever: ``async for ws in connect(uri):`` yields a new
+        open connection each time round the loop (the previous one closed
+        first). Opening is retried with exponential backoff and jitter
+        while it fails for a reason that may go away (:func:`retryable`:
+        refused, reset, timed out, 5xx); other errors are raised."""
+        delay = self.backoff_min
+        while True:
+            try:
+                ws = await self._connect()
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * self.backoff_factor, self.backoff_max)
+                continue
+            delay = self.backoff_min
+            try:
+                yield ws
+            finally:
+                if not ws.closed:
+                    await ws.close()

@@ -13,6 +13,7 @@ __all__ = [
     "PayloadTooBig",
     "InvalidUTF8",
     "HandshakeError",
+    "InvalidRedirect",
     "ConnectionClosed",
     "ConnectionClosedOK",
     "ConnectionClosedError",
@@ -70,6 +71,12 @@ class HandshakeError(WebSocketError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.reason}"
+
+
+class InvalidRedirect(HandshakeError):
+    """The client would not follow the server's redirect (``status``): too
+    many, no ``Location``, not a ws:// or wss:// target, or from wss:// to
+    ws:// (which would drop TLS)."""
 
 
 class ConnectionClosed(WebSocketError):

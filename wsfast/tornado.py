@@ -1167,6 +1167,7 @@ async def _connect_tornado(request, on_message_callback, compression_options, pi
             # _ClientProtocol), off unless asked for: not wsfast's default.
             ping_interval=None,
             user_agent=user_agent,
+            max_redirects=0,  # Tornado's websocket_connect raises on a 3xx
             **kwargs,
         )
     except HandshakeError as exc:
