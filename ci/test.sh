@@ -21,6 +21,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)  # certificates for the TL
 # tests/test_proxies.py: wsfast behind real reverse proxies
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+# tests/test_client_proxy.py: the client through real forward proxies (HTTP CONNECT, SOCKS)
+command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
+[ -x /usr/sbin/danted ] || need+=(dante-server)
 # PyICU (the chat's nick check) builds against the system's ICU.
 pkg-config --exists icu-i18n 2>/dev/null || need+=(libicu-dev pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)

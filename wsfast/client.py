@@ -41,9 +41,11 @@ from .exceptions import (
     ConnectionClosedOK,
     HandshakeError,
     InvalidRedirect,
+    ProxyError,
 )
 from .http import redact_uri
 from .protocol import Options, WebSocketProtocol
+from .proxy import check_proxy, open_tunnel, proxy_from_environment
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -107,7 +109,7 @@ def retryable(exc):
     the connection was lost during the handshake, or the server answered
     500/502/503/504. A refusal (other statuses), an invalid answer, a bad
     certificate or a bad URI is final."""
-    if isinstance(exc, HandshakeError):
+    if isinstance(exc, (HandshakeError, ProxyError)):
         return exc.status in RETRY_STATUSES and not isinstance(exc, InvalidRedirect)
     if isinstance(exc, _ssl.SSLCertVerificationError):
         return False
@@ -497,6 +499,14 @@ class connect:
     redirects to the same host and port only. ``additional_headers`` is the
     same as ``extra_headers`` (websockets' name).
 
+    Proxies: ``proxy=True`` (the default) takes one from the environment
+    (``https_proxy`` for wss://, ``http_proxy`` for ws://, then
+    ``all_proxy``; not for hosts in ``no_proxy``), ``proxy="http://user:pass@host:port"``,
+    ``"socks5://..."``, ``"socks5h://..."``, ``"socks4://..."``, ``"socks4a://..."``
+    names one (SOCKS needs ``pip install wsfast[socks]``), ``proxy=None``
+    connects directly. A refusal raises :class:`~wsfast.ProxyError`
+    (``.status``: the HTTP proxy's status). See :mod:`wsfast.proxy`.
+
     Reconnecting: ``async for ws in connect(uri):`` yields a new open
     connection each time round the loop (closing the previous one); opening
     is retried with exponential backoff and jitter (``backoff_min`` 1 s ×
@@ -546,6 +556,7 @@ class connect:
         backoff_min=1.0,
         backoff_max=60.0,
         backoff_factor=1.618,
+        proxy=True,
     ):
         self.uri = uri
         secure = parse_uri(uri)[0]  # a bad URI fails here, before any connection
@@ -586,7 +597,17 @@ class connect:
             max_write_buffer=max_write_buffer,
             codec=codec,
         )
+        if proxy is True or proxy is None or proxy is False:
+            self._proxy = proxy is True  # True: from the environment
+        else:
+            self._proxy = check_proxy(proxy)
         self._ws = None
+
+    def _proxy_for(self, secure, host, port):
+        if self._proxy is True:
+            proxy = proxy_from_environment(secure, host, port)
+            return check_proxy(proxy) if proxy is not None else None
+        return self._proxy or None
 
     async def _open(self, uri, first, auth):
         """One handshake with ``uri`` (``first``: the URI given, where
@@ -631,8 +652,20 @@ class connect:
                 kwargs["server_hostname"] = self._server_hostname
             elif sock is not None or host != uri_host:
                 kwargs["server_hostname"] = uri_host
+        tunnel = None
+        if sock is None:
+            proxy = self._proxy_for(secure, host, port)
+            if proxy is not None:
+                sock = tunnel = await open_tunnel(proxy, host, port)
+                if ssl is not None and "server_hostname" not in kwargs:
+                    kwargs["server_hostname"] = uri_host
         if sock is not None:
-            await loop.create_connection(factory, sock=sock, **kwargs)
+            try:
+                await loop.create_connection(factory, sock=sock, **kwargs)
+            except BaseException:
+                if tunnel is not None:
+                    tunnel.close()
+                raise
         else:
             await loop.create_connection(factory, host, port, **kwargs)
         try:

@@ -14,6 +14,7 @@ __all__ = [
     "InvalidUTF8",
     "HandshakeError",
     "InvalidRedirect",
+    "ProxyError",
     "ConnectionClosed",
     "ConnectionClosedOK",
     "ConnectionClosedError",
@@ -77,6 +78,20 @@ class InvalidRedirect(HandshakeError):
     """The client would not follow the server's redirect (``status``): too
     many, no ``Location``, not a ws:// or wss:// target, or from wss:// to
     ws:// (which would drop TLS)."""
+
+
+class ProxyError(WebSocketError):
+    """The proxy refused to open the tunnel: ``status`` is its HTTP status
+    (an HTTP proxy's answer to ``CONNECT``, e.g. 407 or 403), None for a
+    SOCKS refusal or an invalid answer."""
+
+    def __init__(self, status, reason):
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self):
+        return self.reason
 
 
 class ConnectionClosed(WebSocketError):

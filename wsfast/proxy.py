@@ -1,0 +1,164 @@
+"""Proxies for the client: a TCP tunnel to the WebSocket server through an
+HTTP proxy (``CONNECT``, RFC 9110 §9.3.6, with basic auth) or a SOCKS5 /
+SOCKS4 proxy (``python-socks``: ``pip install wsfast[socks]``). The tunnel is
+a connected socket; :func:`wsfast.connect` runs TLS (for ``wss://``) and the
+WebSocket handshake over it, through the same adapter as a direct connection.
+
+Proxy URIs: ``http://[user:pass@]host:port``, ``socks5://`` (the proxy's side
+does not resolve names: they are resolved here), ``socks5h://`` (the proxy
+resolves them), ``socks4://``, ``socks4a://`` (the proxy resolves them).
+
+By default (``proxy=True``) the proxy comes from the environment as in
+``websockets`` and ``urllib``: ``https_proxy`` for ``wss://``, ``http_proxy``
+for ``ws://``, then ``all_proxy`` (upper-case names too), unless ``no_proxy``
+lists the host.
+"""
+
+import asyncio
+import base64
+import socket
+import urllib.request
+from urllib.parse import unquote, urlsplit
+
+from .exceptions import ProxyError
+
+__all__ = ["proxy_from_environment", "open_tunnel", "ProxyError"]
+
+_SCHEMES = ("http", "socks5", "socks5h", "socks4", "socks4a")
+_MAX_HEAD = 65536
+
+
+def proxy_from_environment(secure, host, port):
+    """The proxy URI for a connection to ``host:port`` from the environment
+    variables, or None."""
+    proxies = urllib.request.getproxies_environment()
+    if not proxies:
+        return None
+    if urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies) or (
+        urllib.request.proxy_bypass_environment(host, proxies)
+    ):
+        return None
+    for key in ("https", "all") if secure else ("http", "all"):
+        if proxies.get(key):
+            return proxies[key]
+    return None
+
+
+def check_proxy(uri):
+    """Validate a proxy URI (raises ``ValueError`` naming what is wrong)."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            f"unsupported proxy scheme {parts.scheme!r} (http://, socks5://, socks5h://, "
+            "socks4://, socks4a://)"
+        )
+    if not parts.hostname:
+        raise ValueError(f"no host in the proxy URI {uri!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"invalid port in the proxy URI {uri!r}") from None
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"a proxy URI has no path or query: {uri!r}")
+    if scheme.startswith("socks"):
+        try:
+            import python_socks  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "SOCKS proxies need python-socks: pip install 'wsfast[socks]'"
+            ) from None
+    return uri
+
+
+async def open_tunnel(proxy, host, port):
+    """A connected, non-blocking socket to ``host:port`` through ``proxy``
+    (a URI). Raises :class:`~wsfast.ProxyError` when the proxy refuses
+    (``.status``: its HTTP status; None for SOCKS), ``OSError`` when it
+    cannot be reached."""
+    parts = urlsplit(proxy)
+    scheme = parts.scheme.lower()
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if scheme == "http":
+        return await _http_connect(parts.hostname, parts.port or 80, user, password, host, port)
+    return await _socks_connect(scheme, parts.hostname, parts.port or 1080, user, password, host, port)
+
+
+async def _open_socket(host, port):
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error = None
+    for family, type_, proto, _, address in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+            return sock
+        except BaseException as exc:
+            sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+    raise OSError(error.errno if error else None, f"cannot connect to the proxy {host}:{port}: {error}")
+
+
+async def _http_connect(proxy_host, proxy_port, user, password, host, port):
+    loop = asyncio.get_running_loop()
+    sock = await _open_socket(proxy_host, proxy_port)
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        if user is not None or password is not None:
+            token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+            lines.append(f"Proxy-Authorization: Basic {token}")
+        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                raise ProxyError(None, "the proxy closed the connection during CONNECT")
+            head += chunk
+            if len(head) > _MAX_HEAD:
+                raise ProxyError(None, "the proxy's answer to CONNECT is too long")
+        head, _, rest = head.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        fields = status_line.split(" ", 2)
+        if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
+            raise ProxyError(None, f"invalid answer from the proxy: {status_line[:100]!r}")
+        status = int(fields[1])
+        if not 200 <= status < 300:
+            reason = fields[2] if len(fields) > 2 else ""
+            raise ProxyError(status, f"the proxy refused CONNECT: HTTP {status} {reason}".rstrip())
+        if rest:
+            # Nothing may come before the client speaks (TLS or HTTP): bytes
+            # here would be lost to the handshake.
+            raise ProxyError(status, "the proxy sent data after its answer to CONNECT")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _socks_connect(scheme, proxy_host, proxy_port, user, password, host, port):
+    from python_socks import ProxyError as SocksError
+    from python_socks import ProxyType
+    from python_socks.async_.asyncio import Proxy
+
+    kind = ProxyType.SOCKS5 if scheme.startswith("socks5") else ProxyType.SOCKS4
+    proxy = Proxy(
+        kind,
+        proxy_host,
+        proxy_port,
+        username=user,
+        password=password,
+        rdns=scheme in ("socks5h", "socks4a"),
+        loop=asyncio.get_running_loop(),
+    )
+    try:
+        # The caller's open_timeout bounds this; python-socks wants one too.
+        sock = await proxy.connect(host, port, timeout=3600)
+    except SocksError as exc:
+        raise ProxyError(None, f"the SOCKS proxy refused: {exc}") from None
+    sock.setblocking(False)
+    return sock
