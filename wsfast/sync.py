@@ -1,0 +1,367 @@
+"""A synchronous (blocking, threading) WebSocket client for scripts and
+tests, on the same sans-IO :class:`~wsfast.connection.Connection` as the
+asyncio client; no event loop::
+
+    from wsfast.sync import connect
+
+    with connect("ws://127.0.0.1:8000/websocket") as ws:
+        ws.send("hello")
+        print(ws.recv())            # blocks; recv(timeout=1.0) raises TimeoutError
+        for message in ws:          # ends when the server closes normally
+            ...
+
+One thread may ``recv()`` while others ``send()``: writes are serialized by
+a lock, and pings are answered as frames are read (by whichever thread is
+in ``recv()``; a connection nobody reads does not answer pings). It follows
+redirects, sends basic auth from the URI, ``additional_headers`` and
+``origin`` as :func:`wsfast.connect` does; it has no proxy, compression or
+keepalive support (use :func:`wsfast.connect` for those).
+"""
+
+import collections
+import json
+import socket
+import ssl as _ssl
+import threading
+import time
+
+from . import handshake as _hs
+from .client import (
+    REDIRECT_STATUSES,
+    USER_AGENT,
+    _origin_of,
+    basic_auth,
+    parse_uri,
+    redirect_target,
+)
+from .connection import Close, Connection, Fragment, Ping, Pong, Side, State
+from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
+from .http import ResponseParser, redact_uri
+
+__all__ = ["connect", "ClientConnection"]
+
+_READ = 65536
+
+
+class ClientConnection:
+    """An open WebSocket (from :func:`connect`): ``send``, ``recv``,
+    iteration, ``close``; ``subprotocol``, ``response``, ``close_code``,
+    ``close_reason``."""
+
+    def __init__(self, sock, connection, response, subprotocol, close_timeout, trailing):
+        self.socket = sock
+        self.connection = connection
+        self.response = response
+        self.subprotocol = subprotocol
+        self.close_timeout = close_timeout
+        self._events = collections.deque()
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._eof = False
+        if trailing:
+            self._feed(trailing)
+
+    # -- sending ---------------------------------------------------------------
+
+    def _write(self, data):
+        if data:
+            try:
+                self.socket.sendall(data)
+            except OSError:
+                self._lost()
+                raise self.connection._closed_error() from None
+
+    def send(self, message):
+        """Send ``str`` as text, bytes-like as binary, a ``dict`` as JSON
+        text, an iterable of ``str`` (or of bytes) as one fragmented message.
+        Raises :class:`~wsfast.ConnectionClosed` once the connection closes."""
+        conn = self.connection
+        with self._send_lock:
+            kind = type(message)
+            if kind is str:
+                self._write(conn.send_text(message))
+            elif kind is dict:
+                self._write(conn.send_text(json.dumps(message)))
+            elif kind is bytes:
+                self._write(conn.send_binary(message))
+            else:
+                try:
+                    data = memoryview(message)
+                except TypeError:
+                    if not hasattr(message, "__iter__"):
+                        raise TypeError(f"cannot send {kind.__name__}") from None
+                    self._send_pieces(message)
+                else:
+                    self._write(conn.send_binary(data))
+
+    def _send_pieces(self, pieces):
+        conn = self.connection
+        empty = None
+        try:
+            for piece in pieces:
+                self._write(conn.send_fragment(piece, False))
+                if empty is None:
+                    empty = "" if type(piece) is str else b""
+        except BaseException as exc:
+            if empty is not None and not isinstance(exc, (ConnectionClosedOK, ConnectionClosedError)):
+                self._write(conn.fail(1011, "error while sending a fragmented message"))
+            raise
+        if empty is not None:
+            self._write(conn.send_fragment(empty, True))
+
+    def ping(self, data=b""):
+        """Send a ping (its pong is not waited for)."""
+        with self._send_lock:
+            self._write(self.connection.send_ping(data.encode() if isinstance(data, str) else data))
+
+    # -- receiving -------------------------------------------------------------
+
+    def _feed(self, data):
+        conn = self.connection
+        events = conn.receive_data(data)
+        with self._send_lock:
+            out = conn.data_to_send()
+            if out:
+                try:
+                    self.socket.sendall(out)
+                except OSError:
+                    pass
+        for event in events:
+            kind = type(event)
+            if kind is str or kind is bytes:
+                self._events.append(event)
+            elif kind is Ping or kind is Pong or kind is Close or kind is Fragment:
+                pass
+        if conn.state is State.CLOSED:
+            self._shutdown()
+
+    def _lost(self):
+        if self.connection.state is not State.CLOSED:
+            self.connection.receive_eof()
+        self._shutdown()
+
+    def _shutdown(self):
+        if self._eof:
+            return
+        self._eof = True
+        try:
+            self.socket.close()
+        except OSError:
+            pass
+
+    def recv(self, timeout=None):
+        """The next message (``str`` or ``bytes``), waiting at most
+        ``timeout`` seconds (None: no limit; ``TimeoutError`` then). Raises
+        :class:`~wsfast.ConnectionClosedOK` after a normal close,
+        :class:`~wsfast.ConnectionClosedError` otherwise, once every message
+        received before the close was returned."""
+        events = self._events
+        if events:
+            return events.popleft()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._recv_lock:
+            while not events:
+                if self._eof:
+                    raise self.connection._closed_error()
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"no message within {timeout} s")
+                    self.socket.settimeout(left)
+                else:
+                    self.socket.settimeout(None)
+                try:
+                    data = self.socket.recv(_READ)
+                except (socket.timeout, TimeoutError):
+                    raise TimeoutError(f"no message within {timeout} s") from None
+                except OSError:
+                    if self._eof:  # closed by close() in another thread
+                        continue
+                    data = b""
+                if not data:
+                    self._lost()
+                    continue
+                self._feed(data)
+            return events.popleft()
+
+    def __iter__(self):
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosedOK:
+                return
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, code=1000, reason=""):
+        """Close with ``code`` and ``reason``: send the close frame, read
+        (dropping messages) until the server's close or ``close_timeout``,
+        then close TCP."""
+        conn = self.connection
+        if self._eof:
+            return
+        with self._send_lock:
+            try:
+                self._write(conn.send_close(code, reason))
+            except (ConnectionClosedOK, ConnectionClosedError):
+                return
+        timeout = self.close_timeout or 0
+        deadline = time.monotonic() + timeout
+        # Another thread in recv() reads the server's close for us.
+        if not self._recv_lock.acquire(timeout=timeout):
+            try:
+                self.socket.shutdown(socket.SHUT_RDWR)  # wakes that thread
+            except OSError:
+                pass
+            self._lost()
+            return
+        try:
+            while not self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.socket.settimeout(left)
+                try:
+                    data = self.socket.recv(_READ)
+                except OSError:
+                    break
+                if not data:
+                    self._lost()
+                    break
+                self._feed(data)
+            self._lost()
+        finally:
+            self._recv_lock.release()
+
+    @property
+    def closed(self):
+        return self._eof
+
+    @property
+    def close_code(self):
+        return self.connection.close_code
+
+    @property
+    def close_reason(self):
+        return self.connection.close_reason
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"<wsfast.sync.ClientConnection {self.connection.state.name}>"
+
+
+def connect(
+    uri,
+    *,
+    subprotocols=None,
+    additional_headers=None,
+    origin=None,
+    ssl=None,
+    server_hostname=None,
+    max_message_size=16 * 2**20,
+    open_timeout=10.0,
+    close_timeout=5.0,
+    codec=None,
+    user_agent=USER_AGENT,
+    max_redirects=10,
+    sock=None,
+):
+    """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``) and
+    return a :class:`ClientConnection` (a context manager: closes on exit).
+    The arguments are those of :func:`wsfast.connect` of the same names.
+    Raises :class:`~wsfast.HandshakeError` if the server refuses,
+    :class:`~wsfast.InvalidRedirect`, ``TimeoutError`` past ``open_timeout``,
+    ``OSError`` if TCP fails."""
+    parse_uri(uri)
+    subprotocols = list(subprotocols or ())
+    headers = []
+    if additional_headers is not None:
+        headers.extend(additional_headers.items() if hasattr(additional_headers, "items")
+                       else additional_headers)
+    if user_agent and not any(n.lower() == "user-agent" for n, _ in headers):
+        headers.append(("User-Agent", user_agent))
+    deadline = None if open_timeout is None else time.monotonic() + open_timeout
+    auth = basic_auth(uri)
+    redirects = 0
+    while True:
+        try:
+            return _open(uri, redirects == 0 and sock, subprotocols, headers, auth, origin, ssl,
+                         server_hostname if redirects == 0 else None, max_message_size,
+                         deadline, close_timeout, codec)
+        except HandshakeError as exc:
+            if exc.status not in REDIRECT_STATUSES or not max_redirects:
+                raise
+            locations = [v for n, v in exc.headers if n.lower() == "location"]
+            if not locations:
+                raise InvalidRedirect(exc.status, f"HTTP {exc.status} redirect without a Location header",
+                                      exc.headers) from None
+            if redirects >= max_redirects:
+                raise InvalidRedirect(exc.status, f"too many redirects (more than {max_redirects})",
+                                      exc.headers) from None
+            if sock is not None:
+                raise InvalidRedirect(exc.status, "cannot follow a redirect on a connection opened "
+                                      "with sock=", exc.headers) from None
+            target = redirect_target(uri, locations[0])
+            try:
+                secure = parse_uri(target)[0]
+            except ValueError as error:
+                raise InvalidRedirect(exc.status, f"invalid redirect: {error}", exc.headers) from None
+            if uri.lower().startswith("wss:") and not secure:
+                raise InvalidRedirect(exc.status, f"refused redirect from wss:// to ws:// "
+                                      f"({redact_uri(target)}): it would drop TLS", exc.headers) from None
+            if basic_auth(target) is not None or _origin_of(target) != _origin_of(uri):
+                auth = basic_auth(target)
+            uri = target
+            redirects += 1
+
+
+def _left(deadline, uri):
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"opening handshake with {redact_uri(uri)} timed out")
+    return left
+
+
+def _open(uri, sock, subprotocols, headers, auth, origin, ssl, server_hostname,
+          max_message_size, deadline, close_timeout, codec):
+    secure, host, port, resource, host_header = parse_uri(uri)
+    if not sock:
+        sock = socket.create_connection((host, port), timeout=_left(deadline, uri))
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if secure:
+            context = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
+            sock.settimeout(_left(deadline, uri))
+            sock = context.wrap_socket(sock, server_hostname=server_hostname or host)
+        if auth is not None and not any(n.lower() == "authorization" for n, _ in headers):
+            headers = headers + [("Authorization", auth)]
+        key = _hs.generate_key()
+        request = _hs.build_request(host_header, resource, key, subprotocols, headers, origin)
+        sock.settimeout(_left(deadline, uri))
+        sock.sendall(request)
+        parser = ResponseParser()
+        response = None
+        while response is None:
+            sock.settimeout(_left(deadline, uri))
+            try:
+                data = sock.recv(_READ)
+            except (socket.timeout, TimeoutError):
+                raise TimeoutError(f"opening handshake with {redact_uri(uri)} timed out") from None
+            if not data:
+                raise ConnectionClosedError(1006, "connection lost during the opening handshake")
+            response = parser.feed(data)
+        subprotocol = _hs.check_response(response, key, subprotocols, False)
+        connection = Connection(Side.CLIENT, max_message_size=max_message_size, codec=codec)
+        sock.settimeout(None)
+        return ClientConnection(sock, connection, response, subprotocol, close_timeout,
+                                parser.trailing)
+    except BaseException:
+        sock.close()
+        raise
