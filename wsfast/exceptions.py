@@ -5,7 +5,7 @@ carries the close code to send (RFC 6455 §7.4.1) and a readable reason; a
 :class:`HandshakeError` carries the HTTP status to answer with.
 """
 
-from typing import Iterable, Tuple
+from typing import Iterable, Optional, Tuple
 
 __all__ = [
     "WebSocketError",
@@ -85,12 +85,12 @@ class ProxyError(WebSocketError):
     (an HTTP proxy's answer to ``CONNECT``, e.g. 407 or 403), None for a
     SOCKS refusal or an invalid answer."""
 
-    def __init__(self, status, reason):
+    def __init__(self, status: Optional[int], reason: str) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.reason
 
 
