@@ -5,6 +5,7 @@ asyncio and on uvloop, and on both codecs (``impl`` fixture)."""
 import asyncio
 import socket
 import struct
+import sys
 import time
 
 import pytest
@@ -656,3 +657,39 @@ def test_async_answers_to_one_read_go_in_one_write():
             await app.stop(timeout=1)
 
     run_in_loop("asyncio", main())
+
+
+REQUEST_ID = __import__("contextvars").ContextVar("request_id")
+
+
+class ContextHandler(wsfast.WebSocketHandler):
+    async def on_message(self, message):
+        before = REQUEST_ID.get("unset")
+        REQUEST_ID.set(message)
+        if message.startswith("sleep"):
+            await asyncio.sleep(0.01)
+        await self.write_message(f"{message}: before {before}, after {REQUEST_ID.get('lost')}")
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_contextvars_survive_a_suspension(loop):
+    """The first step runs in the consumer task's context: a context
+    variable set before an await is there after it, and (as in one task)
+    the next message sees what the previous one set."""
+    if sys.version_info < (3, 11):
+        pytest.skip("create_task(context=) is Python 3.11+")
+
+    async def main():
+        app = wsfast.Application([(r"/", ContextHandler)])
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            await ws.send(ws.frame(TEXT, b"a"), ws.frame(TEXT, b"sleep"), ws.frame(TEXT, b"b"))
+            await ws.expect((TEXT, b"a: before unset, after a"),
+                            (TEXT, b"sleep: before a, after sleep"),
+                            (TEXT, b"b: before sleep, after b"))
+            await ws.close()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main())

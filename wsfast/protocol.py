@@ -51,10 +51,12 @@ client connection), which provides ``on_message(msg)``, ``on_ping(data)``,
 
 import asyncio
 import collections
+import contextvars
 import inspect
 import json
 import logging
 import os
+import sys
 import types
 
 from .connection import Connection, Fragment, Ping, Pong, Side, State
@@ -289,6 +291,10 @@ _COROUTINE = types.CoroutineType
 # what Task.__step does around each step, in asyncio since Python 3.7.
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
+# create_task(context=) (3.11+): the first step runs in the consumer task's
+# own contextvars context, so what it sets is there after a suspension.
+# Before 3.11, every coroutine goes to the consumer task as it always did.
+_TASK_CONTEXT = sys.version_info >= (3, 11)
 
 
 class _Resume:
@@ -348,6 +354,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
         "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap", "_shared",
+        "_consumer_context",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -380,6 +387,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._on_message = None
         self._backlog = None  # a deque, once on_message returned a coroutine
         self._consumer = None
+        self._consumer_context = None  # the consumer task's contextvars.Context
         self._idle = None  # the consumer's wait for the next message
         self._ws_closed = False  # the handler was or will be told
         self._notified = False
@@ -833,7 +841,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                         host = self._enter_consumer()
                                     if host:
                                         try:
-                                            yielded = result.send(None)
+                                            yielded = self._consumer_context.run(result.send, None)
                                         except StopIteration:
                                             continue  # done without suspending
                                         except ConnectionClosed:
@@ -1018,8 +1026,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # write_message) costs about what a sync on_message costs, and its
     # writes join the read's batch. Its step runs as the connection's
     # consumer task (a task per connection with an async handler, created
-    # at the first coroutine), so current_task(), asyncio.timeout() and
-    # wait_for() behave as in any task. When it suspends, it is handed to
+    # at the first coroutine) and in that task's contextvars context, so
+    # current_task(), asyncio.timeout(), wait_for() and context variables
+    # behave as in any task (Python 3.11+; before, the task runs them all). When it suspends, it is handed to
     # that task (_start_consumer: "queued mode", _backlog a deque), and the
     # messages after it wait in _backlog, in order, for the task to await
     # their coroutines; max_queue of them pause reading. Once the backlog
@@ -1031,15 +1040,25 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         Task.__step does around a step; the caller leaves it (_leave_task)
         at the end of its read. False inside another task (the frames that
         came with the 101 are handled in the request's task)."""
-        loop = self._loop
+        if not _TASK_CONTEXT:
+            return False
         host = self._consumer
         if host is None:
-            host = self._consumer = loop.create_task(self._consume())
+            host = self._new_consumer()
         try:
-            _enter_task(loop, host)
+            _enter_task(self._loop, host)
         except RuntimeError:
             return False
         return host
+
+    def _new_consumer(self):
+        if _TASK_CONTEXT:
+            context = self._consumer_context = contextvars.copy_context()
+            task = self._loop.create_task(self._consume(), context=context)
+        else:
+            task = self._loop.create_task(self._consume())
+        self._consumer = task
+        return task
 
     def _start_consumer(self, first):
         """Queued mode: the consumer task awaits ``first`` (a suspended
@@ -1048,7 +1067,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._backlog = collections.deque((first,))
         consumer = self._consumer
         if consumer is None:
-            self._consumer = self._loop.create_task(self._consume())
+            self._new_consumer()
             return
         idle = self._idle
         if idle is not None:
