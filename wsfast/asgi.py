@@ -261,7 +261,7 @@ class WSFastProtocol(WebSocketProtocol):
                 session._disconnected(1012)
                 self.close(1012)
             elif not self.closed and not self.transport.is_closing():
-                self.transport.close()
+                self.close_transport()
             return
         if session is None:
             super().shutdown()
@@ -390,7 +390,7 @@ class ASGISession:
             protocol.finish_http(b"", False)
         conn = protocol.connection
         if conn is not None and conn.state is _OPEN and not protocol.transport.is_closing():
-            protocol.transport.close()
+            protocol.close_transport()  # after the replies still corked
 
     def _respond_500(self):
         self._state = _ENDED
@@ -489,7 +489,7 @@ class ASGISession:
         if self._state is _CONNECTING:
             self._respond_500()
         elif not self.protocol.closed:
-            self.protocol.transport.close()
+            self.protocol.close_transport()
         self._disconnected(1006)
 
     # -- send --------------------------------------------------------------------

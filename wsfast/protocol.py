@@ -1311,6 +1311,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._cancel_head_timer()
             self.transport.close()
 
+    def close_transport(self):
+        """Close TCP once everything written so far has gone out, what is
+        corked for the end of this loop turn included (``transport.close()``
+        alone would drop that). No closing handshake: see :meth:`close`."""
+        self._flush_batch()
+        if not self._lost:
+            self.transport.close()
+
     def abort(self):
         """Drop the TCP connection at once."""
         if not self._lost:
