@@ -724,10 +724,20 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._read_paused = False
             transport.resume_reading()  # read and discard until the peer closes
         if transport.can_write_eof() and not self._eof:
-            transport.write_eof()
-            self._arm_close_timer(abort=True)
+            self._half_close(transport)
         else:
             transport.close()
+
+    def _half_close(self, transport):
+        """Shut our side (the peer reads all we wrote), then drop TCP if the
+        peer has not closed its side within ``close_timeout``. A peer already
+        gone makes shutdown() fail (ENOTCONN): then there is nothing to wait for."""
+        try:
+            transport.write_eof()
+        except OSError:
+            transport.abort()
+            return
+        self._arm_close_timer(abort=True)
 
     # -- HTTP, client side ------------------------------------------------------
 
@@ -1350,8 +1360,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             elif self._server:
                 # RFC 6455 §7.1.1: the server closes TCP first.
                 if transport.can_write_eof():
-                    transport.write_eof()
-                    self._arm_close_timer(abort=True)
+                    self._half_close(transport)
                 else:
                     transport.close()
             else:

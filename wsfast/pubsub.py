@@ -414,7 +414,7 @@ class RedisHub(Hub):
                 self._set_down(exc)
             await session.teardown()
             self._session = None
-            delay = min(longest, first * 2**attempt)
+            delay = min(longest, first * 2 ** min(attempt, 30))  # 2**attempt unbounded overflows a float
             delay = random.uniform(delay / 2, delay)  # jitter: workers do not retry in step
             attempt += 1
             await asyncio.sleep(delay)
