@@ -190,7 +190,16 @@ def _where(args, srv, scheme):
     return f"{scheme}://{host}:{srv.port}"
 
 
+def _shutdown(parser):
+    parser.add_argument(
+        "--shutdown-timeout", type=float, default=None, metavar="SECONDS",
+        help="on SIGTERM/SIGINT: stop accepting, close every WebSocket with 1001 and wait "
+             "this long for the clients' closing handshakes before dropping the rest "
+             "(default: 6 s, the close timeout + 1)")
+
+
 def _limits(parser):
+    _shutdown(parser)
     parser.add_argument("--max-connections", type=int, default=None, metavar="N",
                         help="answer 503 past N open connections (default: from the limit "
                              "on open files, `ulimit -n`, less a reserve)")
@@ -339,6 +348,7 @@ def _chat_main(args):
     try:
         _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context, path=args.uds,
                   use_uvloop=False if args.no_uvloop else None, on_start=started,
+                  shutdown_timeout=args.shutdown_timeout,
                   **_server_settings(args))
     except KeyboardInterrupt:
         pass
@@ -374,6 +384,8 @@ def _supervise(args):
         command += ["--max-connections", str(args.max_connections)]
     if args.max_per_address is not None:
         command += ["--max-per-address", str(args.max_per_address)]
+    if args.shutdown_timeout is not None:
+        command += ["--shutdown-timeout", str(args.shutdown_timeout)]
     stopping = False
 
     def stop(signum, frame):
@@ -429,6 +441,10 @@ def main(argv=None):
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.shutdown_timeout is not None and not args.shutdown_timeout >= 0:
+        print(f"wsfast {args.command}: --shutdown-timeout must be 0 or more seconds",
+              file=sys.stderr)
+        return 2
     if args.command == "chat":
         return _chat_main(args)
     codec_name = "python" if args.pure_python else _codec.IMPLEMENTATION
@@ -465,7 +481,8 @@ def main(argv=None):
 
     try:
         wsfast.run(app, host=args.host, port=args.port, ssl=context, path=args.uds,
-                   use_uvloop=False if args.no_uvloop else None, on_start=started)
+                   use_uvloop=False if args.no_uvloop else None, on_start=started,
+                   shutdown_timeout=args.shutdown_timeout)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
