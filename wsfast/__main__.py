@@ -253,6 +253,11 @@ def build_parser():
                       help="share rooms through Redis, e.g. redis://127.0.0.1:6379 (default: in-process)")
     chat.add_argument("--workers", type=int, default=1, metavar="N",
                       help="processes serving the port (default 1; more than 1 needs --redis)")
+    # Set by the --workers supervisor: the slot's listening socket(s), and a
+    # pipe to say "serving" on.
+    chat.add_argument("--worker-fd", type=int, action="append", default=None,
+                      help=argparse.SUPPRESS)
+    chat.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     chat.add_argument("--reuse-port", action="store_true",
                       help="listen with SO_REUSEPORT, so other processes can serve the same port")
     chat.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
@@ -344,9 +349,18 @@ def _chat_main(args):
         print(f"wsfast chat: open {_where(args, srv, 'http' + s)}/ in a browser "
               f"(WebSocket {_where(args, srv, 'ws' + s)}/chat; {rooms}; pid {os.getpid()}, "
               f"codec {_codec.IMPLEMENTATION}, loop {loop_name})", flush=True)
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, b"1")
+            os.close(args.ready_fd)
 
+    sock = None
+    if args.worker_fd:
+        import socket
+
+        sock = [socket.socket(fileno=fd) for fd in args.worker_fd]
     try:
         _chat.run(server, args.host, args.port, reuse_port=args.reuse_port, ssl=context, path=args.uds,
+                  sock=sock,
                   use_uvloop=False if args.no_uvloop else None, on_start=started,
                   shutdown_timeout=args.shutdown_timeout,
                   **_server_settings(args))
@@ -360,10 +374,25 @@ def _chat_main(args):
 
 
 def _supervise(args):
-    """Start ``args.workers`` single-worker processes on one port
-    (SO_REUSEPORT); forward SIGINT/SIGTERM; restart a worker that dies."""
+    """Serve the port with ``args.workers`` single-worker processes.
+
+    The supervisor binds one SO_REUSEPORT socket per worker slot and keeps
+    them all open; a worker serves its slot's socket (inherited, ``--worker-fd``),
+    so the kernel spreads connections over the workers and a slot's queue
+    outlives its worker: nothing is refused while a worker is replaced.
+    SIGINT/SIGTERM: stop every worker (each closes 1001, waits bounded) and
+    exit. SIGHUP: a rolling restart, one slot at a time: start the
+    replacement, wait until it serves, then SIGTERM the old worker. A worker
+    that dies is replaced."""
+    from wsfast.web import bind_sockets
+
+    try:
+        slots = [bind_sockets(args.host, args.port, reuse_port=True) for _ in range(args.workers)]
+    except OSError as exc:
+        print(f"wsfast chat: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     command = [sys.executable, "-m", "wsfast", "chat", "--host", args.host, "--port", str(args.port),
-               "--redis", args.redis, "--workers", "1", "--reuse-port"]
+               "--redis", args.redis, "--workers", "1"]
     if args.no_uvloop:
         command.append("--no-uvloop")
     if args.verbose:
@@ -386,47 +415,125 @@ def _supervise(args):
         command += ["--max-per-address", str(args.max_per_address)]
     if args.shutdown_timeout is not None:
         command += ["--shutdown-timeout", str(args.shutdown_timeout)]
+    # How long a stopping worker may take: its shutdown timeout (default
+    # close timeout + 1 s), the hub's drain (2 s) and a margin.
+    stop_wait = (6.0 if args.shutdown_timeout is None else args.shutdown_timeout) + 10.0
     stopping = False
+    reloads = 0
 
     def stop(signum, frame):
         nonlocal stopping
         stopping = True
 
+    def reload(signum, frame):
+        nonlocal reloads
+        reloads += 1
+
+    def spawn(slot):
+        """A worker for ``slot`` and the read end of its ready pipe."""
+        fds = [sock.fileno() for sock in slots[slot]]
+        ready_r, ready_w = os.pipe()
+        extra = [arg for fd in fds for arg in ("--worker-fd", str(fd))]
+        try:
+            worker = subprocess.Popen([*command, *extra, "--ready-fd", str(ready_w)],
+                                      pass_fds=[*fds, ready_w])
+        finally:
+            os.close(ready_w)
+        return worker, ready_r
+
+    def wait_ready(worker, ready_r, timeout=30.0):
+        """True once ``worker`` serves; False if it exits or takes longer
+        than ``timeout`` (or the supervisor is told to stop)."""
+        import select
+
+        deadline = time.monotonic() + timeout
+        try:
+            while not stopping and time.monotonic() < deadline:
+                if select.select([ready_r], [], [], 0.2)[0]:
+                    return os.read(ready_r, 1) == b"1"  # b"": it exited first
+            return False
+        finally:
+            os.close(ready_r)
+
+    def retire(worker):
+        """SIGTERM ``worker`` and wait (bounded) for its graceful exit."""
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(stop_wait)
+        except subprocess.TimeoutExpired:
+            print(f"wsfast chat: worker {worker.pid} still running {stop_wait:g} s after "
+                  "SIGTERM; killing it", file=sys.stderr, flush=True)
+            worker.kill()
+            worker.wait()
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    workers = [subprocess.Popen(command) for _ in range(args.workers)]
-    started = time.monotonic()
-    print(f"wsfast chat: {args.workers} workers on port {args.port} "
-          f"(pids {' '.join(str(w.pid) for w in workers)}), rooms shared through {args.redis}",
-          flush=True)
+    signal.signal(signal.SIGHUP, reload)
+    workers = []
     status = 0
     try:
+        for slot in range(args.workers):
+            worker, ready_r = spawn(slot)
+            workers.append(worker)
+            if not wait_ready(worker, ready_r):
+                if not stopping:
+                    code = worker.poll()
+                    print(f"wsfast chat: worker {worker.pid} "
+                          f"{'exited with %s' % code if code is not None else 'did not start'} "
+                          "at start; stopping", file=sys.stderr)
+                    status = code or 1
+                return status
+        print(f"wsfast chat: {args.workers} workers on port {args.port} "
+              f"(pids {' '.join(str(w.pid) for w in workers)}), rooms shared through {args.redis}; "
+              "SIGHUP: rolling restart", flush=True)
+        done_reloads = 0
         while not stopping:
             time.sleep(0.2)
-            for i, worker in enumerate(workers):
+            for slot, worker in enumerate(workers):
                 code = worker.poll()
                 if code is None or stopping:
                     continue
-                if time.monotonic() - started < 5:
-                    print(f"wsfast chat: worker {worker.pid} exited with {code} at start; stopping",
-                          file=sys.stderr)
-                    status = code or 1
-                    stopping = True
-                    break
                 print(f"wsfast chat: worker {worker.pid} exited with {code}; starting another",
                       file=sys.stderr, flush=True)
-                workers[i] = subprocess.Popen(command)
+                workers[slot], ready_r = spawn(slot)
+                if not wait_ready(workers[slot], ready_r):
+                    time.sleep(1.0)  # a worker that cannot start: not a busy loop
+            if reloads != done_reloads and not stopping:
+                done_reloads = reloads
+                print("wsfast chat: SIGHUP: rolling restart", flush=True)
+                for slot in range(len(workers)):
+                    if stopping:
+                        break
+                    new, ready_r = spawn(slot)
+                    if not wait_ready(new, ready_r):
+                        if stopping:
+                            retire(new)
+                            break
+                        print(f"wsfast chat: the new worker {new.pid} did not start; keeping "
+                              f"{workers[slot].pid} and the rest, rolling restart abandoned",
+                              file=sys.stderr, flush=True)
+                        retire(new)
+                        break
+                    old, workers[slot] = workers[slot], new
+                    retire(old)
+                else:
+                    print(f"wsfast chat: rolling restart done (pids "
+                          f"{' '.join(str(w.pid) for w in workers)})", flush=True)
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + stop_wait
         for worker in workers:
             try:
                 worker.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+        for sockets in slots:
+            for sock in sockets:
+                sock.close()
     return status
 
 

@@ -515,14 +515,15 @@ class ChatHandler(web.WebSocketHandler):
 
 
 async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None, path=None,
-                on_start=None, shutdown_timeout=None, **settings):
+                sock=None, on_start=None, shutdown_timeout=None, **settings):
     """Run ``chat`` (a :class:`ChatServer`) until SIGINT/SIGTERM: start its
     hub, listen, then close every WebSocket (1001), wait for the leave
     events and close the hub."""
     await chat.start()
     app = chat.application(**settings)
     try:
-        server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl, path=path)
+        server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl, path=path,
+                                  sock=sock)
         if on_start is not None:
             on_start(server)
         stop = asyncio.Event()

@@ -1102,7 +1102,8 @@ class Application:
         """Listen on ``host`` (or ``address``, Tornado's name; all
         interfaces if None) and ``port`` (0: pick a free one, see
         ``server.port``), or on the Unix socket ``path``, or on the listening
-        socket ``sock``; ``ssl``: an ``ssl.SSLContext`` for https/wss.
+        socket ``sock`` (or a list of them); ``ssl``: an ``ssl.SSLContext``
+        for https/wss.
 
         Call it from a coroutine (a running event loop). The sockets are
         bound before it returns (an address in use raises ``OSError`` here)
@@ -1121,7 +1122,7 @@ class Application:
             ) from None
         server = Server(self)
         if sock is not None:
-            sockets = [sock]
+            sockets = [sock] if isinstance(sock, socket.socket) else list(sock)
         else:
             sockets = bind_sockets(host if host is not None else address, port, path=path,
                                    reuse_port=reuse_port, backlog=backlog)
