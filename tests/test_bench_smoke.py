@@ -92,3 +92,29 @@ async def test_loadclient_rejects_a_server_that_does_not_echo(case):
     assert proc.returncode == 1
     assert "ProtocolViolation" in result.get("error", ""), result
     assert ("Sec-WebSocket-Accept" in result["error"]) == (case == "wrong-accept"), result
+
+
+@pytest.mark.slow
+def test_deploy_bench_smoke(tmp_path):
+    """bench/deploy_bench.py (docs/deploy.md's table) still runs: every path
+    (direct, nginx, HAProxy; TCP and Unix socket) echoed and held idle
+    connections."""
+    import shutil
+
+    for tool in ("nginx", "haproxy", "openssl"):
+        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
+            pytest.skip(f"{tool} is not installed (ci/test.sh installs it)")
+    out_json = tmp_path / "deploy.json"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "deploy_bench.py"),
+                          "--rounds", "1", "--window", "0.2", "--warmup", "0.1", "--idle", "20",
+                          "--json", str(out_json)],
+                         capture_output=True, text=True, timeout=180, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    paths = json.loads(out_json.read_text())["paths"]
+    assert len(paths) == 6, list(paths)
+    for name, path in paths.items():
+        assert path["rt_per_s"] > 0 and path["p99_us"] >= path["p50_us"] > 0, name
+        assert path["idle"]["connections"] == 20, name
+        if name.startswith(("nginx", "HAProxy")):
+            assert path["proxy_us_per_rt"] > 0, name
+    assert "| nginx → Unix socket |" in out.stdout

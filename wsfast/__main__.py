@@ -8,7 +8,11 @@
 * ``chat``: the chat (nicks, rooms, history, presence, reconnection) of
   :mod:`wsfast.chat`; ``--redis redis://host:port`` shares rooms between
   processes and machines, ``--workers N`` starts N processes on one port
-  (SO_REUSEPORT), each with its own event loop.
+  (SO_REUSEPORT), each with its own event loop; SIGHUP restarts them one at
+  a time without closing the port.
+
+SIGTERM/SIGINT: stop accepting, close every WebSocket with 1001, wait at
+most ``--shutdown-timeout`` seconds for the closing handshakes, exit 0.
 * ``asgi``: an ASGI application (FastAPI, Starlette) under uvicorn, with
   wsfast's WebSocket protocol class (:mod:`wsfast.asgi`); the arguments are
   uvicorn's (``python -m wsfast asgi app:app --port 8000``).
