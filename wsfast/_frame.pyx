@@ -311,7 +311,6 @@ cdef bytes _build(unsigned char b0, const unsigned char *src, Py_ssize_t n,
     return out
 
 
-@cython.final
 cdef inline long long _c_limit(value) except? -2:
     # A frame length is below 2**63 once check 8 passed, so clamping a
     # larger limit changes nothing; reason strings show the value given.
@@ -322,6 +321,7 @@ cdef inline long long _c_limit(value) except? -2:
     return value
 
 
+@cython.final
 cdef class FrameParser:
     """Incremental frame parser: ``feed()`` bytes in any chunking, get the
     completed frames back. Only an unfinished frame is copied into the
