@@ -237,3 +237,45 @@ def test_open_timeout():
         assert time.monotonic() - t0 < 2
     finally:
         listener.close()
+
+
+# -- through real proxies (tinyproxy, Dante: the fixtures of test_client_proxy.py) ---------
+
+from test_client_proxy import http_proxies, socks_proxy  # noqa: E402,F401 (fixtures)
+
+
+def test_through_proxies(loop_thread, http_proxies, socks_proxy, tls_contexts, monkeypatch):
+    proxy, strict = http_proxies
+    server_ctx, client_ctx = tls_contexts
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    address, _ = wsfast_server(loop_thread, [(r"/ws", Echo)])
+    port = int(address.rsplit(":", 1)[1])
+    with wsfast.sync.connect(f"ws://{address}/ws", proxy=proxy.uri) as ws:
+        exchange(ws)
+    assert proxy.saw(port)
+    tls_address, _ = wsfast_server(loop_thread, [(r"/ws", Echo)], ssl=server_ctx)
+    tls_port = int(tls_address.rsplit(":", 1)[1])
+    for through in (proxy.uri, f"socks5h://{socks_proxy.uri}", f"socks4://{socks_proxy.uri}"):
+        with wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", proxy=through, ssl=client_ctx) as ws:
+            exchange(ws)
+    assert socks_proxy.saw(tls_port)
+    with pytest.raises(wsfast.ProxyError) as info:
+        wsfast.sync.connect(f"ws://{address}/ws", proxy=proxy.uri.replace("s3cret", "bad"))
+    assert info.value.status in (401, 407)
+    with pytest.raises(wsfast.ProxyError) as info:
+        wsfast.sync.connect(f"ws://{address}/ws", proxy=strict.uri)
+    assert info.value.status == 403
+    with pytest.raises(wsfast.ProxyError, match="SOCKS"):
+        wsfast.sync.connect("ws://127.0.0.1:9/", proxy=f"socks5://{socks_proxy.uri}")
+    monkeypatch.setenv("HTTP_PROXY", proxy.uri)
+    with wsfast.sync.connect(f"ws://{address}/ws") as ws:  # from the environment
+        exchange(ws)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("HTTP_PROXY", strict.uri)  # would refuse: bypassed
+    with wsfast.sync.connect(f"ws://{address}/ws") as ws:
+        exchange(ws)
+    monkeypatch.delenv("NO_PROXY")
+    with wsfast.sync.connect(f"ws://{address}/ws", proxy=None) as ws:  # off
+        exchange(ws)

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from .exceptions import ProxyError
 
-__all__ = ["proxy_from_environment", "open_tunnel", "ProxyError"]
+__all__ = ["proxy_from_environment", "open_tunnel", "open_tunnel_sync", "ProxyError"]
 
 _SCHEMES = ("http", "socks5", "socks5h", "socks4", "socks4a")
 _MAX_HEAD = 65536
@@ -85,6 +85,68 @@ async def open_tunnel(proxy, host, port):
     return await _socks_connect(scheme, parts.hostname, parts.port or 1080, user, password, host, port)
 
 
+def open_tunnel_sync(proxy, host, port, timeout=None):
+    """:func:`open_tunnel` for blocking code (``wsfast.sync``): a connected
+    blocking socket to ``host:port`` through ``proxy``."""
+    parts = urlsplit(proxy)
+    scheme = parts.scheme.lower()
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if scheme == "http":
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        try:
+            sock.sendall(_connect_request(user, password, host, port))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise ProxyError(None, "the proxy closed the connection during CONNECT")
+                head += chunk
+                if len(head) > _MAX_HEAD:
+                    raise ProxyError(None, "the proxy's answer to CONNECT is too long")
+            _check_connect_answer(head)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+    from python_socks import ProxyError as SocksError
+    from python_socks import ProxyType
+    from python_socks.sync import Proxy
+
+    kind = ProxyType.SOCKS5 if scheme.startswith("socks5") else ProxyType.SOCKS4
+    tunnel = Proxy(kind, parts.hostname, parts.port or 1080, username=user, password=password,
+                   rdns=scheme in ("socks5h", "socks4a"))
+    try:
+        return tunnel.connect(host, port, timeout=timeout)
+    except SocksError as exc:
+        raise ProxyError(None, f"the SOCKS proxy refused: {exc}") from None
+
+
+def _connect_request(user, password, host, port):
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if user is not None or password is not None:
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
+        lines.append(f"Proxy-Authorization: Basic {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _check_connect_answer(head):
+    head, _, rest = head.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
+        raise ProxyError(None, f"invalid answer from the proxy: {status_line[:100]!r}")
+    status = int(fields[1])
+    if not 200 <= status < 300:
+        reason = fields[2] if len(fields) > 2 else ""
+        raise ProxyError(status, f"the proxy refused CONNECT: HTTP {status} {reason}".rstrip())
+    if rest:
+        # Nothing may come before the client speaks (TLS or HTTP): bytes
+        # here would be lost to the handshake.
+        raise ProxyError(status, "the proxy sent data after its answer to CONNECT")
+
+
 async def _open_socket(host, port):
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -107,12 +169,7 @@ async def _http_connect(proxy_host, proxy_port, user, password, host, port):
     loop = asyncio.get_running_loop()
     sock = await _open_socket(proxy_host, proxy_port)
     try:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
-        if user is not None or password is not None:
-            token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode()
-            lines.append(f"Proxy-Authorization: Basic {token}")
-        await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await loop.sock_sendall(sock, _connect_request(user, password, host, port))
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = await loop.sock_recv(sock, 4096)
@@ -121,19 +178,7 @@ async def _http_connect(proxy_host, proxy_port, user, password, host, port):
             head += chunk
             if len(head) > _MAX_HEAD:
                 raise ProxyError(None, "the proxy's answer to CONNECT is too long")
-        head, _, rest = head.partition(b"\r\n\r\n")
-        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or not fields[1].isdigit():
-            raise ProxyError(None, f"invalid answer from the proxy: {status_line[:100]!r}")
-        status = int(fields[1])
-        if not 200 <= status < 300:
-            reason = fields[2] if len(fields) > 2 else ""
-            raise ProxyError(status, f"the proxy refused CONNECT: HTTP {status} {reason}".rstrip())
-        if rest:
-            # Nothing may come before the client speaks (TLS or HTTP): bytes
-            # here would be lost to the handshake.
-            raise ProxyError(status, "the proxy sent data after its answer to CONNECT")
+        _check_connect_answer(head)
         return sock
     except BaseException:
         sock.close()

@@ -14,8 +14,9 @@ One thread may ``recv()`` while others ``send()``: writes are serialized by
 a lock, and pings are answered as frames are read (by whichever thread is
 in ``recv()``; a connection nobody reads does not answer pings). It follows
 redirects, sends basic auth from the URI, ``additional_headers`` and
-``origin`` as :func:`wsfast.connect` does; it has no proxy, compression or
-keepalive support (use :func:`wsfast.connect` for those).
+``origin``, and goes through proxies (``proxy=``, or the environment) as
+:func:`wsfast.connect` does; it has no compression or keepalive support
+(use :func:`wsfast.connect` for those).
 """
 
 import collections
@@ -37,6 +38,7 @@ from .client import (
 from .connection import Close, Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
 from .http import ResponseParser, redact_uri
+from .proxy import check_proxy, open_tunnel_sync, proxy_from_environment
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -270,6 +272,7 @@ def connect(
     user_agent=USER_AGENT,
     max_redirects=10,
     sock=None,
+    proxy=True,
 ):
     """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``) and
     return a :class:`ClientConnection` (a context manager: closes on exit).
@@ -278,6 +281,8 @@ def connect(
     :class:`~wsfast.InvalidRedirect`, ``TimeoutError`` past ``open_timeout``,
     ``OSError`` if TCP fails."""
     parse_uri(uri)
+    if proxy is not True and proxy is not None and proxy is not False:
+        check_proxy(proxy)
     subprotocols = list(subprotocols or ())
     headers = []
     if additional_headers is not None:
@@ -292,7 +297,7 @@ def connect(
         try:
             return _open(uri, redirects == 0 and sock, subprotocols, headers, auth, origin, ssl,
                          server_hostname if redirects == 0 else None, max_message_size,
-                         deadline, close_timeout, codec)
+                         deadline, close_timeout, codec, proxy)
         except HandshakeError as exc:
             if exc.status not in REDIRECT_STATUSES or not max_redirects:
                 raise
@@ -330,10 +335,17 @@ def _left(deadline, uri):
 
 
 def _open(uri, sock, subprotocols, headers, auth, origin, ssl, server_hostname,
-          max_message_size, deadline, close_timeout, codec):
+          max_message_size, deadline, close_timeout, codec, proxy):
     secure, host, port, resource, host_header = parse_uri(uri)
     if not sock:
-        sock = socket.create_connection((host, port), timeout=_left(deadline, uri))
+        if proxy is True:
+            proxy = proxy_from_environment(secure, host, port)
+            if proxy is not None:
+                check_proxy(proxy)
+        if proxy:
+            sock = open_tunnel_sync(proxy, host, port, timeout=_left(deadline, uri))
+        else:
+            sock = socket.create_connection((host, port), timeout=_left(deadline, uri))
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if secure:
