@@ -823,6 +823,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if batch is None:
                 batch = self._batch = []
             host = None  # the consumer task, entered for on_message coroutines
+            run_in_host = None  # its context's run()
+            coroutine = _COROUTINE
             try:
                 # on_message while messages go straight to it (no consumer
                 # task), else None; read again whenever that may change.
@@ -844,14 +846,16 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                 on_message = self._on_message if self._backlog is None else None
                                 continue
                             if result is not None and result is not done:
-                                if type(result) is _COROUTINE:  # async def on_message
+                                if type(result) is coroutine:  # async def on_message
                                     # Its first step now, as the consumer task
                                     # (the section "async def on_message" below).
                                     if host is None:
                                         host = self._enter_consumer()
+                                        if host:
+                                            run_in_host = self._consumer_context.run
                                     if host:
                                         try:
-                                            yielded = self._consumer_context.run(result.send, None)
+                                            yielded = run_in_host(result.send, None)
                                         except StopIteration:
                                             continue  # done without suspending
                                         except ConnectionClosed:
