@@ -514,7 +514,8 @@ class connect:
     delay × 0.5-1) while it fails for a reason that may pass
     (:func:`retryable`), other errors are raised. Catch
     :class:`~wsfast.ConnectionClosed` in the loop body and ``continue`` to
-    reconnect after a drop.
+    reconnect after a drop. Leaving the loop (``break``, an exception)
+    closes the connection it gave, as leaving ``async with`` does.
 
     Raises :class:`~wsfast.HandshakeError` if the server refuses (``.status``),
     ``TimeoutError`` if the handshake takes longer than ``open_timeout``

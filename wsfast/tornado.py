@@ -1168,6 +1168,7 @@ async def _connect_tornado(request, on_message_callback, compression_options, pi
             ping_interval=None,
             user_agent=user_agent,
             max_redirects=0,  # Tornado's websocket_connect raises on a 3xx
+            proxy=None,  # Tornado's websocket_connect reads no *_proxy variables
             **kwargs,
         )
     except HandshakeError as exc:
