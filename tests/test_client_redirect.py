@@ -357,3 +357,18 @@ def test_reconnect_stops_on_an_invalid_answer_and_retries_refused(run):
         assert wsfast.client.retryable(wsfast.HandshakeError(502, "bad gateway"))
 
     run(main())
+
+
+def test_leaving_the_reconnect_loop_closes_its_connection(run):
+    async def main():
+        async with serving([(r"/ws", Info)]) as port:
+            async for ws in wsfast.connect(f"ws://127.0.0.1:{port}/ws"):
+                assert json.loads(await ws.recv())["path"] == "/ws"
+                break
+            for _ in range(100):
+                if ws.closed:
+                    break
+                await asyncio.sleep(0.02)
+            assert ws.closed and ws.close_code == 1000
+
+    run(main())
