@@ -103,6 +103,16 @@ def redirect_target(uri, location):
     return scheme + sep + rest
 
 
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
+
+def _cancelling():
+    """Is a cancellation of the current task pending (Python 3.11+)?"""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling and cancelling())
+
+
 def retryable(exc):
     """Whether reconnecting after ``exc`` (raised by opening a connection)
     may succeed: the TCP connection failed, was refused, reset or timed out,
@@ -730,6 +740,11 @@ class connect:
         if self.open_timeout is None:
             return await self._open_following()
         try:
+            if _timeout is not None:  # Python 3.11+: never swallows a cancellation
+                async with _timeout(self.open_timeout):
+                    return await self._open_following()
+            # wait_for before 3.12 can lose a cancellation that races the
+            # inner result: __aiter__ checks for that itself.
             return await asyncio.wait_for(self._open_following(), self.open_timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(
@@ -759,6 +774,8 @@ class connect:
             except Exception as exc:
                 if not retryable(exc):
                     raise
+                if _cancelling():
+                    raise asyncio.CancelledError from exc  # we were cancelled meanwhile
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * self.backoff_factor, self.backoff_max)
                 continue

@@ -143,7 +143,10 @@
 
   function connect() {
     clearTimeout(retryTimer); clearInterval(countdown);
-    setStatus(attempt ? "reconnecting…" : "connecting…", "connecting");
+    // While retrying, the server's own last close stays on show (the
+    // retries' 1006 says nothing about why the server went).
+    setStatus(attempt ? "reconnecting…" + (serverClose ? " (server closed: " + serverClose + ")" : "")
+                      : "connecting…", "connecting");
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     ws = new WebSocket(scheme + location.host + "/chat");
     ws.onopen = function () {
