@@ -323,11 +323,13 @@ async def main(args):
 
     workdir = tempfile.mkdtemp(prefix="wsfast-deploy-bench-")
     port, uds = free_port(), os.path.join(workdir, "echo.sock")
-    tcp, unix = Backend(port=port).start(), Backend(uds=uds).start()
+    tcp, unix = Backend(port=port), Backend(uds=uds)
     proxies = make_proxies(port, uds)
-    for proxy in proxies.values():
-        proxy.start()
     try:
+        tcp.start()
+        unix.start()
+        for proxy in proxies.values():
+            proxy.start()
         paths = {
             "direct (TCP)": ((port, "/"), tcp, None),
             "direct (Unix socket)": ((uds, "/"), unix, None),
