@@ -16,7 +16,7 @@ from test_server import Echo, run  # noqa: F401
 
 import wsfast
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (examples/); the same dir as wsfast/ there
 
 
 async def unix_exchange(path, data, timeout=3):
