@@ -675,6 +675,15 @@ async def random_deflate(server, scale):
 
 @attack("idle-keepalive", ("echo",), 32, "100 connections sending one byte a second, never answering pings")
 async def idle_keepalive(server, scale):
+    return await _idle(server, scale)
+
+
+@attack("idle-keepalive-app", ("app",), 32, "the same against an Application with default settings")
+async def idle_keepalive_app(server, scale):
+    return await _idle(server, scale)
+
+
+async def _idle(server, scale):
     n = int(100 * scale)
     seconds = 50 if scale >= 1 else 45
     conns = []
@@ -700,9 +709,9 @@ async def idle_keepalive(server, scale):
             await asyncio.sleep(1.0)
             if server.fds() <= fds_before:
                 break
+        return max(0, server.fds() - fds_before)  # before the last probe adds its own
 
-    _, ok, _, _ = await served_during(server, run())
-    still = max(0, server.fds() - fds_before)
+    still, ok, _, _ = await served_during(server, run())
     for _, writer in conns:
         abort(writer)
     return dict(what=f"{n} connections, {time.monotonic() - start:.0f} s",

@@ -178,6 +178,7 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
 
     started = time.time()
+    tested = commit()  # now: the tree may change while the run goes on
     if args.parallel:
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(len(harnesses)) as pool:
@@ -187,7 +188,7 @@ def main(argv=None):
 
     report = {
         "command": " ".join(["python", "fuzz/run.py"] + (argv if argv is not None else sys.argv[1:])),
-        "commit": commit(),
+        "commit": tested,
         "tree": args.tree,
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
