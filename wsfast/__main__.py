@@ -108,7 +108,7 @@ def _common(parser, default_port):
                         help="use the pure-Python frame codec instead of the Cython one")
     parser.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio event loop")
     parser.add_argument("--ping-interval", type=float, default=None, metavar="SECONDS",
-                        help="send keepalive pings (default: off)")
+                        help="keepalive ping interval (default: 20 s, the library's; 0 turns pings off)")
     parser.add_argument("--deflate", action="store_true",
                         help="accept permessage-deflate (RFC 7692) offers (default: off)")
     parser.add_argument("--deflate-threshold", type=_size, default=None, metavar="N",
@@ -562,12 +562,13 @@ def main(argv=None):
     context = _ssl_context(args, args.command)
     settings = dict(
         websocket_max_message_size=args.max_message_size,
-        websocket_ping_interval=args.ping_interval,
         codec=codec_name,
         # echo is a test server (conformance suites, benchmarks): any host
         # unless asked; the demo is a page for a browser.
         **_server_settings(args, loopback_default=args.command == "demo"),
     )
+    if args.ping_interval is not None:  # else the library's default (keepalive on)
+        settings["websocket_ping_interval"] = args.ping_interval
     if args.deflate:
         deflate = {}
         if args.deflate_threshold is not None:
