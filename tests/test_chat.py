@@ -186,7 +186,7 @@ async def test_status_and_page(port):
             return r.headers.get("Content-Type"), r.read()
 
     ctype, body = await loop.run_in_executor(None, get, "/")
-    assert ctype.startswith("text/html") and b"/static/chat.js" in body
+    assert ctype.startswith("text/html") and b'src="static/chat.js"' in body
     ctype, body = await loop.run_in_executor(None, get, "/static/chat.js")
     assert "javascript" in ctype and b".innerHTML" not in body  # user text only via textContent
     ctype, body = await loop.run_in_executor(None, get, "/status")

@@ -105,7 +105,7 @@ async def test_chat_serves_a_favicon():
     assert head.startswith(b"HTTP/1.1 200 "), head
     assert re.search(rb"(?im)^content-type: image/", head), head
     assert body[:4] == b"\x00\x00\x01\x00"  # an ICO file
-    assert b'rel="icon" href="/favicon.ico"' in page
+    assert b'rel="icon" href="favicon.ico"' in page
 
 
 def test_run_says_where_it_listens():

@@ -147,8 +147,12 @@
     // retries' 1006 says nothing about why the server went).
     setStatus(attempt ? "reconnecting…" + (serverClose ? " (server closed: " + serverClose + ")" : "")
                       : "connecting…", "connecting");
-    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(scheme + location.host + "/chat");
+    // Relative to the page, so the chat also works under a proxy's path
+    // prefix (location /chat-app/ { proxy_pass http://backend/; }).
+    var url = new URL("chat", location.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.hash = "";
+    ws = new WebSocket(url.href);
     ws.onopen = function () {
       setStatus(wanted ? "connected, joining…" : "connected · choose a nick", "open");
       sendJoin();
