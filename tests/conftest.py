@@ -1,6 +1,9 @@
 """Shared fixtures: every codec test runs on each available implementation."""
 
 import os
+import shutil
+import ssl
+import subprocess
 
 import pytest
 
@@ -34,3 +37,29 @@ def pytest_report_header(config):
         f"wsfast codecs available: {sorted(_codec.AVAILABLE)}; default {_codec.IMPLEMENTATION}; "
         f"WSFAST_REQUIRE_EXTENSIONS={os.environ.get('WSFAST_REQUIRE_EXTENSIONS', '')}"
     )
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for localhost and 127.0.0.1, made by openssl
+    for this test run: ``(certfile, keyfile)``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    d = tmp_path_factory.mktemp("tls")
+    key, cert = d / "key.pem", d / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="session")
+def tls_contexts(certificate):
+    """``(server_ctx, client_ctx)`` for :func:`certificate`; the client trusts it."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(*certificate)
+    client_ctx = ssl.create_default_context(cafile=certificate[0])
+    return server_ctx, client_ctx

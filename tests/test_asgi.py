@@ -488,24 +488,6 @@ def test_command_line_refuses_another_ws():
 # -- TLS ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1: (certfile, keyfile)."""
-    import shutil
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (apt-get install openssl)")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
-
-
 def test_wss(run, protocol_cls, certificate):
     """Over TLS the adapter reads through uvicorn's SSL transport (a buffered
     protocol set on it after the handshake) and the scope says wss."""

@@ -1,28 +1,12 @@
 """The chat in Chromium over https/wss with a certificate made here, and a
 second page that tries an existing nick in another spelling (issues 11, 15)."""
 
-import shutil
-import subprocess
 
 import pytest
 from chat_helpers import ChatProcess
 from test_chat_browser import browser, wait_text  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (apt-get install openssl)")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True)
-    return str(cert), str(key)
 
 
 async def open_chat_https(browser, port, nick, room="lobby", joined=True):

@@ -11,10 +11,8 @@ import asyncio
 import base64
 import contextlib
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 
 import pytest
@@ -49,24 +47,6 @@ def run(request):
             loop.close()
 
     return runner
-
-
-@pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
-    return server_ctx, client_ctx
 
 
 class Info(wsfast.WebSocketHandler):

@@ -8,8 +8,6 @@ WebSocket ones on every codec (``codec`` fixture from conftest.py).
 import asyncio
 import contextlib
 import os
-import shutil
-import ssl
 import subprocess
 
 import pytest
@@ -1062,24 +1060,6 @@ def test_static_handler_default_filename(run, tmp_path):
 
 
 # -- TLS --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
-    return server_ctx, client_ctx
 
 
 def test_wss(run, tls_contexts):

@@ -4,10 +4,8 @@ from Tornado, frames that came with the handshake, both codecs, asyncio and
 uvloop, and the ``@authenticated get()`` guard."""
 
 import asyncio
-import shutil
 import socket
 import ssl
-import subprocess
 
 import pytest
 
@@ -120,20 +118,10 @@ def test_plain_tcp_echo_and_close(run, impl):
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
+def tls(certificate):
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    return server_ctx, str(cert)
+    server_ctx.load_cert_chain(*certificate)
+    return server_ctx, certificate[0]
 
 
 def test_tls_echo_and_server_close(run, impl, tls):

@@ -8,7 +8,6 @@ Every test runs on stdlib asyncio and on uvloop (``run`` fixture).
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -114,22 +113,6 @@ def test_no_log_line_shows_a_token(run, caplog):
 
 
 # -- TLS ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for localhost/127.0.0.1: (certfile, keyfile)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed (apt-get install openssl)")
-    d = tmp_path_factory.mktemp("tls")
-    key, cert = d / "key.pem", d / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )
-    return str(cert), str(key)
 
 
 def _contexts(certificate):
