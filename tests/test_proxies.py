@@ -303,6 +303,31 @@ def test_echo_through_the_proxy(run, proxy, via):
 
 
 @pytest.mark.parametrize("via", VIAS)
+def test_deflate_through_the_proxy(run, proxy, via):
+    """permessage-deflate is negotiated end to end (the proxy passes the
+    Sec-WebSocket-Extensions headers and the RSV1 frames through untouched)."""
+    async def main():
+        app = await backend(proxy, websocket_compression="deflate")
+        try:
+            ws = await connect(proxy, via, compression="deflate")
+            assert [type(ext).__name__ for ext in ws.extensions] == ["PerMessageDeflate"]
+            text = "wsfast through a proxy, compressed. " * 30_000  # ~1 MiB, compressible
+            await ws.send(text)
+            assert await ws.recv() == text
+            data = os.urandom(2**20)  # incompressible: the frame grows a little
+            await ws.send(data)
+            assert await ws.recv() == data
+            for size in (0, 1, 200, 70_000):
+                await ws.send("z" * size)
+                assert await ws.recv() == "z" * size
+            await ws.close(1000, "done")
+        finally:
+            await app.stop(timeout=2)
+
+    run(main(), timeout=60)
+
+
+@pytest.mark.parametrize("via", VIAS)
 def test_the_client_address_comes_from_the_proxy_and_cannot_be_spoofed(run, proxy, via):
     async def main():
         app = await backend(proxy)
