@@ -18,7 +18,7 @@ import pytest
 
 import wsfast
 
-from test_client_redirect import LOOPS, serving, tls_contexts  # noqa: F401 (fixture)
+from test_client_redirect import LOOPS, serving  # tls_contexts: a conftest fixture
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"

@@ -15,7 +15,6 @@ import websockets
 import wsfast
 import wsfast.sync
 
-from test_client_redirect import tls_contexts  # noqa: F401 (fixture)
 
 
 class LoopThread:
