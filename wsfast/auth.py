@@ -27,6 +27,10 @@ token sent both ways ``400`` with ``error="invalid_request"``. The token is
 never logged: the access log shows ``access_token=***`` (see
 :func:`wsfast.http.redact_uri`) and headers are not logged.
 
+The same mixin works on :class:`wsfast.tornado.WebSocketHandler`; ASGI
+apps (FastAPI, Starlette under wsfast.asgi) use :func:`asgi_authenticate`
+or :class:`TokenAuthMiddleware`.
+
 Cross-origin pages: the default ``check_origin`` still runs after
 ``prepare()``, so a page of another site that holds a valid token is
 refused (403) unless its origin is in the ``trusted_origins`` setting. A
@@ -36,10 +40,14 @@ of the pages that receive tokens is safe.
 
 import hmac
 import inspect
+import sys
+from http import HTTPStatus
+from urllib.parse import parse_qsl
 
 from .web import HTTPError
 
-__all__ = ["TokenAuthMixin", "authenticate", "bearer_token", "constant_time_equal"]
+__all__ = ["TokenAuthMiddleware", "TokenAuthMixin", "asgi_authenticate", "authenticate",
+           "bearer_token", "constant_time_equal"]
 
 
 def _challenge(realm, error=None):
@@ -57,56 +65,185 @@ def _refuse(status, realm, error=None):
     return HTTPError(status, headers={"WWW-Authenticate": _challenge(realm, error)})
 
 
+class _Refusal(Exception):
+    def __init__(self, status, error=None):
+        super().__init__(status, error)
+        self.status = status
+        self.error = error
+
+
+def _find_token(authorization, query_values):
+    # The token from the Authorization values (str) and the query argument's
+    # values (str; None: the header only), or None; _Refusal(400) for a
+    # token sent twice or both ways. Shared by every front-end.
+    bearer = [value for value in authorization if value.strip()[:7].lower() == "bearer "
+              or value.strip().lower() == "bearer"]
+    if len(bearer) > 1:
+        raise _Refusal(400, "invalid_request")
+    from_header = None
+    if bearer:
+        from_header = bearer[0].strip()[7:].strip()
+        if not from_header:
+            raise _Refusal(400, "invalid_request")
+    from_query = None
+    if query_values:
+        if len(query_values) > 1:
+            raise _Refusal(400, "invalid_request")
+        from_query = query_values[0]
+    if from_header is not None and from_query is not None:
+        raise _Refusal(400, "invalid_request")  # RFC 6750 §2: one method only
+    token = from_header if from_header is not None else from_query
+    return token or None
+
+
+def _tornado_handler(handler):
+    tornado_web = sys.modules.get("tornado.web")
+    return tornado_web is not None and isinstance(handler, tornado_web.RequestHandler)
+
+
 def bearer_token(request, query_argument="access_token", realm=None):
     """The access token of ``request``, or None if it has none: from
     ``Authorization: Bearer <token>``, else from the query argument
     ``query_argument`` (None: the header only). Raises ``HTTPError(400)``
     (``error="invalid_request"``) for a token sent in both places, twice,
     or an ``Authorization: Bearer`` without one."""
-    headers = request.headers.get_all("Authorization")
-    from_header = None
-    bearer = [value for value in headers if value.strip()[:7].lower() == "bearer "
-              or value.strip().lower() == "bearer"]
-    if len(bearer) > 1:
-        raise _refuse(400, realm, "invalid_request")
-    if bearer:
-        from_header = bearer[0].strip()[7:].strip()
-        if not from_header:
-            raise _refuse(400, realm, "invalid_request")
-    from_query = None
+    query = None
     if query_argument is not None:
-        values = request.query_arguments.get(query_argument, ())
-        if len(values) > 1:
-            raise _refuse(400, realm, "invalid_request")
-        if values:
-            from_query = values[0]
-    if from_header is not None and from_query is not None:
-        raise _refuse(400, realm, "invalid_request")  # RFC 6750 §2: one method only
-    token = from_header if from_header is not None else from_query
-    return token or None
+        query = request.query_arguments.get(query_argument, ())
+    try:
+        return _find_token(request.headers.get_all("Authorization"), query)
+    except _Refusal as refusal:
+        raise _refuse(refusal.status, realm, refusal.error) from None
+
+
+def _handler_token(handler, query_argument):
+    if _tornado_handler(handler):
+        query = None
+        if query_argument is not None:
+            query = handler.get_query_arguments(query_argument, strip=False)
+        return _find_token(handler.request.headers.get_list("Authorization"), query)
+    query = None
+    if query_argument is not None:
+        query = handler.request.query_arguments.get(query_argument, ())
+    return _find_token(handler.request.headers.get_all("Authorization"), query)
 
 
 async def authenticate(handler, verify, *, realm=None, query_argument="access_token"):
     """Check the token of ``handler.request`` with ``verify(token)`` (plain
     or ``async def``; it returns who the token belongs to, or None for a
-    token that is wrong or expired) and return what it returned; raise the
-    :class:`~wsfast.HTTPError` to answer otherwise (401 with
-    ``WWW-Authenticate``, see the module docstring). Call it from
-    ``prepare()``."""
-    token = bearer_token(handler.request, query_argument, realm)
-    if token is None:
-        raise _refuse(401, realm)
-    user = verify(token)
-    if inspect.isawaitable(user):
-        user = await user
-    if user is None:
-        raise _refuse(401, realm, "invalid_token")
+    token that is wrong or expired) and return what it returned; otherwise
+    answer 401 with ``WWW-Authenticate`` (see the module docstring): a
+    :class:`wsfast.WebSocketHandler` raises :class:`~wsfast.HTTPError`, a
+    :class:`wsfast.tornado.WebSocketHandler` (any Tornado ``RequestHandler``)
+    sets the status and header and raises ``tornado.web.Finish``. Call it
+    from ``prepare()``."""
+    try:
+        token = _handler_token(handler, query_argument)
+        if token is None:
+            raise _Refusal(401)
+        user = verify(token)
+        if inspect.isawaitable(user):
+            user = await user
+        if user is None:
+            raise _Refusal(401, "invalid_token")
+    except _Refusal as refusal:
+        if _tornado_handler(handler):
+            import tornado.web
+            handler.clear()
+            handler.set_status(refusal.status)
+            handler.set_header("WWW-Authenticate", _challenge(realm, refusal.error))
+            raise tornado.web.Finish() from None
+        raise _refuse(refusal.status, realm, refusal.error) from None
     return user
+
+
+# -- ASGI (wsfast.asgi under uvicorn, FastAPI, Starlette) ------------------------------------
+
+def _scope_token(scope, query_argument):
+    authorization = [value.decode("latin-1") for name, value in scope.get("headers", ())
+                     if name.lower() == b"authorization"]
+    query = None
+    if query_argument is not None:
+        pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
+                          keep_blank_values=True)
+        query = [value for name, value in pairs if name == query_argument]
+    return _find_token(authorization, query)
+
+
+async def asgi_authenticate(scope, send, verify, *, realm=None, query_argument="access_token"):
+    """Token auth for an ASGI ``websocket`` connection, before it is
+    accepted: return what ``verify(token)`` (plain or ``async def``)
+    returned for the connection's token, or send the refusal with ``send``
+    and return None. The refusal is the one of :func:`authenticate` (401 or
+    400 with ``WWW-Authenticate``, the status text as body) as a
+    ``websocket.http.response`` (the ASGI extension wsfast.asgi and uvicorn
+    support); on a server without it, a close before accept (403). From a
+    FastAPI/Starlette endpoint::
+
+        user = await asgi_authenticate(websocket.scope, websocket.send, verify)
+        if user is None:
+            return
+        await websocket.accept()
+    """
+    try:
+        token = _scope_token(scope, query_argument)
+        if token is None:
+            raise _Refusal(401)
+        user = verify(token)
+        if inspect.isawaitable(user):
+            user = await user
+        if user is None:
+            raise _Refusal(401, "invalid_token")
+        return user
+    except _Refusal as refusal:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            body = HTTPStatus(refusal.status).phrase.encode("ascii")
+            await send({"type": "websocket.http.response.start", "status": refusal.status,
+                        "headers": [(b"www-authenticate",
+                                     _challenge(realm, refusal.error).encode("latin-1")),
+                                    (b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode("ascii"))]})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+        return None
+
+
+class TokenAuthMiddleware:
+    """ASGI middleware: every ``websocket`` connection to ``app`` must
+    present a token that ``verify(token)`` accepts (see
+    :func:`asgi_authenticate`); the app sees who it belongs to as
+    ``scope["user"]`` (Starlette's ``websocket.user``). Other scopes pass
+    through unchecked. ``app = TokenAuthMiddleware(app, verify, realm="chat")``,
+    or with Starlette ``Middleware(TokenAuthMiddleware, verify=verify)``."""
+
+    def __init__(self, app, verify, *, realm=None, query_argument="access_token"):
+        self.app = app
+        self.verify = verify
+        self.realm = realm
+        self.query_argument = query_argument
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "websocket":
+            return await self.app(scope, receive, send)
+        refused = []
+
+        async def send_refusal(message):
+            if not refused:
+                refused.append(await receive())  # the websocket.connect comes first
+            await send(message)
+
+        user = await asgi_authenticate(scope, send_refusal, self.verify, realm=self.realm,
+                                       query_argument=self.query_argument)
+        if user is None:
+            return None
+        return await self.app(dict(scope, user=user), receive, send)
 
 
 class TokenAuthMixin:
     """Put before the handler class (``class Chat(TokenAuthMixin,
-    wsfast.WebSocketHandler)``) and define ``verify_token(token)``: every
+    wsfast.WebSocketHandler)``, or before :class:`wsfast.tornado.WebSocketHandler`
+    or any Tornado ``RequestHandler``) and define ``verify_token(token)``: every
     request is checked in ``prepare()``, and ``self.current_user`` is what
     ``verify_token`` returned. ``token_realm`` names the realm in the
     challenge; ``token_query_argument`` (``"access_token"``; None: header

@@ -61,6 +61,7 @@ from . import handshake as _hs
 from .connection import Connection, Side, State
 from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, HandshakeError, PayloadTooBig
+from .http import redact_uri
 from .protocol import Options, WebSocketProtocol
 
 __all__ = [
@@ -464,6 +465,11 @@ class WebSocketHandler(tornado.web.RequestHandler):
         self.open_kwargs = {}
 
     # -- the opening handshake (Tornado's HTTP server, Tornado's handler) ---------
+
+    def _request_summary(self):
+        # Tornado's access log line, without credentials in the query
+        # (access_token=***): a browser's token travels in the URL.
+        return f"{self.request.method} {redact_uri(self.request.uri)} ({self.request.remote_ip})"
 
     async def get(self, *args, **kwargs):
         self.open_args = args
