@@ -6,11 +6,9 @@ through both, explicit ``proxy=`` and the environment variables.
 Every test runs on stdlib asyncio and on uvloop (``run``).
 """
 
-import asyncio
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import time
 
@@ -18,31 +16,10 @@ import pytest
 
 import wsfast
 
-from test_client_redirect import LOOPS, serving  # tls_contexts: a conftest fixture
+from test_client_redirect import run, serving  # noqa: F401 (run: the asyncio/uvloop fixture; tls_contexts comes from conftest)
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    factory = LOOPS[request.param]
-    if factory is None:
-        pytest.skip("uvloop is not installed (pip install uvloop)")
-
-    def runner(coro, timeout=15):
-        loop = factory()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    return runner
 
 
 def free_port():
