@@ -24,6 +24,7 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)  # certificates for the TL
 # tests/test_client_proxy.py: the client through real forward proxies (HTTP CONNECT, SOCKS)
 command -v tinyproxy >/dev/null 2>&1 || need+=(tinyproxy)
 [ -x /usr/sbin/danted ] || need+=(dante-server)
+command -v microsocks >/dev/null 2>&1 || need+=(microsocks)  # SOCKS5 with username/password
 # PyICU (the chat's nick check) builds against the system's ICU.
 pkg-config --exists icu-i18n 2>/dev/null || need+=(libicu-dev pkg-config)
 command -v g++ >/dev/null 2>&1 || need+=(g++)

@@ -1,7 +1,8 @@
 """The client through real proxies started here on loopback: Debian's
 tinyproxy for HTTP CONNECT (basic auth, a wrong password, a proxy that
-refuses the port) and Dante (danted) for SOCKS5 / SOCKS4; ws:// and wss://
-through both, explicit ``proxy=`` and the environment variables.
+refuses the port), Dante (danted) for SOCKS5 / SOCKS4 and microsocks for
+SOCKS5 with username/password (RFC 1929); ws:// and wss:// through them,
+explicit ``proxy=`` and the environment variables.
 
 Every test runs on stdlib asyncio and on uvloop (``run``).
 """
@@ -15,11 +16,13 @@ import time
 import pytest
 
 import wsfast
+from wsfast.codec import get_codec
 
 from test_client_redirect import run, serving  # noqa: F401 (run: the asyncio/uvloop fixture; tls_contexts comes from conftest)
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
+MICROSOCKS = shutil.which("microsocks") or "/usr/bin/microsocks"
 
 
 def free_port():
@@ -57,13 +60,13 @@ class Proxy:
     def __init__(self, uri, log):
         self.uri, self.log = uri, log
 
-    def saw(self, port):
-        """The proxy logged a connection to port (tinyproxy: 127.0.0.1:port,
-        Dante: 127.0.0.1.port); logs come a moment late."""
+    def saw(self, port, host="127.0.0.1"):
+        """The proxy logged a connection to host:port (tinyproxy, microsocks:
+        host:port, Dante: host.port); logs come a moment late."""
         deadline = time.monotonic() + 3
         while True:
             text = open(self.log, errors="replace").read()
-            if f"127.0.0.1:{port}" in text or f"127.0.0.1.{port}" in text:
+            if f"{host}:{port}" in text or f"{host}.{port}" in text:
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -126,6 +129,27 @@ def socks_proxy(tmp_path_factory):
         stop(proc)
 
 
+#: microsocks' user and password (a password that needs percent-encoding in a URI)
+SOCKS_USER, SOCKS_PASSWORD, SOCKS_PASSWORD_IN_URI = "alice", "s3:cr@t", "s3%3Acr%40t"
+
+
+@pytest.fixture(scope="module")
+def socks_auth_proxy(tmp_path_factory):
+    """microsocks on loopback, requiring SOCKS5 username/password auth
+    (RFC 1929): ``.uri`` is host:port, without the credentials."""
+    pytest.importorskip("python_socks")
+    if not os.path.exists(MICROSOCKS):
+        pytest.skip("microsocks is not installed (apt-get install microsocks)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("microsocks") / "microsocks.log"
+    proc = start([MICROSOCKS, "-i", "127.0.0.1", "-p", str(port), "-u", SOCKS_USER,
+                  "-P", SOCKS_PASSWORD], port, log)
+    try:
+        yield Proxy(f"127.0.0.1:{port}", log)
+    finally:
+        stop(proc)
+
+
 class Echo(wsfast.WebSocketHandler):
     def on_message(self, message):
         self.write_message(message)
@@ -133,6 +157,8 @@ class Echo(wsfast.WebSocketHandler):
 
 async def echo_once(uri, **kwargs):
     async with wsfast.connect(uri, **kwargs) as ws:
+        if "codec" in kwargs:
+            assert ws.protocol.connection.codec is get_codec(kwargs["codec"])
         await ws.send("through")
         assert await ws.recv() == "through"
         await ws.send(b"x" * 100000)
@@ -257,5 +283,44 @@ def test_socks_refusal_and_environment(run, socks_proxy, monkeypatch):
             monkeypatch.setenv("ALL_PROXY", f"socks5h://{socks_proxy.uri}")
             await echo_once(f"ws://127.0.0.1:{port}/ws")
             assert socks_proxy.saw(port)
+
+    run(main())
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_socks5_username_password(run, socks_auth_proxy, tls_contexts, scheme, codec, monkeypatch):
+    """RFC 1929 auth against microsocks: ws:// and wss:// with the right
+    (percent-encoded) credentials; a wrong password, none at all, or a
+    missing password are a ProxyError saying so, final for reconnecting."""
+    server_ctx, client_ctx = tls_contexts
+    good = f"{scheme}://{SOCKS_USER}:{SOCKS_PASSWORD_IN_URI}@{socks_auth_proxy.uri}"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def main():
+        async with serving([(r"/ws", Echo)]) as port:
+            uri = f"ws://127.0.0.1:{port}/ws"
+            await echo_once(uri, proxy=good, codec=codec)
+            assert socks_auth_proxy.saw(port)
+            with pytest.raises(wsfast.ProxyError, match="SOCKS.*(authentication|password)") as info:
+                await wsfast.connect(uri, proxy=good.replace(SOCKS_PASSWORD_IN_URI, "wrong"))
+            assert info.value.status is None and not wsfast.client.retryable(info.value)
+            assert "wrong" not in str(info.value)  # the password is not in the message
+            with pytest.raises(wsfast.ProxyError, match="SOCKS.*authentication"):
+                await wsfast.connect(uri, proxy=f"{scheme}://{socks_auth_proxy.uri}")
+            with pytest.raises(wsfast.ProxyError, match="SOCKS"):
+                await wsfast.connect(uri, proxy=f"{scheme}://{SOCKS_USER}@{socks_auth_proxy.uri}")
+            with pytest.raises(wsfast.ProxyError):  # reconnecting stops on it
+                async for ws in wsfast.connect(uri, proxy=good.replace(SOCKS_PASSWORD_IN_URI, "x"),
+                                               backoff_min=0.01):
+                    pass
+            monkeypatch.setenv("ALL_PROXY", good)  # from the environment
+            await echo_once(uri, codec=codec)
+            monkeypatch.delenv("ALL_PROXY")
+        async with serving([(r"/ws", Echo)], ssl=server_ctx) as port:
+            await echo_once(f"wss://localhost:{port}/ws", proxy=good, ssl=client_ctx, codec=codec)
+            # socks5h: the proxy resolved the name; socks5: it got an address
+            assert socks_auth_proxy.saw(port, "localhost" if scheme == "socks5h" else "127.0.0.1")
 
     run(main())

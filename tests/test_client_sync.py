@@ -240,7 +240,26 @@ def test_open_timeout():
 
 # -- through real proxies (tinyproxy, Dante: the fixtures of test_client_proxy.py) ---------
 
-from test_client_proxy import http_proxies, socks_proxy  # noqa: E402,F401 (fixtures)
+from test_client_proxy import (  # noqa: E402,F401 (fixtures)
+    SOCKS_PASSWORD_IN_URI,
+    SOCKS_USER,
+    http_proxies,
+    socks_auth_proxy,
+    socks_proxy,
+)
+
+
+def test_through_socks5_with_username_password(loop_thread, socks_auth_proxy, tls_contexts):
+    server_ctx, client_ctx = tls_contexts
+    good = f"socks5h://{SOCKS_USER}:{SOCKS_PASSWORD_IN_URI}@{socks_auth_proxy.uri}"
+    tls_address, _ = wsfast_server(loop_thread, [(r"/ws", Echo)], ssl=server_ctx)
+    tls_port = int(tls_address.rsplit(":", 1)[1])
+    with wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", proxy=good, ssl=client_ctx) as ws:
+        exchange(ws)
+    assert socks_auth_proxy.saw(tls_port, "localhost")
+    with pytest.raises(wsfast.ProxyError, match="SOCKS.*authentication"):
+        wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", ssl=client_ctx,
+                            proxy=good.replace(SOCKS_PASSWORD_IN_URI, "wrong"))
 
 
 def test_through_proxies(loop_thread, http_proxies, socks_proxy, tls_contexts, monkeypatch):
