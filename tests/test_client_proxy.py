@@ -10,8 +10,10 @@ Every test runs on stdlib asyncio and on uvloop (``run``).
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -23,6 +25,7 @@ from test_client_redirect import run, serving  # noqa: F401 (run: the asyncio/uv
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"
 MICROSOCKS = shutil.which("microsocks") or "/usr/bin/microsocks"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def free_port():
@@ -243,9 +246,158 @@ def test_proxy_from_the_environment(run, http_proxies, monkeypatch):
 
 
 def test_bad_proxy_uris():
-    for bad in ("ftp://127.0.0.1:1", "http://", "http://h:1/path", "https://h:3128"):
+    for bad in ("ftp://127.0.0.1:1", "http://", "http://h:1/path", "https://h:1/path", "https://"):
         with pytest.raises(ValueError):
             wsfast.connect("ws://x/", proxy=bad)
+    with pytest.raises(ValueError, match="proxy_ssl.*https:// proxy"):
+        wsfast.connect("ws://x/", proxy="http://h:3128", proxy_ssl=True)
+    with pytest.raises(ValueError, match="https:// proxy"):
+        wsfast.connect("ws://x/", proxy="socks5://h:1080", proxy_server_hostname="h")
+
+
+# -- HTTPS proxies: TLS to the proxy (HAProxy terminating TLS in front of tinyproxy) --------
+
+HAPROXY_TLS_FRONT = """
+global
+    maxconn 100
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend auth
+    bind 127.0.0.1:{front_auth} ssl crt {pem}
+    default_backend auth
+backend auth
+    server tinyproxy 127.0.0.1:{auth}
+frontend strict
+    bind 127.0.0.1:{front_strict} ssl crt {pem}
+    default_backend strict
+backend strict
+    server tinyproxy 127.0.0.1:{strict}
+"""
+
+
+@pytest.fixture(scope="module")
+def https_proxies(http_proxies, certificate, tmp_path_factory):
+    """https:// proxies: HAProxy on loopback terminating TLS (the run's
+    self-signed certificate for localhost) in front of the two tinyproxies
+    of ``http_proxies``: ``(with basic auth alice:s3cret, port 443 only)``;
+    their ``.log`` is tinyproxy's."""
+    if not os.path.exists(HAPROXY):
+        pytest.skip("haproxy is not installed (apt-get install haproxy; ci/test.sh does it)")
+    auth, strict = http_proxies
+    d = tmp_path_factory.mktemp("haproxy")
+    pem = d / "combined.pem"
+    pem.write_text("".join(open(name).read() for name in certificate))
+    front_auth, front_strict = free_port(), free_port()
+    conf = d / "haproxy.cfg"
+    conf.write_text(HAPROXY_TLS_FRONT.format(
+        front_auth=front_auth, front_strict=front_strict, pem=pem,
+        auth=urlsplit(auth.uri).port, strict=urlsplit(strict.uri).port))
+    proc = start([HAPROXY, "-db", "-f", str(conf)], front_strict, d / "haproxy.log")
+    try:
+        start_deadline = time.monotonic() + 5
+        while True:  # both frontends
+            try:
+                socket.create_connection(("127.0.0.1", front_auth), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > start_deadline:
+                    raise
+                time.sleep(0.05)
+        yield (Proxy(f"https://alice:s3cret@localhost:{front_auth}", auth.log),
+               Proxy(f"https://localhost:{front_strict}", strict.log))
+    finally:
+        stop(proc)
+
+
+def test_https_proxy_ws_and_wss(run, https_proxies, tls_contexts, codec):
+    """TLS to the proxy, CONNECT over it; wss:// is TLS inside that TLS."""
+    proxy, _ = https_proxies
+    server_ctx, client_ctx = tls_contexts
+
+    async def main():
+        async with serving([(r"/ws", Echo)]) as port:
+            await echo_once(f"ws://127.0.0.1:{port}/ws", proxy=proxy.uri, proxy_ssl=client_ctx,
+                            codec=codec)
+            assert proxy.saw(port)
+        async with serving([(r"/ws", Echo)], ssl=server_ctx) as port:
+            async with wsfast.connect(f"wss://localhost:{port}/ws", proxy=proxy.uri,
+                                      proxy_ssl=client_ctx, ssl=client_ctx, codec=codec) as ws:
+                # the server's TLS runs inside the proxy's
+                assert ws.protocol.transport.get_extra_info("ssl_object").server_hostname == "localhost"
+                await ws.send(b"y" * 300000)
+                assert await ws.recv() == b"y" * 300000
+            assert proxy.saw(port, "localhost")
+            # proxy_server_hostname: the name the proxy's certificate is checked against
+            await echo_once(f"wss://localhost:{port}/ws", proxy=proxy.uri.replace("localhost", "127.0.0.1"),
+                            proxy_ssl=client_ctx, proxy_server_hostname="localhost",
+                            ssl=client_ctx, codec=codec)
+
+    run(main())
+
+
+def test_https_proxy_refusals(run, https_proxies, http_proxies, tls_contexts):
+    proxy, strict = https_proxies
+    server_ctx, client_ctx = tls_contexts
+
+    async def main():
+        async with serving([(r"/ws", Echo)], ssl=server_ctx) as port:
+            uri = f"wss://localhost:{port}/ws"
+            with pytest.raises(wsfast.ProxyError) as info:
+                await wsfast.connect(uri, ssl=client_ctx, proxy_ssl=client_ctx,
+                                     proxy=proxy.uri.replace("s3cret", "wrong"))
+            assert info.value.status in (401, 407)
+            assert "wrong" not in str(info.value)
+            with pytest.raises(wsfast.ProxyError, match="HTTP 403") as info:
+                await wsfast.connect(uri, ssl=client_ctx, proxy_ssl=client_ctx, proxy=strict.uri)
+            assert not wsfast.client.retryable(info.value)
+            # The proxy's certificate is verified (by default against the system's CAs).
+            with pytest.raises(ssl.SSLCertVerificationError) as info:
+                await wsfast.connect(uri, ssl=client_ctx, proxy=proxy.uri)
+            assert not wsfast.client.retryable(info.value)
+            with pytest.raises(ssl.SSLCertVerificationError):  # the name does not match
+                await wsfast.connect(uri, ssl=client_ctx, proxy=proxy.uri, proxy_ssl=client_ctx,
+                                     proxy_server_hostname="proxy.example")
+            # https:// naming a plain HTTP proxy (tinyproxy itself, which
+            # waits for a request head in the TLS hello): bounded by open_timeout.
+            plain = urlsplit(http_proxies[1].uri).port
+            with pytest.raises(TimeoutError):
+                await wsfast.connect(uri, ssl=client_ctx, proxy_ssl=client_ctx, open_timeout=1,
+                                     proxy=f"https://127.0.0.1:{plain}")
+            with pytest.raises(OSError):  # nothing there
+                await wsfast.connect(uri, ssl=client_ctx, proxy_ssl=client_ctx,
+                                     proxy=f"https://127.0.0.1:{free_port()}")
+
+    run(main())
+
+
+def test_https_proxy_from_the_environment(run, https_proxies, http_proxies, certificate, monkeypatch):
+    """HTTPS_PROXY=https://user:pass@host:port and nothing else in the code
+    (the certificates trusted through SSL_CERT_FILE, as a deployment would)."""
+    proxy, strict = https_proxies
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(*certificate)
+
+    async def main():
+        async with serving([(r"/ws", Echo)], ssl=server_ctx) as port:
+            uri = f"wss://localhost:{port}/ws"
+            monkeypatch.setenv("HTTPS_PROXY", proxy.uri)
+            monkeypatch.setenv("HTTP_PROXY", http_proxies[1].uri)  # http://, for ws:// only
+            await echo_once(uri)
+            assert proxy.saw(port, "localhost")
+            monkeypatch.setenv("HTTPS_PROXY", strict.uri)
+            with pytest.raises(wsfast.ProxyError, match="HTTP 403"):
+                await wsfast.connect(uri)
+            with pytest.raises(ValueError, match="https:// proxy"):  # HTTP_PROXY's is http://
+                await wsfast.connect(uri.replace("wss:", "ws:"), proxy_ssl=ssl.create_default_context())
+
+    run(main())
 
 
 # -- SOCKS ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ has no event loop), on every codec.
 import asyncio
 import base64
 import json
+import ssl
 import threading
 import time
 
@@ -244,6 +245,7 @@ from test_client_proxy import (  # noqa: E402,F401 (fixtures)
     SOCKS_PASSWORD_IN_URI,
     SOCKS_USER,
     http_proxies,
+    https_proxies,
     socks_auth_proxy,
     socks_proxy,
 )
@@ -260,6 +262,53 @@ def test_through_socks5_with_username_password(loop_thread, socks_auth_proxy, tl
     with pytest.raises(wsfast.ProxyError, match="SOCKS.*authentication"):
         wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", ssl=client_ctx,
                             proxy=good.replace(SOCKS_PASSWORD_IN_URI, "wrong"))
+
+
+def test_through_an_https_proxy(loop_thread, https_proxies, http_proxies, tls_contexts, codec,
+                                certificate, monkeypatch):
+    """TLS to the proxy (HAProxy in front of tinyproxy), CONNECT over it;
+    wss:// inside it (wsfast.proxy.TLSInTLS), with a thread sending while
+    another receives."""
+    proxy, strict = https_proxies
+    server_ctx, client_ctx = tls_contexts
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    address, _ = wsfast_server(loop_thread, [(r"/ws", Echo)], codec=codec)
+    with wsfast.sync.connect(f"ws://{address}/ws", proxy=proxy.uri, proxy_ssl=client_ctx,
+                             codec=codec) as ws:
+        exchange(ws)
+    assert proxy.saw(int(address.rsplit(":", 1)[1]))
+    tls_address, _ = wsfast_server(loop_thread, [(r"/ws", Echo)], ssl=server_ctx, codec=codec)
+    tls_port = int(tls_address.rsplit(":", 1)[1])
+    with wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", proxy=proxy.uri, proxy_ssl=client_ctx,
+                             ssl=client_ctx, codec=codec) as ws:
+        assert type(ws.socket) is wsfast.proxy.TLSInTLS
+        assert ws.socket.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+        exchange(ws)
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(ws.recv(timeout=10) for _ in range(200)))
+        reader.start()
+        for i in range(200):
+            ws.send(b"%d" % i * 1000)
+        reader.join(20)
+        assert got == [b"%d" % i * 1000 for i in range(200)]
+    assert proxy.saw(tls_port, "localhost")
+    with pytest.raises(wsfast.ProxyError) as info:
+        wsfast.sync.connect(f"wss://localhost:{tls_port}/ws", ssl=client_ctx, proxy_ssl=client_ctx,
+                            proxy=proxy.uri.replace("s3cret", "wrong"))
+    assert info.value.status in (401, 407)
+    with pytest.raises(wsfast.ProxyError, match="HTTP 403"):
+        wsfast.sync.connect(f"ws://{address}/ws", proxy=strict.uri, proxy_ssl=client_ctx)
+    with pytest.raises(ssl.SSLCertVerificationError):  # the proxy's certificate is checked
+        wsfast.sync.connect(f"ws://{address}/ws", proxy=proxy.uri)
+    with pytest.raises(ValueError, match="https:// proxy"):
+        wsfast.sync.connect(f"ws://{address}/ws", proxy=http_proxies[0].uri, proxy_ssl=client_ctx)
+    # From the environment alone (certificates trusted through SSL_CERT_FILE).
+    monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+    monkeypatch.setenv("HTTPS_PROXY", proxy.uri)
+    with wsfast.sync.connect(f"wss://localhost:{tls_port}/ws") as ws:
+        exchange(ws)
 
 
 def test_through_proxies(loop_thread, http_proxies, socks_proxy, tls_contexts, monkeypatch):

@@ -45,7 +45,7 @@ from .exceptions import (
 )
 from .http import redact_uri
 from .protocol import Options, WebSocketProtocol
-from .proxy import check_proxy, open_tunnel, proxy_from_environment
+from .proxy import check_proxy, is_tls_proxy, open_tls_tunnel, open_tunnel, proxy_from_environment
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -512,10 +512,16 @@ class connect:
     Proxies: ``proxy=True`` (the default) takes one from the environment
     (``https_proxy`` for wss://, ``http_proxy`` for ws://, then
     ``all_proxy``; not for hosts in ``no_proxy``), ``proxy="http://user:pass@host:port"``,
-    ``"socks5://..."``, ``"socks5h://..."``, ``"socks4://..."``, ``"socks4a://..."``
-    names one (SOCKS needs ``pip install wsfast[socks]``), ``proxy=None``
-    connects directly. A refusal raises :class:`~wsfast.ProxyError`
-    (``.status``: the HTTP proxy's status). See :mod:`wsfast.proxy`.
+    ``"https://user:pass@host:port"`` (TLS to the proxy, then CONNECT:
+    ``proxy_ssl`` is its ``ssl.SSLContext``, a default verifying one if
+    None, ``proxy_server_hostname`` the name its certificate must match,
+    the proxy's host by default; both are a ``ValueError`` with another kind
+    of proxy), ``"socks5://user:pass@..."``, ``"socks5h://..."``,
+    ``"socks4://..."``, ``"socks4a://..."`` names one (SOCKS needs
+    ``pip install wsfast[socks]``), ``proxy=None`` connects directly. A
+    refusal raises :class:`~wsfast.ProxyError` (``.status``: the HTTP
+    proxy's status; None for SOCKS, whose message says why, e.g. a failed
+    username/password authentication). See :mod:`wsfast.proxy`.
 
     Reconnecting: ``async for ws in connect(uri):`` yields a new open
     connection each time round the loop (closing the previous one); opening
@@ -568,6 +574,8 @@ class connect:
         backoff_max=60.0,
         backoff_factor=1.618,
         proxy=True,
+        proxy_ssl=None,
+        proxy_server_hostname=None,
     ):
         self.uri = uri
         secure = parse_uri(uri)[0]  # a bad URI fails here, before any connection
@@ -611,13 +619,26 @@ class connect:
         if proxy is True or proxy is None or proxy is False:
             self._proxy = proxy is True  # True: from the environment
         else:
-            self._proxy = check_proxy(proxy)
+            self._proxy = self._check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
+        self._proxy_ssl = proxy_ssl
+        self._proxy_server_hostname = proxy_server_hostname
         self._ws = None
+
+    @staticmethod
+    def _check_proxy(proxy, proxy_ssl, proxy_server_hostname):
+        if (proxy_ssl is not None or proxy_server_hostname is not None) and not is_tls_proxy(proxy):
+            raise ValueError(
+                "proxy_ssl and proxy_server_hostname are for an https:// proxy, not "
+                f"{redact_uri(proxy)}"
+            )
+        return proxy
 
     def _proxy_for(self, secure, host, port):
         if self._proxy is True:
             proxy = proxy_from_environment(secure, host, port)
-            return check_proxy(proxy) if proxy is not None else None
+            if proxy is None:
+                return None
+            return self._check_proxy(check_proxy(proxy), self._proxy_ssl, self._proxy_server_hostname)
         return self._proxy or None
 
     async def _open(self, uri, first, auth):
@@ -664,21 +685,23 @@ class connect:
             elif sock is not None or host != uri_host:
                 kwargs["server_hostname"] = uri_host
         tunnel = None
-        if sock is None:
-            proxy = self._proxy_for(secure, host, port)
+        proxy = self._proxy_for(secure, host, port) if sock is None else None
+        if proxy is not None and ssl is not None and "server_hostname" not in kwargs:
+            kwargs["server_hostname"] = uri_host
+        if proxy is not None and is_tls_proxy(proxy):
+            await self._through_tls_proxy(proxy, host, port, factory, kwargs)
+        else:
             if proxy is not None:
                 sock = tunnel = await open_tunnel(proxy, host, port)
-                if ssl is not None and "server_hostname" not in kwargs:
-                    kwargs["server_hostname"] = uri_host
-        if sock is not None:
-            try:
-                await loop.create_connection(factory, sock=sock, **kwargs)
-            except BaseException:
-                if tunnel is not None:
-                    tunnel.close()
-                raise
-        else:
-            await loop.create_connection(factory, host, port, **kwargs)
+            if sock is not None:
+                try:
+                    await loop.create_connection(factory, sock=sock, **kwargs)
+                except BaseException:
+                    if tunnel is not None:
+                        tunnel.close()
+                    raise
+            else:
+                await loop.create_connection(factory, host, port, **kwargs)
         try:
             await client._handshake
         except BaseException:
@@ -686,6 +709,29 @@ class connect:
                 client.protocol.abort()
             raise
         return client
+
+    async def _through_tls_proxy(self, proxy, host, port, factory, kwargs):
+        """Connect ``factory()``'s protocol through an https:// proxy: TLS to
+        the proxy, CONNECT, and for wss:// TLS to the server inside it."""
+        transport = await open_tls_tunnel(
+            proxy, host, port, self._proxy_ssl, self._proxy_server_hostname
+        )
+        try:
+            ssl = kwargs.get("ssl")
+            if ssl is not None:
+                loop = asyncio.get_running_loop()
+                transport = await loop.start_tls(
+                    transport,
+                    transport.get_protocol(),
+                    ssl,
+                    server_hostname=kwargs["server_hostname"],
+                )
+            protocol = factory()
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+        except BaseException:
+            transport.abort()
+            raise
 
     async def _open_following(self):
         """The handshake, following redirects (at most ``max_redirects``)."""

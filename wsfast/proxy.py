@@ -1,12 +1,18 @@
 """Proxies for the client: a TCP tunnel to the WebSocket server through an
-HTTP proxy (``CONNECT``, RFC 9110 §9.3.6, with basic auth) or a SOCKS5 /
-SOCKS4 proxy (``python-socks``: ``pip install wsfast[socks]``). The tunnel is
-a connected socket; :func:`wsfast.connect` runs TLS (for ``wss://``) and the
-WebSocket handshake over it, through the same adapter as a direct connection.
+HTTP proxy (``CONNECT``, RFC 9110 §9.3.6, with basic auth), the same over TLS
+to the proxy (an ``https://`` proxy), or a SOCKS5 / SOCKS4 proxy
+(``python-socks``: ``pip install wsfast[socks]``). The tunnel is a connected
+socket (a TLS transport for an ``https://`` proxy); :func:`wsfast.connect`
+runs TLS (for ``wss://``) and the WebSocket handshake over it, through the
+same adapter as a direct connection.
 
-Proxy URIs: ``http://[user:pass@]host:port``, ``socks5://`` (the proxy's side
+Proxy URIs: ``http://[user:pass@]host:port`` (port 80 by default),
+``https://[user:pass@]host:port`` (TLS to the proxy, port 443 by default;
+``wss://`` through it is TLS inside TLS), ``socks5://`` (the proxy's side
 does not resolve names: they are resolved here), ``socks5h://`` (the proxy
-resolves them), ``socks4://``, ``socks4a://`` (the proxy resolves them).
+resolves them), ``socks4://``, ``socks4a://`` (the proxy resolves them;
+SOCKS4 sends the URI's user name as its user id, SOCKS5 does username /
+password auth, RFC 1929).
 
 By default (``proxy=True``) the proxy comes from the environment as in
 ``websockets`` and ``urllib``: ``https_proxy`` for ``wss://``, ``http_proxy``
@@ -17,14 +23,24 @@ lists the host.
 import asyncio
 import base64
 import socket
+import ssl as _ssl
+import threading
 import urllib.request
 from urllib.parse import unquote, urlsplit
 
 from .exceptions import ProxyError
 
-__all__ = ["proxy_from_environment", "open_tunnel", "open_tunnel_sync", "ProxyError"]
+__all__ = [
+    "proxy_from_environment",
+    "open_tunnel",
+    "open_tls_tunnel",
+    "open_tunnel_sync",
+    "wrap_tls",
+    "is_tls_proxy",
+    "ProxyError",
+]
 
-_SCHEMES = ("http", "socks5", "socks5h", "socks4", "socks4a")
+_SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
 _MAX_HEAD = 65536
 
 
@@ -50,8 +66,8 @@ def check_proxy(uri):
     scheme = parts.scheme.lower()
     if scheme not in _SCHEMES:
         raise ValueError(
-            f"unsupported proxy scheme {parts.scheme!r} (http://, socks5://, socks5h://, "
-            "socks4://, socks4a://)"
+            f"unsupported proxy scheme {parts.scheme!r} (http://, https://, socks5://, "
+            "socks5h://, socks4://, socks4a://)"
         )
     if not parts.hostname:
         raise ValueError(f"no host in the proxy URI {uri!r}")
@@ -71,6 +87,17 @@ def check_proxy(uri):
     return uri
 
 
+def is_tls_proxy(uri):
+    """Whether ``uri`` names an ``https://`` proxy (TLS to the proxy)."""
+    return urlsplit(uri).scheme.lower() == "https"
+
+
+def _credentials(parts):
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return user, password
+
+
 async def open_tunnel(proxy, host, port):
     """A connected, non-blocking socket to ``host:port`` through ``proxy``
     (a URI). Raises :class:`~wsfast.ProxyError` when the proxy refuses
@@ -78,23 +105,101 @@ async def open_tunnel(proxy, host, port):
     cannot be reached."""
     parts = urlsplit(proxy)
     scheme = parts.scheme.lower()
-    user = unquote(parts.username) if parts.username is not None else None
-    password = unquote(parts.password) if parts.password is not None else None
+    user, password = _credentials(parts)
+    if scheme == "https":
+        raise ValueError("an https:// proxy is a TLS transport: open_tls_tunnel()")
     if scheme == "http":
         return await _http_connect(parts.hostname, parts.port or 80, user, password, host, port)
     return await _socks_connect(scheme, parts.hostname, parts.port or 1080, user, password, host, port)
 
 
-def open_tunnel_sync(proxy, host, port, timeout=None):
+class _Connecting(asyncio.Protocol):
+    """The protocol of an https:// proxy's transport while ``CONNECT`` is
+    answered (and, for wss://, the inner TLS handshake runs: it receives
+    nothing then, as the server speaks only after the client)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.head = b""
+        self.answered = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data):
+        if self.answered.done():
+            # Bytes before the client spoke (TLS or HTTP) would be lost to
+            # the handshake: fail the tunnel (the caller sees it closed).
+            self.transport.abort()
+            return
+        self.head += data
+        if b"\r\n\r\n" in self.head:
+            try:
+                _check_connect_answer(self.head)
+            except ProxyError as exc:
+                self.answered.set_exception(exc)
+            else:
+                self.answered.set_result(None)
+        elif len(self.head) > _MAX_HEAD:
+            self.answered.set_exception(ProxyError(None, "the proxy's answer to CONNECT is too long"))
+
+    def eof_received(self):
+        self.connection_lost(None)
+
+    def connection_lost(self, exc):
+        if not self.answered.done():
+            self.answered.set_exception(
+                ProxyError(None, "the proxy closed the connection during CONNECT")
+            )
+
+
+async def open_tls_tunnel(proxy, host, port, ssl=None, server_hostname=None):
+    """A tunnel to ``host:port`` through an ``https://`` proxy: TLS to the
+    proxy (``ssl``: an ``ssl.SSLContext``, a default verifying one if None;
+    ``server_hostname``: the name to verify, the proxy's host by default),
+    then ``CONNECT`` over it. Returns the TLS transport, whose protocol is a
+    placeholder until the caller sets its own (``transport.set_protocol(p)``,
+    then ``p.connection_made(transport)``), or wraps it in TLS again for
+    ``wss://`` (``loop.start_tls``). Raises :class:`~wsfast.ProxyError` when
+    the proxy refuses, ``ssl.SSLError`` when TLS to it fails, ``OSError``
+    when it cannot be reached."""
+    loop = asyncio.get_running_loop()
+    parts = urlsplit(proxy)
+    user, password = _credentials(parts)
+    if ssl is None:
+        ssl = _ssl.create_default_context()
+    connecting = _Connecting(_connect_request(user, password, host, port))
+    transport, _ = await loop.create_connection(
+        lambda: connecting,
+        parts.hostname,
+        parts.port or 443,
+        ssl=ssl,
+        server_hostname=server_hostname or parts.hostname,
+    )
+    try:
+        await connecting.answered
+    except BaseException:
+        transport.abort()
+        raise
+    return transport
+
+
+def open_tunnel_sync(proxy, host, port, timeout=None, ssl=None, server_hostname=None):
     """:func:`open_tunnel` for blocking code (``wsfast.sync``): a connected
-    blocking socket to ``host:port`` through ``proxy``."""
+    blocking socket to ``host:port`` through ``proxy`` (an ``ssl.SSLSocket``
+    for an ``https://`` proxy: ``ssl`` and ``server_hostname`` as for
+    :func:`open_tls_tunnel`; :func:`wrap_tls` runs ``wss://`` inside it)."""
     parts = urlsplit(proxy)
     scheme = parts.scheme.lower()
-    user = unquote(parts.username) if parts.username is not None else None
-    password = unquote(parts.password) if parts.password is not None else None
-    if scheme == "http":
-        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+    user, password = _credentials(parts)
+    if scheme in ("http", "https"):
+        default_port = 443 if scheme == "https" else 80
+        sock = socket.create_connection((parts.hostname, parts.port or default_port), timeout=timeout)
         try:
+            if scheme == "https":
+                context = ssl if ssl is not None else _ssl.create_default_context()
+                sock = context.wrap_socket(sock, server_hostname=server_hostname or parts.hostname)
             sock.sendall(_connect_request(user, password, host, port))
             head = b""
             while b"\r\n\r\n" not in head:
@@ -120,6 +225,75 @@ def open_tunnel_sync(proxy, host, port, timeout=None):
         return tunnel.connect(host, port, timeout=timeout)
     except SocksError as exc:
         raise ProxyError(None, f"the SOCKS proxy refused: {exc}") from None
+
+
+def wrap_tls(sock, context, server_hostname):
+    """TLS to the server over ``sock`` (blocking): ``context.wrap_socket``,
+    or, over the ``ssl.SSLSocket`` of an ``https://`` proxy, a socket-like
+    :class:`TLSInTLS` (an SSLSocket cannot wrap another)."""
+    if isinstance(sock, _ssl.SSLSocket):
+        return TLSInTLS(sock, context, server_hostname)
+    return context.wrap_socket(sock, server_hostname=server_hostname)
+
+
+class TLSInTLS:
+    """A TLS connection inside the TLS connection ``sock`` (an
+    ``ssl.SSLSocket``), through memory BIOs; what ``wsfast.sync`` needs of a
+    socket: ``sendall``, ``recv``, ``settimeout``, ``shutdown``, ``close``.
+    The handshake runs here, under ``sock``'s timeout. One thread may
+    ``recv()`` while another ``sendall()``s: the TLS object and writes to
+    ``sock`` are serialized by a lock, reading from ``sock`` is not."""
+
+    def __init__(self, sock, context, server_hostname):
+        self._sock = sock
+        self._incoming = _ssl.MemoryBIO()
+        self._outgoing = _ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
+        self._lock = threading.Lock()
+        self._call(self._tls.do_handshake)
+
+    def _call(self, operation, *args):
+        while True:
+            with self._lock:
+                try:
+                    return operation(*args)
+                except _ssl.SSLWantReadError:
+                    pass
+                finally:
+                    out = self._outgoing.read()
+                    if out:
+                        self._sock.sendall(out)
+            data = self._sock.recv(65536)
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+
+    def sendall(self, data):
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self._call(self._tls.write, view):]
+
+    def recv(self, size):
+        try:
+            return self._call(self._tls.read, size)
+        except (_ssl.SSLZeroReturnError, _ssl.SSLEOFError):
+            return b""  # the server's close_notify, or TCP closed
+
+    def settimeout(self, timeout):
+        self._sock.settimeout(timeout)
+
+    def setsockopt(self, *args):
+        self._sock.setsockopt(*args)
+
+    def getpeercert(self, binary_form=False):
+        return self._tls.getpeercert(binary_form)
+
+    def shutdown(self, how):
+        self._sock.shutdown(how)
+
+    def close(self):
+        self._sock.close()
 
 
 def _connect_request(user, password, host, port):

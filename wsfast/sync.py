@@ -14,8 +14,10 @@ One thread may ``recv()`` while others ``send()``: writes are serialized by
 a lock, and pings are answered as frames are read (by whichever thread is
 in ``recv()``; a connection nobody reads does not answer pings). It follows
 redirects, sends basic auth from the URI, ``additional_headers`` and
-``origin``, and goes through proxies (``proxy=``, or the environment) as
-:func:`wsfast.connect` does; it has no compression or keepalive support
+``origin``, and goes through proxies (``proxy=``, ``proxy_ssl=``,
+``proxy_server_hostname=``, or the environment) as :func:`wsfast.connect`
+does (``wss://`` through an ``https://`` proxy is TLS inside TLS:
+:class:`wsfast.proxy.TLSInTLS`); it has no compression or keepalive support
 (use :func:`wsfast.connect` for those).
 """
 
@@ -38,7 +40,7 @@ from .client import (
 from .connection import Close, Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
 from .http import ResponseParser, redact_uri
-from .proxy import check_proxy, open_tunnel_sync, proxy_from_environment
+from .proxy import check_proxy, is_tls_proxy, open_tunnel_sync, proxy_from_environment, wrap_tls
 
 __all__ = ["connect", "ClientConnection"]
 
@@ -273,6 +275,8 @@ def connect(
     max_redirects=10,
     sock=None,
     proxy=True,
+    proxy_ssl=None,
+    proxy_server_hostname=None,
 ):
     """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``) and
     return a :class:`ClientConnection` (a context manager: closes on exit).
@@ -282,7 +286,7 @@ def connect(
     ``OSError`` if TCP fails."""
     parse_uri(uri)
     if proxy is not True and proxy is not None and proxy is not False:
-        check_proxy(proxy)
+        _check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
     subprotocols = list(subprotocols or ())
     headers = []
     if additional_headers is not None:
@@ -297,7 +301,7 @@ def connect(
         try:
             return _open(uri, redirects == 0 and sock, subprotocols, headers, auth, origin, ssl,
                          server_hostname if redirects == 0 else None, max_message_size,
-                         deadline, close_timeout, codec, proxy)
+                         deadline, close_timeout, codec, proxy, proxy_ssl, proxy_server_hostname)
         except HandshakeError as exc:
             if exc.status not in REDIRECT_STATUSES or not max_redirects:
                 raise
@@ -334,16 +338,24 @@ def _left(deadline, uri):
     return left
 
 
+def _check_proxy(proxy, proxy_ssl, proxy_server_hostname):
+    if (proxy_ssl is not None or proxy_server_hostname is not None) and not is_tls_proxy(proxy):
+        raise ValueError(
+            f"proxy_ssl and proxy_server_hostname are for an https:// proxy, not {redact_uri(proxy)}"
+        )
+
+
 def _open(uri, sock, subprotocols, headers, auth, origin, ssl, server_hostname,
-          max_message_size, deadline, close_timeout, codec, proxy):
+          max_message_size, deadline, close_timeout, codec, proxy, proxy_ssl, proxy_server_hostname):
     secure, host, port, resource, host_header = parse_uri(uri)
     if not sock:
         if proxy is True:
             proxy = proxy_from_environment(secure, host, port)
             if proxy is not None:
-                check_proxy(proxy)
+                _check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
         if proxy:
-            sock = open_tunnel_sync(proxy, host, port, timeout=_left(deadline, uri))
+            sock = open_tunnel_sync(proxy, host, port, timeout=_left(deadline, uri),
+                                    ssl=proxy_ssl, server_hostname=proxy_server_hostname)
         else:
             sock = socket.create_connection((host, port), timeout=_left(deadline, uri))
     try:
@@ -351,7 +363,7 @@ def _open(uri, sock, subprotocols, headers, auth, origin, ssl, server_hostname,
         if secure:
             context = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
             sock.settimeout(_left(deadline, uri))
-            sock = context.wrap_socket(sock, server_hostname=server_hostname or host)
+            sock = wrap_tls(sock, context, server_hostname or host)
         if auth is not None and not any(n.lower() == "authorization" for n, _ in headers):
             headers = headers + [("Authorization", auth)]
         key = _hs.generate_key()
