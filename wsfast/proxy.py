@@ -26,9 +26,18 @@ import socket
 import ssl as _ssl
 import threading
 import urllib.request
-from urllib.parse import unquote, urlsplit
+from typing import (
+    TYPE_CHECKING, Any, Callable, Dict, Literal, Optional, Tuple, TypeVar, Union, cast, overload,
+
+)
+
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from .exceptions import ProxyError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (collections.abc.Buffer from Python 3.12)
+
 
 __all__ = [
     "proxy_from_environment",
@@ -42,17 +51,18 @@ __all__ = [
 
 _SCHEMES = ("http", "https", "socks5", "socks5h", "socks4", "socks4a")
 _MAX_HEAD = 65536
+_T = TypeVar("_T")
 
 
-def proxy_from_environment(secure, host, port):
+def proxy_from_environment(secure: bool, host: str, port: int) -> Optional[str]:
     """The proxy URI for a connection to ``host:port`` from the environment
     variables, or None."""
     proxies = urllib.request.getproxies_environment()
     if not proxies:
         return None
-    if urllib.request.proxy_bypass_environment(f"{host}:{port}", proxies) or (
-        urllib.request.proxy_bypass_environment(host, proxies)
-    ):
+    # proxy_bypass_environment: undocumented, so absent from typeshed
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(f"{host}:{port}", proxies) or bypass(host, proxies):
         return None
     for key in ("https", "all") if secure else ("http", "all"):
         if proxies.get(key):
@@ -60,7 +70,7 @@ def proxy_from_environment(secure, host, port):
     return None
 
 
-def check_proxy(uri):
+def check_proxy(uri: str) -> str:
     """Validate a proxy URI (raises ``ValueError`` naming what is wrong)."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
@@ -87,30 +97,36 @@ def check_proxy(uri):
     return uri
 
 
-def is_tls_proxy(uri):
+def is_tls_proxy(uri: str) -> bool:
     """Whether ``uri`` names an ``https://`` proxy (TLS to the proxy)."""
     return urlsplit(uri).scheme.lower() == "https"
 
 
-def _credentials(parts):
+def _credentials(parts: SplitResult) -> Tuple[Optional[str], Optional[str]]:
     user = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
     return user, password
 
 
-async def open_tunnel(proxy, host, port):
+def _split(proxy: str) -> Tuple[SplitResult, str, str]:
+    """A proxy URI, checked: its parts, lower-case scheme and host."""
+    parts = urlsplit(check_proxy(proxy))
+    assert parts.hostname is not None  # check_proxy says so
+    return parts, parts.scheme.lower(), parts.hostname
+
+
+async def open_tunnel(proxy: str, host: str, port: int) -> socket.socket:
     """A connected, non-blocking socket to ``host:port`` through ``proxy``
     (a URI). Raises :class:`~wsfast.ProxyError` when the proxy refuses
     (``.status``: its HTTP status; None for SOCKS), ``OSError`` when it
     cannot be reached."""
-    parts = urlsplit(proxy)
-    scheme = parts.scheme.lower()
+    parts, scheme, proxy_host = _split(proxy)
     user, password = _credentials(parts)
     if scheme == "https":
         raise ValueError("an https:// proxy is a TLS transport: open_tls_tunnel()")
     if scheme == "http":
-        return await _http_connect(parts.hostname, parts.port or 80, user, password, host, port)
-    return await _socks_connect(scheme, parts.hostname, parts.port or 1080, user, password, host, port)
+        return await _http_connect(proxy_host, parts.port or 80, user, password, host, port)
+    return await _socks_connect(scheme, proxy_host, parts.port or 1080, user, password, host, port)
 
 
 class _Connecting(asyncio.Protocol):
@@ -118,16 +134,16 @@ class _Connecting(asyncio.Protocol):
     answered (and, for wss://, the inner TLS handshake runs: it receives
     nothing then, as the server speaks only after the client)."""
 
-    def __init__(self, request):
+    def __init__(self, request: bytes) -> None:
         self.request = request
         self.head = b""
-        self.answered = asyncio.get_running_loop().create_future()
+        self.answered: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
         transport.write(self.request)
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         if self.answered.done():
             # Bytes before the client spoke (TLS or HTTP) would be lost to
             # the handshake: fail the tunnel (the caller sees it closed).
@@ -144,17 +160,18 @@ class _Connecting(asyncio.Protocol):
         elif len(self.head) > _MAX_HEAD:
             self.answered.set_exception(ProxyError(None, "the proxy's answer to CONNECT is too long"))
 
-    def eof_received(self):
+    def eof_received(self) -> None:
         self.connection_lost(None)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.answered.done():
             self.answered.set_exception(
                 ProxyError(None, "the proxy closed the connection during CONNECT")
             )
 
 
-async def open_tls_tunnel(proxy, host, port, ssl=None, server_hostname=None):
+async def open_tls_tunnel(proxy: str, host: str, port: int, ssl: Optional[_ssl.SSLContext] = None,
+                          server_hostname: Optional[str] = None) -> asyncio.Transport:
     """A tunnel to ``host:port`` through an ``https://`` proxy: TLS to the
     proxy (``ssl``: an ``ssl.SSLContext``, a default verifying one if None;
     ``server_hostname``: the name to verify, the proxy's host by default),
@@ -165,17 +182,17 @@ async def open_tls_tunnel(proxy, host, port, ssl=None, server_hostname=None):
     the proxy refuses, ``ssl.SSLError`` when TLS to it fails, ``OSError``
     when it cannot be reached."""
     loop = asyncio.get_running_loop()
-    parts = urlsplit(proxy)
+    parts, _, proxy_host = _split(proxy)
     user, password = _credentials(parts)
     if ssl is None:
         ssl = _ssl.create_default_context()
     connecting = _Connecting(_connect_request(user, password, host, port))
     transport, _ = await loop.create_connection(
         lambda: connecting,
-        parts.hostname,
+        proxy_host,
         parts.port or 443,
         ssl=ssl,
-        server_hostname=server_hostname or parts.hostname,
+        server_hostname=server_hostname or proxy_host,
     )
     try:
         await connecting.answered
@@ -185,21 +202,22 @@ async def open_tls_tunnel(proxy, host, port, ssl=None, server_hostname=None):
     return transport
 
 
-def open_tunnel_sync(proxy, host, port, timeout=None, ssl=None, server_hostname=None):
+def open_tunnel_sync(proxy: str, host: str, port: int, timeout: Optional[float] = None,
+                     ssl: Optional[_ssl.SSLContext] = None,
+                     server_hostname: Optional[str] = None) -> socket.socket:
     """:func:`open_tunnel` for blocking code (``wsfast.sync``): a connected
     blocking socket to ``host:port`` through ``proxy`` (an ``ssl.SSLSocket``
     for an ``https://`` proxy: ``ssl`` and ``server_hostname`` as for
     :func:`open_tls_tunnel`; :func:`wrap_tls` runs ``wss://`` inside it)."""
-    parts = urlsplit(proxy)
-    scheme = parts.scheme.lower()
+    parts, scheme, proxy_host = _split(proxy)
     user, password = _credentials(parts)
     if scheme in ("http", "https"):
         default_port = 443 if scheme == "https" else 80
-        sock = socket.create_connection((parts.hostname, parts.port or default_port), timeout=timeout)
+        sock = socket.create_connection((proxy_host, parts.port or default_port), timeout=timeout)
         try:
             if scheme == "https":
                 context = ssl if ssl is not None else _ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=server_hostname or parts.hostname)
+                sock = context.wrap_socket(sock, server_hostname=server_hostname or proxy_host)
             sock.sendall(_connect_request(user, password, host, port))
             head = b""
             while b"\r\n\r\n" not in head:
@@ -219,7 +237,7 @@ def open_tunnel_sync(proxy, host, port, timeout=None, ssl=None, server_hostname=
     from python_socks.sync import Proxy
 
     kind = ProxyType.SOCKS5 if scheme.startswith("socks5") else ProxyType.SOCKS4
-    tunnel = Proxy(kind, parts.hostname, parts.port or 1080, username=user, password=password,
+    tunnel = Proxy(kind, proxy_host, parts.port or 1080, username=user, password=password,
                    rdns=scheme in ("socks5h", "socks4a"))
     try:
         return tunnel.connect(host, port, timeout=timeout)
@@ -227,7 +245,8 @@ def open_tunnel_sync(proxy, host, port, timeout=None, ssl=None, server_hostname=
         raise ProxyError(None, f"the SOCKS proxy refused: {exc}") from None
 
 
-def wrap_tls(sock, context, server_hostname):
+def wrap_tls(sock: socket.socket, context: _ssl.SSLContext,
+             server_hostname: Optional[str]) -> Union[_ssl.SSLSocket, "TLSInTLS"]:
     """TLS to the server over ``sock`` (blocking): ``context.wrap_socket``,
     or, over the ``ssl.SSLSocket`` of an ``https://`` proxy, a socket-like
     :class:`TLSInTLS` (an SSLSocket cannot wrap another)."""
@@ -244,7 +263,8 @@ class TLSInTLS:
     ``recv()`` while another ``sendall()``s: the TLS object and writes to
     ``sock`` are serialized by a lock, reading from ``sock`` is not."""
 
-    def __init__(self, sock, context, server_hostname):
+    def __init__(self, sock: _ssl.SSLSocket, context: _ssl.SSLContext,
+                 server_hostname: Optional[str]) -> None:
         self._sock = sock
         self._incoming = _ssl.MemoryBIO()
         self._outgoing = _ssl.MemoryBIO()
@@ -252,7 +272,7 @@ class TLSInTLS:
         self._lock = threading.Lock()
         self._call(self._tls.do_handshake)
 
-    def _call(self, operation, *args):
+    def _call(self, operation: Callable[..., _T], *args: Any) -> _T:
         while True:
             with self._lock:
                 try:
@@ -269,34 +289,39 @@ class TLSInTLS:
             else:
                 self._incoming.write_eof()
 
-    def sendall(self, data):
+    def sendall(self, data: "Buffer") -> None:
         view = memoryview(data).cast("B")
         while view:
             view = view[self._call(self._tls.write, view):]
 
-    def recv(self, size):
+    def recv(self, size: int) -> bytes:
         try:
             return self._call(self._tls.read, size)
         except (_ssl.SSLZeroReturnError, _ssl.SSLEOFError):
             return b""  # the server's close_notify, or TCP closed
 
-    def settimeout(self, timeout):
+    def settimeout(self, timeout: Optional[float]) -> None:
         self._sock.settimeout(timeout)
 
-    def setsockopt(self, *args):
-        self._sock.setsockopt(*args)
+    def setsockopt(self, level: int, option: int, value: Union[int, "Buffer"]) -> None:
+        self._sock.setsockopt(level, option, value)
 
-    def getpeercert(self, binary_form=False):
+    @overload
+    def getpeercert(self, binary_form: Literal[False] = False) -> Optional[Dict[str, Any]]: ...
+    @overload
+    def getpeercert(self, binary_form: Literal[True]) -> Optional[bytes]: ...
+
+    def getpeercert(self, binary_form: bool = False) -> Union[Dict[str, Any], bytes, None]:
         return self._tls.getpeercert(binary_form)
 
-    def shutdown(self, how):
+    def shutdown(self, how: int) -> None:
         self._sock.shutdown(how)
 
-    def close(self):
+    def close(self) -> None:
         self._sock.close()
 
 
-def _connect_request(user, password, host, port):
+def _connect_request(user: Optional[str], password: Optional[str], host: str, port: int) -> bytes:
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
     if user is not None or password is not None:
@@ -305,7 +330,7 @@ def _connect_request(user, password, host, port):
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _check_connect_answer(head):
+def _check_connect_answer(head: bytes) -> None:
     head, _, rest = head.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     fields = status_line.split(" ", 2)
@@ -321,10 +346,10 @@ def _check_connect_answer(head):
         raise ProxyError(status, "the proxy sent data after its answer to CONNECT")
 
 
-async def _open_socket(host, port):
+async def _open_socket(host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    error = None
+    error: Optional[OSError] = None
     for family, type_, proto, _, address in infos:
         sock = socket.socket(family, type_, proto)
         sock.setblocking(False)
@@ -339,7 +364,8 @@ async def _open_socket(host, port):
     raise OSError(error.errno if error else None, f"cannot connect to the proxy {host}:{port}: {error}")
 
 
-async def _http_connect(proxy_host, proxy_port, user, password, host, port):
+async def _http_connect(proxy_host: str, proxy_port: int, user: Optional[str],
+                        password: Optional[str], host: str, port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     sock = await _open_socket(proxy_host, proxy_port)
     try:
@@ -359,7 +385,9 @@ async def _http_connect(proxy_host, proxy_port, user, password, host, port):
         raise
 
 
-async def _socks_connect(scheme, proxy_host, proxy_port, user, password, host, port):
+async def _socks_connect(scheme: str, proxy_host: str, proxy_port: int, user: Optional[str],
+                         password: Optional[str], host: str, port: int) -> socket.socket:
+
     from python_socks import ProxyError as SocksError
     from python_socks import ProxyType
     from python_socks.async_.asyncio import Proxy
