@@ -19,14 +19,26 @@ the status to answer (400, 413, 431); the connection must then be closed.
 import http as _http
 import ipaddress
 import re
+from typing import (
+    TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union,
+    NoReturn, overload,
+)
+
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import httptools
 
 from .exceptions import HandshakeError
 
+if TYPE_CHECKING:
+    from .protocol import WebSocketProtocol
+
+_T = TypeVar("_T")
+
 __all__ = [
     "Headers",
+    "HeadersLike",
+
     "Request",
     "Response",
     "RequestParser",
@@ -42,8 +54,8 @@ __all__ = [
 
 # Interned header names and common values (bounded: input decides what goes in).
 _INTERN_MAX = 1024
-_NAMES = {}
-_VALUES = {}
+_NAMES: Dict[bytes, str] = {}
+_VALUES: Dict[bytes, str] = {}
 _SHARED_VALUES = frozenset((
     b"host", b"upgrade", b"connection", b"sec-websocket-version", b"origin",
     b"user-agent", b"sec-websocket-extensions", b"sec-websocket-protocol", b"pragma",
@@ -61,15 +73,14 @@ class Headers:
 
     __slots__ = ("_items", "_index")
 
-    def __init__(self, items=()):
-        self._items = []
-        self._index = None  # {lower-case name: [values]}, built at the first lookup
-        if hasattr(items, "items") and not isinstance(items, Headers):
-            items = items.items()
-        for name, value in items:
+    def __init__(self, items: "HeadersLike" = ()) -> None:
+        self._items: List[Tuple[str, str]] = []
+        # {lower-case name: [values]}, built at the first lookup
+        self._index: Optional[Dict[str, List[str]]] = None
+        for name, value in _header_pairs(items):
             self.add(name, value)
 
-    def add(self, name, value):
+    def add(self, name: str, value: str) -> None:
         """Append a header (a second value for a name does not replace the first)."""
         name = str(name)
         value = str(value)
@@ -77,7 +88,7 @@ class Headers:
         if self._index is not None:
             self._index.setdefault(name.lower(), []).append(value)
 
-    def _lookup(self):
+    def _lookup(self) -> Dict[str, List[str]]:
         index = self._index
         if index is None:
             index = self._index = {}
@@ -85,17 +96,17 @@ class Headers:
                 index.setdefault(name.lower(), []).append(value)
         return index
 
-    def compact(self):
+    def compact(self) -> None:
         """Drop the lookup index (rebuilt when needed): a request kept for
         the life of a WebSocket connection then costs less memory."""
         self._index = None
 
-    def __setitem__(self, name, value):
+    def __setitem__(self, name: str, value: str) -> None:
         """Replace every value of ``name`` by ``value``."""
         self.remove(name)
         self.add(name, value)
 
-    def remove(self, name):
+    def remove(self, name: str) -> None:
         key = name.lower()
         index = self._lookup()
         if key in index:
@@ -104,18 +115,23 @@ class Headers:
 
     __delitem__ = remove
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         return self._lookup()[name.lower()][0]
 
-    def get(self, name, default=None):
+    @overload
+    def get(self, name: str) -> Optional[str]: ...
+    @overload
+    def get(self, name: str, default: _T) -> Union[str, _T]: ...
+
+    def get(self, name: str, default: Any = None) -> Any:
         values = self._lookup().get(name.lower())
         return values[0] if values else default
 
-    def get_all(self, name):
+    def get_all(self, name: str) -> List[str]:
         """Every value of ``name``, in order (an empty list if absent)."""
         return list(self._lookup().get(name.lower(), ()))
 
-    def get_list(self, name):
+    def get_list(self, name: str) -> List[str]:
         """The comma-separated tokens of every ``name`` header, stripped, empty
         ones dropped (``Connection: keep-alive, Upgrade`` → ``["keep-alive", "Upgrade"]``)."""
         tokens = []
@@ -126,28 +142,48 @@ class Headers:
                     tokens.append(token)
         return tokens
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._lookup()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(name for name, _ in self._items)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._items)
 
-    def items(self):
+    def items(self) -> List[Tuple[str, str]]:
         return list(self._items)
 
-    def copy(self):
+    def copy(self) -> "Headers":
         return Headers(self._items)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
             return self._items == other._items
         return NotImplemented
 
-    def __repr__(self):
+
+    def __repr__(self) -> str:
         return f"Headers({self._items!r})"
+
+
+#: What takes headers accepts: a :class:`Headers`, a mapping, or
+#: ``(name, value)`` pairs (names and values are turned into ``str``).
+HeadersLike = Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]]
+
+
+def _header_pairs(headers: HeadersLike) -> Iterable[Tuple[str, str]]:
+    """``(name, value)`` pairs of what :data:`HeadersLike` allows."""
+    if isinstance(headers, Headers):
+        return headers.items()
+    if isinstance(headers, Mapping):
+        return headers.items()
+    # duck-typed mappings (a tornado HTTPHeaders, a multidict): have items()
+    items = getattr(headers, "items", None)
+    if items is not None:
+        return items()  # type: ignore[no-any-return]  # a mapping-like object's items()
+    return headers
+
 
 
 # Query parameter names whose values are credentials: never written to a log.
@@ -160,7 +196,7 @@ _SECRET_NAME = re.compile(
 REDACTED = "***"
 
 
-def redact_uri(uri):
+def redact_uri(uri: str) -> str:
     """``uri`` with the value of each query parameter that looks like a
     credential (``access_token``, ``password``, ``api_key``, ``sig``, ...)
     replaced by ``***``: what a log line may show. Names, the path and the
@@ -210,15 +246,15 @@ class Request:
 
     def __init__(
         self,
-        method="GET",
-        uri="/",
-        headers=None,
-        body=b"",
-        version="1.1",
-        keep_alive=True,
-        upgrade=False,
-        remote=None,
-    ):
+        method: str = "GET",
+        uri: str = "/",
+        headers: Optional[Headers] = None,
+        body: bytes = b"",
+        version: str = "1.1",
+        keep_alive: bool = True,
+        upgrade: bool = False,
+        remote: "Address" = None,
+    ) -> None:
         self.method = method
         self.uri = uri
         if uri.startswith("/"):  # origin-form, the usual case (RFC 9112 §3.2.1)
@@ -236,32 +272,32 @@ class Request:
         self.upgrade = upgrade
         self.remote = remote
         #: The server's protocol object for this connection (set by the server).
-        self.connection = None
-        self._query_arguments = None
-        self._remote_ip = None
+        self.connection: Optional["WebSocketProtocol"] = None
+        self._query_arguments: Optional[Dict[str, List[str]]] = None
+        self._remote_ip: Optional[str] = None
 
     @property
-    def query_arguments(self):
+    def query_arguments(self) -> Dict[str, List[str]]:
         """``{name: [value, ...]}`` from the query string, decoded."""
         if self._query_arguments is None:
             self._query_arguments = parse_qs(self.query, keep_blank_values=True)
         return self._query_arguments
 
     @property
-    def host(self):
+    def host(self) -> str:
         """The ``Host`` header ("" if absent)."""
         return self.headers.get("Host", "")
 
     @property
-    def peer_ip(self):
+    def peer_ip(self) -> Optional[str]:
         """The address of the peer of the connection ("" for a Unix socket),
         or None: the proxy's address behind a proxy."""
-        if isinstance(self.remote, tuple) and self.remote:
-            return self.remote[0]
+        if isinstance(self.remote, tuple):
+            return self.remote[0] if self.remote else None
         return self.remote
 
     @property
-    def remote_ip(self):
+    def remote_ip(self) -> Optional[str]:
         """The client's IP address (Tornado's name for it): the peer's, or
         behind a proxy listed in the server's ``trusted_proxies`` setting,
         the client's as the proxies tell it (``Forwarded``,
@@ -271,21 +307,26 @@ class Request:
         return self.peer_ip
 
     @property
-    def log_uri(self):
+    def log_uri(self) -> str:
         """``uri`` as log lines show it: credential-looking query values
         (``access_token``, ``password``, ...) replaced by ``***``."""
         return redact_uri(self.uri)
 
     @property
-    def full_path(self):
+    def full_path(self) -> str:
         """``path`` with ``?query`` if there is one, decoded for display."""
         return unquote(self.path) + ("?" + self.query if self.query else "")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Request {self.method} {self.log_uri} HTTP/{self.version}>"
 
 
-def _parse_ip(text):
+#: A peer's address: ``(host, port, ...)`` for TCP (what ``getpeername()``
+#: gives), a path (``""`` if unnamed) for a Unix socket, or None if unknown.
+Address = Union[Tuple[Any, ...], str, None]
+
+
+def _parse_ip(text: str) -> Optional[str]:
     """An IP address from a proxy header's node (``1.2.3.4``,
     ``1.2.3.4:567``, ``[2001:db8::1]:80``, ``2001:db8::1``), or None."""
     text = text.strip().strip('"').strip()
@@ -299,13 +340,13 @@ def _parse_ip(text):
         return None
 
 
-def _forwarded_for(values):
+def _forwarded_for(values: Iterable[str]) -> List[Optional[str]]:
     """The ``for=`` nodes of ``Forwarded`` headers (RFC 7239 §4), in order;
     None for a node that is not an IP address ("unknown", "_hidden")."""
     nodes = []
     for value in values:
         for element in value.split(","):
-            found = None
+            found: Optional[str] = None
             for pair in element.split(";"):
                 name, eq, node = pair.partition("=")
                 if eq and name.strip().lower() == "for":
@@ -322,11 +363,11 @@ class TrustedProxies:
 
     __slots__ = ("networks", "unix")
 
-    def __init__(self, entries):
+    def __init__(self, entries: Iterable[str]) -> None:
         if isinstance(entries, (str, bytes)):
             raise TypeError(f"trusted_proxies must be a list of addresses or networks, not the "
                             f"string {entries!r} (write trusted_proxies=[{entries!r}])")
-        self.networks = []
+        self.networks: List[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]] = []
         self.unix = False
         for entry in entries:
             if entry == "unix":
@@ -338,7 +379,7 @@ class TrustedProxies:
                 raise ValueError(f"trusted_proxies: {entry!r} is not an address, a network "
                                  "(10.0.0.0/8) or 'unix'") from None
 
-    def contains(self, ip):
+    def contains(self, ip: Optional[str]) -> bool:
         if not ip:  # "" (or None): the peer of a Unix socket
             return self.unix
         try:
@@ -348,7 +389,7 @@ class TrustedProxies:
         return any(address in network for network in self.networks)
 
 
-def client_address(request, trusted):
+def client_address(request: Request, trusted: TrustedProxies) -> Optional[str]:
     """The client's address for ``request`` when its peer is one of the
     :class:`TrustedProxies` ``trusted``: the right-most hop that is not a
     trusted proxy, from ``Forwarded`` (RFC 7239), else ``X-Forwarded-For``,
@@ -381,7 +422,9 @@ _PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 PROXY_HEADER_MAX = 536  # v1: 107 bytes; v2: 16 + up to 520 of addresses and TLVs
 
 
-def parse_proxy_header(data):
+def parse_proxy_header(
+    data: Union[bytes, bytearray, memoryview],
+) -> Optional[Tuple[int, Optional[Tuple[str, int]]]]:
     """The PROXY protocol header (HAProxy's ``send-proxy``, v1 text or v2
     binary) at the start of ``data``: None while incomplete, else
     ``(consumed, address)`` where ``address`` is the client's ``(ip, port)``,
@@ -438,18 +481,19 @@ class Response:
 
     __slots__ = ("status", "reason", "headers", "version", "body")
 
-    def __init__(self, status, reason="", headers=None, version="1.1", body=b""):
+    def __init__(self, status: int, reason: str = "", headers: Optional[Headers] = None,
+                 version: str = "1.1", body: bytes = b"") -> None:
         self.status = status
         self.reason = reason
         self.headers = headers if headers is not None else Headers()
         self.version = version
         self.body = body
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
 
-def status_reason(status):
+def status_reason(status: int) -> str:
     """The standard reason phrase for ``status`` ("Unknown" if none)."""
     try:
         return _http.HTTPStatus(status).phrase
@@ -461,7 +505,8 @@ def status_reason(status):
 _NO_BODY = frozenset((204, 304))
 
 
-def build_response(status, headers=(), body=b"", reason=None, *, head=False):
+def build_response(status: int, headers: HeadersLike = (), body: Union[bytes, str] = b"",
+                   reason: Optional[str] = None, *, head: bool = False) -> bytes:
     """Serialise a response: status line, headers, blank line, body.
 
     ``headers``: ``(name, value)`` pairs or a :class:`Headers`. A
@@ -473,11 +518,10 @@ def build_response(status, headers=(), body=b"", reason=None, *, head=False):
         reason = status_reason(status)
     if isinstance(body, str):
         body = body.encode("utf-8")
-    if isinstance(headers, Headers):
-        headers = headers.items()
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     has_length = False
-    for name, value in headers:
+    for name, value in _header_pairs(headers):
+
         name = str(name)
         value = str(value)
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
@@ -499,30 +543,29 @@ class _ParserBase:
     """Shared httptools callbacks: a head that grows past ``max_header_size``
     is refused with 431; a body past ``max_body_size`` with 413."""
 
-    def __init__(self, max_header_size, max_body_size):
+    def __init__(self, max_header_size: int, max_body_size: int) -> None:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
-        self._error = None
+        self._error: Optional[HandshakeError] = None
         self._begun = False  # a message began during the current feed()
         self._reset_message()
 
-    def _reset_message(self):
+    def _reset_message(self) -> None:
         self._in_head = False
         self._head_size = 0
         self._pending = 0
-        self._headers = None
-        self._body = None
+        self._headers = Headers()
+        self._body: Optional[List[bytes]] = None
         self._body_size = 0
 
     # httptools callbacks --------------------------------------------------
 
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         self._reset_message()
         self._in_head = True
         self._begun = True
-        self._headers = Headers()
 
-    def _grow_head(self, n):
+    def _grow_head(self, n: int) -> None:
         self._head_size += n
         if self._head_size > self.max_header_size:
             self._error = HandshakeError(
@@ -530,7 +573,7 @@ class _ParserBase:
             )
             raise self._error
 
-    def on_header(self, name, value):
+    def on_header(self, name: bytes, value: bytes) -> None:
         self._grow_head(len(name) + len(value) + 4)
         # RFC 9110 §5.5: field values are octets; latin-1 keeps each one.
         # Names, and the values of headers every client sends alike, are
@@ -547,15 +590,14 @@ class _ParserBase:
                 shared = value.decode("latin-1")
                 if len(_VALUES) < _INTERN_MAX:
                     _VALUES[bytes(value)] = shared
-            value = shared
         else:
-            value = value.decode("latin-1")
-        self._headers.add(text, value)
+            shared = value.decode("latin-1")
+        self._headers.add(text, shared)
         if len(self._headers) > 256:
             self._error = HandshakeError(431, "too many header fields")
             raise self._error
 
-    def on_body(self, data):
+    def on_body(self, data: bytes) -> None:
         self._body_size += len(data)
         if self._body_size > self.max_body_size:
             self._error = HandshakeError(
@@ -567,7 +609,7 @@ class _ParserBase:
         else:
             self._body.append(data)
 
-    def _check_content_length(self):
+    def _check_content_length(self) -> None:
         length = self._headers.get("Content-Length")
         if length is not None and length.strip().isdigit():
             if int(length) > self.max_body_size:
@@ -576,7 +618,7 @@ class _ParserBase:
                 )
                 raise self._error
 
-    def _grow_pending(self, n):
+    def _grow_pending(self, n: int) -> None:
         # Called after a feed() that began and ended inside one message head
         # (the same one: a chunk that ends a request and begins the next
         # does not count against the next one's head).
@@ -592,12 +634,12 @@ class _ParserBase:
             )
             raise self._error
 
-    def _take_body(self):
+    def _take_body(self) -> bytes:
         body = b"".join(self._body) if self._body else b""
         self._body = None
         return body
 
-    def _raise_parse_error(self, exc):
+    def _raise_parse_error(self, exc: Exception) -> NoReturn:
         if self._error is not None:
             raise self._error from None
         raise HandshakeError(400, f"malformed HTTP: {exc}") from None
@@ -612,11 +654,11 @@ class RequestParser(_ParserBase):
     It never keeps a reference to ``data``: the caller may reuse its buffer.
     """
 
-    def __init__(self, max_header_size=64 * 1024, max_body_size=1024 * 1024):
+    def __init__(self, max_header_size: int = 64 * 1024, max_body_size: int = 1024 * 1024) -> None:
         super().__init__(max_header_size, max_body_size)
         self._parser = httptools.HttpRequestParser(self)
-        self._url = None
-        self._done = []
+        self._url: List[bytes] = []
+        self._done: List[Request] = []
         #: True once a request asked to switch protocols; see ``trailing``.
         self.upgraded = False
         #: The bytes after the head of the upgrade request (bytes).
@@ -624,19 +666,19 @@ class RequestParser(_ParserBase):
         #: True once a request without keep-alive was completed: ignore the rest.
         self.finished = False
 
-    def on_message_begin(self):
+    def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url = []
 
-    def on_url(self, data):
+    def on_url(self, data: bytes) -> None:
         self._grow_head(len(data))
         self._url.append(data)
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         self._in_head = False
         self._check_content_length()
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         p = self._parser
         try:
             uri = b"".join(self._url).decode("ascii")
@@ -658,7 +700,7 @@ class RequestParser(_ParserBase):
             self.finished = True
         self._reset_message()
 
-    def feed(self, data):
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> List[Request]:
         """Parse ``data``; return the requests it completed (see the class doc)."""
         if self.upgraded or self.finished:
             return []
@@ -698,32 +740,32 @@ class ResponseParser(_ParserBase):
     with the head are in ``Response.body`` (enough for an error message).
     """
 
-    def __init__(self, max_header_size=64 * 1024, max_body_size=64 * 1024):
+    def __init__(self, max_header_size: int = 64 * 1024, max_body_size: int = 64 * 1024) -> None:
         super().__init__(max_header_size, max_body_size)
         self._parser = httptools.HttpResponseParser(self)
-        self._reason = []
+        self._reason: List[bytes] = []
         self._head_done = False
         self._complete = False
-        self.response = None
+        self.response: Optional[Response] = None
         self.trailing = b""
 
-    def on_status(self, data):
+    def on_status(self, data: bytes) -> None:
         self._grow_head(len(data))
         self._reason.append(data)
 
-    def on_headers_complete(self):
+    def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_done = True
 
-    def on_body(self, data):
+    def on_body(self, data: bytes) -> None:
         # Keep at most max_body_size of an error body; ignore the rest.
         if self._body_size < self.max_body_size:
             super().on_body(data[: self.max_body_size - self._body_size])
 
-    def on_message_complete(self):
+    def on_message_complete(self) -> None:
         self._complete = True
 
-    def feed(self, data):
+    def feed(self, data: Union[bytes, bytearray, memoryview]) -> Optional[Response]:
         if self.response is not None:
             return self.response
         if self._error is not None:
