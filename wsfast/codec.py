@@ -11,11 +11,35 @@ returns one by name, and the tests run every codec test on ``AVAILABLE``.
 
 import os
 from types import ModuleType
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Protocol, Union
 
 from . import _frame_py
 
-__all__ = ["IMPLEMENTATION", "AVAILABLE", "get_codec", "default"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (collections.abc.Buffer from Python 3.12)
+
+__all__ = ["IMPLEMENTATION", "AVAILABLE", "get_codec", "default", "Frame"]
+
+
+class Frame(Protocol):
+    """What a codec's ``Frame`` is (``wsfast._frame.Frame`` and
+    ``wsfast._frame_py.Frame``), for code that takes either: one frame,
+    payload unmasked, attributes read-only."""
+
+    def __init__(self, opcode: int, payload: "Buffer", fin: bool = True,
+                 rsv1: bool = False) -> None:
+
+        ...
+
+    @property
+    def opcode(self) -> int: ...
+    @property
+    def fin(self) -> bool: ...
+    @property
+    def rsv1(self) -> bool: ...
+    @property
+    def payload(self) -> bytes: ...
+
 
 
 def _flag(name: str) -> bool:

@@ -43,8 +43,19 @@ threshold, backends) are in ``docs/deflate.md``.
 """
 
 import zlib as _zlib
+from types import ModuleType
+from typing import (
+    TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple,
+    TypeVar, Union,
+)
 
 from .exceptions import HandshakeError, PayloadTooBig, ProtocolError
+
+if TYPE_CHECKING:
+    from .codec import Frame
+
+
+_F = TypeVar("_F", bound="Frame")
 
 __all__ = [
     "EXTENSION_NAME",
@@ -59,7 +70,12 @@ __all__ = [
     "client_offer",
     "accept_client",
     "compression_options",
+    "ExtensionParams",
+    "Compression",
 ]
+
+#: An extension's parameters as parsed: ``[(name, value_or_None), ...]``.
+ExtensionParams = List[Tuple[str, Optional[str]]]
 
 #: The extension token (RFC 7692 §5), compared case-insensitively.
 EXTENSION_NAME = "permessage-deflate"
@@ -81,7 +97,8 @@ class NegotiationError(HandshakeError):
     can accept (RFC 7692 §7.1, RFC 6455 §4.1): fail the WebSocket connection.
     ``status`` is the response's status (101)."""
 
-    def __init__(self, reason, status=101, headers=()):
+    def __init__(self, reason: str, status: int = 101,
+                 headers: Iterable[Tuple[str, str]] = ()) -> None:
         super().__init__(status, reason, headers)
 
 
@@ -91,11 +108,11 @@ _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHI
 _WS = " \t"
 
 
-def _is_token(s):
+def _is_token(s: str) -> bool:
     return bool(s) and all(c in _TCHAR for c in s)
 
 
-def _split_elements(value):
+def _split_elements(value: str) -> List[str]:
     """Split one header value on commas outside quoted strings."""
     parts = []
     start = 0
@@ -119,7 +136,7 @@ def _split_elements(value):
     return parts
 
 
-def _parse_param_value(raw):
+def _parse_param_value(raw: str) -> Optional[str]:
     """A parameter value: a token, or a quoted string whose unescaped content
     must be a token (RFC 6455 §9.1). None if invalid."""
     raw = raw.strip(_WS)
@@ -144,14 +161,14 @@ def _parse_param_value(raw):
     return raw if _is_token(raw) else None
 
 
-def _parse_element(element):
+def _parse_element(element: str) -> Optional[Tuple[str, ExtensionParams]]:
     """``(name, [(param, value_or_None), ...])`` with lowercase names, or None
     if the element does not follow the grammar."""
     pieces = element.split(";")  # ';' cannot occur inside a valid value (a token)
     name = pieces[0].strip(_WS)
     if not _is_token(name):
         return None
-    params = []
+    params: ExtensionParams = []
     for piece in pieces[1:]:
         key, eq, raw = piece.partition("=")
         key = key.strip(_WS)
@@ -167,7 +184,9 @@ def _parse_element(element):
     return name.lower(), params
 
 
-def _iter_elements(header_values):
+def _iter_elements(
+    header_values: Union[str, Iterable[str]],
+) -> Iterator[Optional[Tuple[str, ExtensionParams]]]:
     """Yield each extension of the header values, in order: a parsed
     ``(name, params)``, or None for one that does not parse. Empty list
     elements are skipped (RFC 9110 §5.6.1)."""
@@ -179,7 +198,7 @@ def _iter_elements(header_values):
                 yield _parse_element(element)
 
 
-def parse_extensions(header_values):
+def parse_extensions(header_values: Union[str, Iterable[str]]) -> List[Tuple[str, ExtensionParams]]:
     """Parse ``Sec-WebSocket-Extensions`` values (a str or a list of the
     header's values) into ``[(name, [(param, value_or_None), ...]), ...]``,
     names lowercased, quoted values unescaped. Raises ``ValueError`` for an
@@ -192,7 +211,9 @@ def parse_extensions(header_values):
     return result
 
 
-def serialize_extensions(extensions):
+def serialize_extensions(
+    extensions: Iterable[Tuple[str, Iterable[Tuple[str, Union[str, int, None]]]]],
+) -> str:
     """The header value for ``[(name, [(param, value_or_None), ...]), ...]``.
     Names and values must be tokens (RFC 6455 §9.1), else ``ValueError``."""
     items = []
@@ -215,12 +236,12 @@ _WINDOW_BITS = ("server_max_window_bits", "client_max_window_bits")
 _BITS_VALUES = {str(b): b for b in range(8, 16)}  # "8".."15": plain, no sign, no leading zero
 
 
-def _check_params(params, *, offer):
+def _check_params(params: ExtensionParams, *, offer: bool) -> Union[str, Dict[str, int]]:
     """The permessage-deflate parameters as a dict, or a str telling why they
     are invalid: unknown or repeated names, a value on a no_context_takeover
     flag, window bits other than 8..15 (RFC 7692 §7.1.2). In an offer,
     ``client_max_window_bits`` may come without a value (stored as True)."""
-    found = {}
+    found: Dict[str, int] = {}
     for key, value in params:
         if key in found:
             return f"repeated parameter {key}"
@@ -243,7 +264,7 @@ def _check_params(params, *, offer):
     return found
 
 
-def _check_bits(name, value):
+def _check_bits(name: str, value: Optional[int]) -> None:
     if value is not None and (type(value) is not int or not 8 <= value <= 15):
         raise ValueError(f"{name} must be None or an int from 8 to 15")
 
@@ -295,15 +316,15 @@ class DeflateOptions:
     def __init__(
         self,
         *,
-        server_no_context_takeover=False,
-        client_no_context_takeover=False,
-        server_max_window_bits=None,
-        client_max_window_bits=None,
-        threshold=DEFAULT_THRESHOLD,
-        level=6,
-        mem_level=5,
-        backend="zlib",
-    ):
+        server_no_context_takeover: bool = False,
+        client_no_context_takeover: bool = False,
+        server_max_window_bits: Optional[int] = None,
+        client_max_window_bits: Optional[int] = None,
+        threshold: int = DEFAULT_THRESHOLD,
+        level: int = 6,
+        mem_level: int = 5,
+        backend: str = "zlib",
+    ) -> None:
         _check_bits("server_max_window_bits", server_max_window_bits)
         _check_bits("client_max_window_bits", client_max_window_bits)
         if not (type(level) is int and -1 <= level <= 9):
@@ -322,11 +343,13 @@ class DeflateOptions:
         self.mem_level = mem_level
         self.backend = backend
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"DeflateOptions({fields})"
 
-    def accept(self, name, params, accepted=()):
+    def accept(
+        self, name: str, params: Iterable[Tuple[str, Optional[str]]], accepted: Iterable[object] = (),
+    ) -> Optional[Tuple[str, "PerMessageDeflate"]]:
         """Server: accept one offer, the hook
         ``handshake.negotiate_extensions`` calls: ``name`` and ``params``
         (``[(param, value_or_None)]``) as parsed from the request,
@@ -336,26 +359,34 @@ class DeflateOptions:
             return None
         if any(getattr(ext, "uses_rsv1", False) for ext in accepted):
             return None  # RSV1 is taken (RFC 6455 §5.2)
-        params = [(key.lower(), value) for key, value in params]
-        checked = _check_params(params, offer=True)
+        checked = _check_params([(key.lower(), value) for key, value in params], offer=True)
         if isinstance(checked, str):
             return None
         return _accept_offer(checked, self)
 
-    def _extension(self, **negotiated):
+    def _extension(self, *, local_max_window_bits: int, remote_max_window_bits: int,
+                   local_no_context_takeover: bool, remote_no_context_takeover: bool,
+                   ) -> "PerMessageDeflate":
         return PerMessageDeflate(
             threshold=self.threshold,
             level=self.level,
             mem_level=self.mem_level,
             backend=self.backend,
-            **negotiated,
+            local_max_window_bits=local_max_window_bits,
+            remote_max_window_bits=remote_max_window_bits,
+            local_no_context_takeover=local_no_context_takeover,
+            remote_no_context_takeover=remote_no_context_takeover,
         )
 
 
-_TORNADO_KEYS = {"compression_level": "level", "mem_level": "mem_level"}
+_TORNADO_KEYS: Dict[str, str] = {"compression_level": "level", "mem_level": "mem_level"}
 
 
-def compression_options(value):
+#: What a ``compression=`` setting takes (see :func:`compression_options`).
+Compression = Union[None, bool, str, DeflateOptions, Dict[str, Any]]
+
+
+def compression_options(value: Compression) -> Optional[DeflateOptions]:
     """Normalize a ``compression=`` setting to :class:`DeflateOptions` or None.
 
     None or False: no compression. ``"deflate"`` or True: the defaults
@@ -371,7 +402,7 @@ def compression_options(value):
     if value is True or (isinstance(value, str) and value.lower() in ("deflate", EXTENSION_NAME)):
         return _DEFAULT_OPTIONS
     if isinstance(value, dict):
-        kwargs = {_TORNADO_KEYS.get(k, k): v for k, v in value.items()}
+        kwargs: Dict[str, Any] = {_TORNADO_KEYS.get(k, k): v for k, v in value.items()}
         return DeflateOptions(**kwargs) if kwargs else _DEFAULT_OPTIONS
     raise ValueError(
         f"compression must be None, 'deflate', a dict or a DeflateOptions, not {value!r}"
@@ -381,10 +412,11 @@ def compression_options(value):
 # -- server --------------------------------------------------------------------
 
 
-def _accept_offer(offer, options):
+def _accept_offer(offer: Dict[str, int],
+                  options: DeflateOptions) -> Tuple[str, "PerMessageDeflate"]:
     """Accept one valid offer (a dict from ``_check_params``); RFC 7692 §7.1.
     Our settings are upper bounds, so every valid offer can be satisfied."""
-    response = []
+    response: List[Tuple[str, Optional[str]]] = []
     # §7.1.1.1: the client may ask us not to take over context; we may do so anyway.
     server_reset = options.server_no_context_takeover or "server_no_context_takeover" in offer
     if server_reset:
@@ -423,7 +455,9 @@ def _accept_offer(offer, options):
     return serialize_extensions([(EXTENSION_NAME, response)]), extension
 
 
-def negotiate_server(offer_header_values, options=None):
+def negotiate_server(
+    offer_header_values: Union[str, Iterable[str]], options: Optional[DeflateOptions] = None,
+) -> Union[Tuple[str, "PerMessageDeflate"], Tuple[None, None]]:
     """Server: answer the client's permessage-deflate offers.
 
     ``offer_header_values``: the request's ``Sec-WebSocket-Extensions``
@@ -449,11 +483,11 @@ def negotiate_server(offer_header_values, options=None):
 # -- client --------------------------------------------------------------------
 
 
-def client_offer(options=None):
+def client_offer(options: Optional[DeflateOptions] = None) -> str:
     """Client: the ``Sec-WebSocket-Extensions`` value to send (one offer)."""
     if options is None:
         options = _DEFAULT_OPTIONS
-    params = []
+    params: ExtensionParams = []
     if options.server_no_context_takeover:
         params.append(("server_no_context_takeover", None))
     if options.client_no_context_takeover:
@@ -467,7 +501,9 @@ def client_offer(options=None):
     return serialize_extensions([(EXTENSION_NAME, params)])
 
 
-def accept_client(response_header_values, options=None):
+def accept_client(
+    response_header_values: Union[str, Iterable[str], None], options: Optional[DeflateOptions] = None,
+) -> Optional["PerMessageDeflate"]:
     """Client: check the server's ``Sec-WebSocket-Extensions`` answer against
     the offer made with the same ``options``; return the extension for
     ``Connection(extensions=[...])``, or None when the server accepted
@@ -482,11 +518,13 @@ def accept_client(response_header_values, options=None):
     elements = list(_iter_elements(response_header_values))
     if not elements:
         return None
-    if any(parsed is None for parsed in elements):
+    valid = [parsed for parsed in elements if parsed is not None]
+    if len(valid) < len(elements):
         raise NegotiationError("invalid Sec-WebSocket-Extensions header in the response")
-    if len(elements) > 1:
+    if len(valid) > 1:
         raise NegotiationError("server accepted more than one extension; one was offered")
-    name, params = elements[0]
+    name, params = valid[0]
+
     if name != EXTENSION_NAME:
         raise NegotiationError(f"server accepted extension {name!r}, which was not offered")
     answer = _check_params(params, offer=False)
@@ -530,7 +568,7 @@ def accept_client(response_header_values, options=None):
 # -- zlib backends ---------------------------------------------------------------
 
 
-def _import_backend(name):
+def _import_backend(name: str) -> ModuleType:
     if name == "zlib":
         return _zlib
     if name == "zlib-ng":
@@ -544,13 +582,14 @@ def _import_backend(name):
     raise ValueError(f"unknown deflate backend {name!r} (zlib, zlib-ng, isal or auto)")
 
 
-_backends = {}
+_backends: Dict[str, ModuleType] = {}
 
 
-def _backend(name):
+def _backend(name: str) -> ModuleType:
     """The zlib-compatible module for ``name`` (cached)."""
     module = _backends.get(name)
     if module is None:
+        module = _zlib
         if name == "auto":
             for candidate in ("isal", "zlib-ng", "zlib"):
                 try:
@@ -583,15 +622,15 @@ class PerMessageDeflate:
     def __init__(
         self,
         *,
-        local_max_window_bits=15,
-        remote_max_window_bits=15,
-        local_no_context_takeover=False,
-        remote_no_context_takeover=False,
-        threshold=DEFAULT_THRESHOLD,
-        level=6,
-        mem_level=5,
-        backend="zlib",
-    ):
+        local_max_window_bits: int = 15,
+        remote_max_window_bits: int = 15,
+        local_no_context_takeover: bool = False,
+        remote_no_context_takeover: bool = False,
+        threshold: int = DEFAULT_THRESHOLD,
+        level: int = 6,
+        mem_level: int = 5,
+        backend: str = "zlib",
+    ) -> None:
         _check_bits("local_max_window_bits", local_max_window_bits)
         _check_bits("remote_max_window_bits", remote_max_window_bits)
         self.local_max_window_bits = local_max_window_bits
@@ -623,12 +662,13 @@ class PerMessageDeflate:
         self._decompress_wbits = -remote_max_window_bits
         self._decompress_error = self._decompress_module.error
 
-        self._compressor = None
-        self._decompressor = None
+        # zlib compressobj() / decompressobj() objects of the backend's module
+        self._compressor: Any = None
+        self._decompressor: Any = None
         self._encoding = 0  # message being sent: 0 none, 1 compressed, 2 uncompressed
         self._decoding = False  # a compressed message is being received
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"PerMessageDeflate(local_max_window_bits={self.local_max_window_bits}, "
             f"remote_max_window_bits={self.remote_max_window_bits}, "
@@ -638,7 +678,7 @@ class PerMessageDeflate:
 
     # -- receiving -------------------------------------------------------------
 
-    def decode(self, frame, *, max_size):
+    def decode(self, frame: _F, *, max_size: int) -> _F:
         """Inflate a received data frame of a compressed message; pass others
         through. Produces at most ``max_size`` bytes, else ``PayloadTooBig``
         (1009); undecodable data is ``ProtocolError(1007)``."""
@@ -676,7 +716,7 @@ class PerMessageDeflate:
             raise ProtocolError(1007, f"invalid compressed data: {exc}") from None
         if len(out) > max_size or decompressor.unconsumed_tail:
             self._end_decoding()
-            out = data = None  # not kept alive by the traceback in Connection.failed
+            del out, data  # not kept alive by the traceback in Connection.failed
             raise PayloadTooBig(
                 f"decompressed message exceeds the limit ({max_size} bytes left for it)"
             )
@@ -687,7 +727,7 @@ class PerMessageDeflate:
         return type(frame)(frame.opcode, out, fin=fin, rsv1=False)
 
     @staticmethod
-    def max_encoded_size(size, frames=1):
+    def max_encoded_size(size: int, frames: int = 1) -> int:
         """The most compressed payload bytes a peer may send for a message
         of at most ``size`` bytes in ``frames`` frames: the Connection's
         limit for RSV1 frames (``FrameParser.max_rsv1_frame_size``), so
@@ -711,14 +751,15 @@ class PerMessageDeflate:
         stored = size + (size >> 5) + (size >> 7) + (size >> 11) + 7
         return max(fixed, stored) + 16 * frames
 
-    def _end_decoding(self):
+    def _end_decoding(self) -> None:
         # The connection is failing: free the decompressor now.
         self._decoding = False
         self._decompressor = None
 
     # -- sending ---------------------------------------------------------------
 
-    def encode(self, frame, compress=True):
+    def encode(self, frame: _F, compress: bool = True) -> _F:
+
         """Compress an outgoing data frame (RSV1 on the first frame of a
         compressed message), or pass it through: a message shorter than
         ``threshold``, or sent with ``compress=False``. The choice is made at
