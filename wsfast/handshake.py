@@ -21,10 +21,15 @@ import base64
 import binascii
 import hashlib
 import os
+from typing import TYPE_CHECKING, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 
+from .deflate import DeflateOptions, ExtensionParams, PerMessageDeflate
 from .deflate import accept_client as _accept_deflate
 from .exceptions import HandshakeError
-from .http import Headers, build_response
+from .http import Headers, HeadersLike, Request, Response, _header_pairs, build_response
+
+if TYPE_CHECKING:
+    from .codec import Frame
 
 __all__ = [
     "GUID",
@@ -38,13 +43,32 @@ __all__ = [
     "build_request",
     "check_response",
     "accept_extensions",
+    "Extension",
+    "ExtensionFactory",
 ]
+
+
+class Extension(Protocol):
+    """A negotiated extension, as ``Connection(extensions=[...])`` takes it
+    (see ``Connection._decode_extensions``; :class:`~wsfast.deflate.PerMessageDeflate`
+    is one). It may also have ``uses_rsv1`` and ``max_encoded_size``."""
+
+    def decode(self, frame: "Frame", *, max_size: int) -> "Frame": ...
+    def encode(self, frame: "Frame", compress: bool = True) -> "Frame": ...
+
+
+class ExtensionFactory(Protocol):
+    """What :func:`negotiate_extensions` asks to accept an offer
+    (:class:`~wsfast.deflate.DeflateOptions` is one)."""
+
+    def accept(self, name: str, params: ExtensionParams,
+               accepted: List[Extension]) -> Optional[Tuple[str, Extension]]: ...
 
 #: RFC 6455 §1.3: the GUID appended to the key.
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def accept_key(key):
+def accept_key(key: Union[str, bytes, bytearray]) -> str:
     """``Sec-WebSocket-Accept`` for ``Sec-WebSocket-Key`` ``key`` (RFC 6455 §4.2.2)."""
     if isinstance(key, (bytes, bytearray)):
         key = key.decode("ascii")
@@ -52,19 +76,19 @@ def accept_key(key):
     return base64.b64encode(digest).decode("ascii")
 
 
-def generate_key():
+def generate_key() -> str:
     """A fresh random ``Sec-WebSocket-Key``: 16 random bytes, base64 (RFC 6455 §4.1)."""
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def _has_token(headers, name, token):
+def _has_token(headers: Headers, name: str, token: str) -> bool:
     # Connection and Upgrade are lists of tokens, compared case-insensitively
     # (RFC 9110 §7.6.1, §7.8); a client may send "keep-alive, Upgrade".
     token = token.lower()
     return any(t.lower() == token for t in headers.get_list(name))
 
 
-def check_request(request):
+def check_request(request: Request) -> str:
     """Validate an opening handshake request (RFC 6455 §4.2.1); return its
     ``Sec-WebSocket-Key``.
 
@@ -110,15 +134,17 @@ def check_request(request):
     return key
 
 
-def parse_subprotocols(headers):
+def parse_subprotocols(headers: Headers) -> List[str]:
     """The subprotocols a client offers, in its order of preference
     (``Sec-WebSocket-Protocol``, possibly split over several headers)."""
     return headers.get_list("Sec-WebSocket-Protocol")
 
 
-def _split_quoted(value, sep):
+def _split_quoted(value: str, sep: str) -> List[str]:
     # Split on ``sep`` outside double quotes (RFC 9110 §5.6.4 quoted-string).
-    parts, current, quoted, escaped = [], [], False, False
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = escaped = False
     for ch in value:
         if escaped:
             current.append(ch)
@@ -138,18 +164,18 @@ def _split_quoted(value, sep):
     return parts
 
 
-def _unquote(value):
+def _unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
     return value
 
 
-def parse_extensions(headers):
+def parse_extensions(headers: Headers) -> List[Tuple[str, ExtensionParams]]:
     """Parse ``Sec-WebSocket-Extensions`` (RFC 6455 §9.1) into a list of
     ``(name, [(param, value_or_None), ...])`` in the order given.
     Raises ``HandshakeError(400)`` for an offer without a name."""
-    offers = []
+    offers: List[Tuple[str, ExtensionParams]] = []
     for value in headers.get_all("Sec-WebSocket-Extensions"):
         for item in _split_quoted(value, ","):
             if not item.strip():
@@ -158,7 +184,7 @@ def parse_extensions(headers):
             name = name.strip()
             if not name:
                 raise HandshakeError(400, "invalid Sec-WebSocket-Extensions header")
-            parsed = []
+            parsed: ExtensionParams = []
             for param in params:
                 key, eq, val = param.partition("=")
                 key = key.strip()
@@ -169,7 +195,9 @@ def parse_extensions(headers):
     return offers
 
 
-def negotiate_extensions(offers, available=()):
+def negotiate_extensions(
+    offers: Iterable[Tuple[str, ExtensionParams]], available: Iterable[ExtensionFactory] = (),
+) -> Tuple[Optional[str], List[Extension]]:
     """Server side: choose extensions among the client's ``offers`` (from
     :func:`parse_extensions`). ``available`` holds extension factories, e.g.
     ``[DeflateOptions()]``; each is asked in turn, with
@@ -182,8 +210,9 @@ def negotiate_extensions(offers, available=()):
     available, every offer is declined (RFC 6455 §9.1: a server may accept
     none), so the answer carries no ``Sec-WebSocket-Extensions`` header.
     """
-    accepted_headers = []
-    extensions = []
+    accepted_headers: List[str] = []
+    extensions: List[Extension] = []
+
     for factory in available:
         for name, params in offers:
             result = factory.accept(name, params, extensions)
@@ -195,7 +224,8 @@ def negotiate_extensions(offers, available=()):
     return (", ".join(accepted_headers) or None), extensions
 
 
-def build_accept_response(key, subprotocol=None, extensions=None, extra_headers=()):
+def build_accept_response(key: str, subprotocol: Optional[str] = None,
+                          extensions: Optional[str] = None, extra_headers: HeadersLike = ()) -> bytes:
     """The ``101 Switching Protocols`` answer for a request with ``key``
     (RFC 6455 §4.2.2). ``extensions``: the ``Sec-WebSocket-Extensions`` value
     from :func:`negotiate_extensions`, or None."""
@@ -208,15 +238,14 @@ def build_accept_response(key, subprotocol=None, extensions=None, extra_headers=
         headers.append(("Sec-WebSocket-Protocol", subprotocol))
     if extensions:
         headers.append(("Sec-WebSocket-Extensions", extensions))
-    if isinstance(extra_headers, Headers):
-        extra_headers = extra_headers.items()
-    headers.extend(extra_headers)
+    headers.extend(_header_pairs(extra_headers))
     return build_response(101, headers)
 
 
 def build_request(
-    host, resource, key, subprotocols=(), extra_headers=(), origin=None, extensions=None
-):
+    host: str, resource: str, key: str, subprotocols: Sequence[str] = (),
+    extra_headers: HeadersLike = (), origin: Optional[str] = None, extensions: Optional[str] = None,
+) -> bytes:
     """The client's opening handshake request (RFC 6455 §4.1).
 
     ``host``: the ``Host`` header value (``"example.com:8080"``);
@@ -239,11 +268,7 @@ def build_request(
         lines.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {extensions}")
-    if isinstance(extra_headers, Headers):
-        extra_headers = extra_headers.items()
-    elif hasattr(extra_headers, "items"):
-        extra_headers = extra_headers.items()
-    for name, value in extra_headers:
+    for name, value in _header_pairs(extra_headers):
         name, value = str(name), str(value)
         if any(c in name + value for c in "\r\n"):
             raise ValueError(f"invalid header {name!r}: {value!r}")
@@ -251,7 +276,8 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def check_response(response, key, subprotocols=(), extensions_offered=False):
+def check_response(response: Response, key: str, subprotocols: Sequence[str] = (),
+                   extensions_offered: bool = False) -> Optional[str]:
     """Validate the server's answer (RFC 6455 §4.1, the client's checks);
     return the accepted subprotocol or None.
 
@@ -271,7 +297,7 @@ def check_response(response, key, subprotocols=(), extensions_offered=False):
             headers.items(),
         )
 
-    def fail(reason):
+    def fail(reason: str) -> HandshakeError:
         return HandshakeError(status, reason, headers.items())
 
     if not _has_token(headers, "Upgrade", "websocket"):
@@ -295,7 +321,9 @@ def check_response(response, key, subprotocols=(), extensions_offered=False):
     return chosen[0]
 
 
-def accept_extensions(response, deflate_options):
+def accept_extensions(response: Response,
+                      deflate_options: Optional[DeflateOptions]) -> List[PerMessageDeflate]:
+
     """Client side: check the server's ``Sec-WebSocket-Extensions`` answer to
     the permessage-deflate offer made with ``deflate_options`` (a
     :class:`~wsfast.deflate.DeflateOptions`, or None if nothing was offered);
