@@ -42,15 +42,37 @@ import hmac
 import inspect
 import sys
 from http import HTTPStatus
+from typing import (
+    TYPE_CHECKING, Any, Awaitable, Callable, List, MutableMapping, Optional, Sequence, TypeVar,
+    Union, cast,
+)
 from urllib.parse import parse_qsl
 
-from .web import HTTPError
+from .http import Request
+from .web import HTTPError, RequestHandler
+
+if TYPE_CHECKING:
+    import tornado.web
+    from typing_extensions import TypeGuard
+
+#: An ASGI connection scope, event message, and the callables (ASGI 3).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_User = TypeVar("_User")
+#: ``verify(token)``: who the token belongs to, or None (plain or ``async def``).
+Verify = Callable[[str], Union[Optional[_User], Awaitable[Optional[_User]]]]
+#: A handler :func:`authenticate` takes: wsfast's or Tornado's.
+AnyHandler = Union[RequestHandler, "tornado.web.RequestHandler"]
 
 __all__ = ["TokenAuthMiddleware", "TokenAuthMixin", "asgi_authenticate", "authenticate",
            "bearer_token", "constant_time_equal"]
 
 
-def _challenge(realm, error=None):
+def _challenge(realm: Optional[str], error: Optional[str] = None) -> str:
     parts = []
     if realm:
         escaped = realm.replace("\\", "\\\\").replace('"', '\\"')
@@ -60,19 +82,19 @@ def _challenge(realm, error=None):
     return "Bearer" + (" " + ", ".join(parts) if parts else "")
 
 
-def _refuse(status, realm, error=None):
+def _refuse(status: int, realm: Optional[str], error: Optional[str] = None) -> HTTPError:
     # No log_message: nothing about the token reaches the log.
     return HTTPError(status, headers={"WWW-Authenticate": _challenge(realm, error)})
 
 
 class _Refusal(Exception):
-    def __init__(self, status, error=None):
+    def __init__(self, status: int, error: Optional[str] = None) -> None:
         super().__init__(status, error)
         self.status = status
         self.error = error
 
 
-def _find_token(authorization, query_values):
+def _find_token(authorization: Sequence[str], query_values: Optional[Sequence[str]]) -> Optional[str]:
     # The token from the Authorization values (str) and the query argument's
     # values (str; None: the header only), or None; _Refusal(400) for a
     # token sent twice or both ways. Shared by every front-end.
@@ -96,18 +118,19 @@ def _find_token(authorization, query_values):
     return token or None
 
 
-def _tornado_handler(handler):
+def _tornado_handler(handler: object) -> "TypeGuard[tornado.web.RequestHandler]":
     tornado_web = sys.modules.get("tornado.web")
     return tornado_web is not None and isinstance(handler, tornado_web.RequestHandler)
 
 
-def bearer_token(request, query_argument="access_token", realm=None):
+def bearer_token(request: Request, query_argument: Optional[str] = "access_token",
+                 realm: Optional[str] = None) -> Optional[str]:
     """The access token of ``request``, or None if it has none: from
     ``Authorization: Bearer <token>``, else from the query argument
     ``query_argument`` (None: the header only). Raises ``HTTPError(400)``
     (``error="invalid_request"``) for a token sent in both places, twice,
     or an ``Authorization: Bearer`` without one."""
-    query = None
+    query: Optional[Sequence[str]] = None
     if query_argument is not None:
         query = request.query_arguments.get(query_argument, ())
     try:
@@ -116,19 +139,20 @@ def bearer_token(request, query_argument="access_token", realm=None):
         raise _refuse(refusal.status, realm, refusal.error) from None
 
 
-def _handler_token(handler, query_argument):
+def _handler_token(handler: AnyHandler, query_argument: Optional[str]) -> Optional[str]:
+    query: Optional[Sequence[str]] = None
     if _tornado_handler(handler):
-        query = None
         if query_argument is not None:
             query = handler.get_query_arguments(query_argument, strip=False)
         return _find_token(handler.request.headers.get_list("Authorization"), query)
-    query = None
+    request = cast(RequestHandler, handler).request
     if query_argument is not None:
-        query = handler.request.query_arguments.get(query_argument, ())
-    return _find_token(handler.request.headers.get_all("Authorization"), query)
+        query = request.query_arguments.get(query_argument, ())
+    return _find_token(request.headers.get_all("Authorization"), query)
 
 
-async def authenticate(handler, verify, *, realm=None, query_argument="access_token"):
+async def authenticate(handler: AnyHandler, verify: Verify[_User], *, realm: Optional[str] = None,
+                       query_argument: Optional[str] = "access_token") -> _User:
     """Check the token of ``handler.request`` with ``verify(token)`` (plain
     or ``async def``; it returns who the token belongs to, or None for a
     token that is wrong or expired) and return what it returned; otherwise
@@ -141,11 +165,7 @@ async def authenticate(handler, verify, *, realm=None, query_argument="access_to
         token = _handler_token(handler, query_argument)
         if token is None:
             raise _Refusal(401)
-        user = verify(token)
-        if inspect.isawaitable(user):
-            user = await user
-        if user is None:
-            raise _Refusal(401, "invalid_token")
+        user = await _verified(verify, token)
     except _Refusal as refusal:
         if _tornado_handler(handler):
             import tornado.web
@@ -157,12 +177,21 @@ async def authenticate(handler, verify, *, realm=None, query_argument="access_to
     return user
 
 
+async def _verified(verify: Verify[_User], token: str) -> _User:
+    user = verify(token)
+    if inspect.isawaitable(user):
+        user = await user
+    if user is None:
+        raise _Refusal(401, "invalid_token")
+    return user
+
+
 # -- ASGI (wsfast.asgi under uvicorn, FastAPI, Starlette) ------------------------------------
 
-def _scope_token(scope, query_argument):
+def _scope_token(scope: Scope, query_argument: Optional[str]) -> Optional[str]:
     authorization = [value.decode("latin-1") for name, value in scope.get("headers", ())
                      if name.lower() == b"authorization"]
-    query = None
+    query: Optional[List[str]] = None
     if query_argument is not None:
         pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"),
                           keep_blank_values=True)
@@ -170,7 +199,9 @@ def _scope_token(scope, query_argument):
     return _find_token(authorization, query)
 
 
-async def asgi_authenticate(scope, send, verify, *, realm=None, query_argument="access_token"):
+async def asgi_authenticate(scope: Scope, send: Send, verify: Verify[_User], *,
+                            realm: Optional[str] = None,
+                            query_argument: Optional[str] = "access_token") -> Optional[_User]:
     """Token auth for an ASGI ``websocket`` connection, before it is
     accepted: return what ``verify(token)`` (plain or ``async def``)
     returned for the connection's token, or send the refusal with ``send``
@@ -189,12 +220,7 @@ async def asgi_authenticate(scope, send, verify, *, realm=None, query_argument="
         token = _scope_token(scope, query_argument)
         if token is None:
             raise _Refusal(401)
-        user = verify(token)
-        if inspect.isawaitable(user):
-            user = await user
-        if user is None:
-            raise _Refusal(401, "invalid_token")
-        return user
+        return await _verified(verify, token)
     except _Refusal as refusal:
         if "websocket.http.response" in (scope.get("extensions") or {}):
             body = HTTPStatus(refusal.status).phrase.encode("ascii")
@@ -217,18 +243,19 @@ class TokenAuthMiddleware:
     through unchecked. ``app = TokenAuthMiddleware(app, verify, realm="chat")``,
     or with Starlette ``Middleware(TokenAuthMiddleware, verify=verify)``."""
 
-    def __init__(self, app, verify, *, realm=None, query_argument="access_token"):
+    def __init__(self, app: ASGIApp, verify: Verify[Any], *, realm: Optional[str] = None,
+                 query_argument: Optional[str] = "access_token") -> None:
         self.app = app
         self.verify = verify
         self.realm = realm
         self.query_argument = query_argument
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
             return await self.app(scope, receive, send)
-        refused = []
+        refused: List[Message] = []
 
-        async def send_refusal(message):
+        async def send_refusal(message: Message) -> None:
             if not refused:
                 refused.append(await receive())  # the websocket.connect comes first
             await send(message)
@@ -250,23 +277,26 @@ class TokenAuthMixin:
     only) where a browser puts the token. A subclass that overrides
     ``prepare()`` calls ``await super().prepare()`` first."""
 
-    token_realm = None
-    token_query_argument = "access_token"
-    current_user = None
+    token_realm: Optional[str] = None
+    token_query_argument: Optional[str] = "access_token"
+    current_user: Any = None
 
-    async def prepare(self):
+    async def prepare(self) -> None:
+        # a mixin: self is the handler class it is mixed into
+        handler = cast("AnyHandler", self)
         self.current_user = await authenticate(
-            self, self.verify_token, realm=self.token_realm,
+            handler, self.verify_token, realm=self.token_realm,
             query_argument=self.token_query_argument)
 
-    def verify_token(self, token):
+    def verify_token(self, token: str) -> Any:
         """Return who ``token`` belongs to, or None if it is wrong or
         expired (may be ``async def``). Compare secrets with
         :func:`constant_time_equal`."""
         raise NotImplementedError(f"{type(self).__name__} must define verify_token(token)")
 
 
-def constant_time_equal(a, b):
+def constant_time_equal(a: Union[str, bytes], b: Union[str, bytes]) -> bool:
+
     """``a == b`` for two tokens (str or bytes) in a time that does not tell
     how much of them matched."""
     if isinstance(a, str):
