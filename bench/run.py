@@ -21,6 +21,13 @@ stands beside every rate, and a cell where the load client used ≥ 95 % of
 its core is marked ‡ (client-bound: the server may be faster than the
 number says) and left out of every ratio.
 
+The floor, ``floor-c`` (bench/servers/floor_server.c, compiled with ``cc -O2``
+into the run's temp directory, never committed as a binary): a C epoll echo
+server doing only the syscalls (one read and one writev per readiness, the
+unmask in C), so a row shows how much of any Python server's cost per round
+trip is the kernel's. ``floor-py`` is another name for ``ceiling-perframe``,
+the thinnest Python (uvloop ``BufferedProtocol``) echo writing as it reads.
+
 Scenario groups (one fresh server process per group and round):
 
 * ``echo``: pipelined, 16 connections × 8 binary messages in flight,
@@ -109,11 +116,16 @@ SERVERS = {
     "granian": ("granian (ASGI, embedded)", "granian_server.py", [], ["granian", "uvicorn"], ("echo", "rr", "idle")),
     "ceiling-batched": ("ceiling, one write per read", "ceiling_server.py", [], [], None),
     "ceiling-perframe": ("ceiling, one write per frame", "ceiling_server.py", ["--per-frame"], [], None),
+    # the floor: a C epoll echo server doing only the syscalls (bench/servers/floor_server.c, built
+    # with `cc -O2` into the run's temp directory); no broadcast, so no fan-out
+    "floor-c": ("floor: C epoll, syscalls only", "floor_server.c", [], ["cc"], ("echo", "rr", "single")),
 }
-ALIASES = {"ceiling": "ceiling-batched"}  # its name before it had two flavours
+# ceiling: its name before it had two flavours; floor-py: the thinnest Python (uvloop BufferedProtocol)
+# echo that writes as it reads, which is what ceiling-perframe is
+ALIASES = {"ceiling": "ceiling-batched", "floor-py": "ceiling-perframe"}
 ORDER = list(SERVERS)
 DEFAULT_SERVERS = ["wsfast", "wsfast-async", "picows", "picows-batched", "websockets", "aiohttp", "tornado",
-                   "ceiling-batched", "ceiling-perframe"]
+                   "ceiling-batched", "ceiling-perframe", "floor-c"]
 
 ECHO_SIZES = [64, 256, 8192, 100_000, 2**20]
 RR_CASES = [(16, 64), (16, 256), (16, 8192), (256, 256)]  # (connections, size), one message in flight each
@@ -221,10 +233,26 @@ def pin(cpu):
     return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
+def build_c_server(script, workdir):
+    """Compile bench/servers/<script> (C) with ``cc -O2`` into ``workdir``,
+    once per run; return the executable's path."""
+    exe = os.path.join(workdir, os.path.splitext(script)[0])
+    if not os.path.exists(exe):
+        out = subprocess.run(["cc", "-O2", "-o", exe, os.path.join(SERVERS_DIR, script)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode:
+            raise RuntimeError(f"cc {script} failed: {out.stderr[-500:]}")
+    return exe
+
+
 def start_server(name, cpu, env, log):
     _, script, extra, _, _ = SERVERS[name]
     port = free_port()
-    cmd = pin(cpu) + [sys.executable, os.path.join(SERVERS_DIR, script), "--port", str(port)] + extra
+    if script.endswith(".c"):
+        prog = [build_c_server(script, env["WSFAST_BENCH_WORKDIR"])]
+    else:
+        prog = [sys.executable, os.path.join(SERVERS_DIR, script)]
+    cmd = pin(cpu) + prog + ["--port", str(port)] + extra
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=env, cwd=SERVERS_DIR)
     _children.append(proc)
     ready, _, _ = select.select([proc.stdout], [], [], 30)
@@ -428,6 +456,11 @@ COMPARISONS = [
     ("picows-batched ÷ picows", "picows-batched", "picows"),
     ("ceiling-batched ÷ ceiling-perframe", "ceiling-batched", "ceiling-perframe"),
     ("wsfast ÷ websockets", "wsfast", "websockets"),
+    ("picows ÷ floor-c", "picows", "floor-c"),
+    ("ceiling-perframe ÷ floor-c", "ceiling-perframe", "floor-c"),
+    ("wsfast ÷ floor-c", "wsfast", "floor-c"),
+    ("floor-c ÷ picows", "floor-c", "picows"),
+    ("ceiling-perframe ÷ picows", "ceiling-perframe", "picows"),
 ]
 
 
@@ -495,6 +528,11 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
             r = cost_ratio(results, case, "wsfast", "picows")
             add(f"request/response 16 × 1, {SIZE_LABEL[s]}: wsfast server CPU/round trip ≤ 0.75× picows", r,
                 r is not None and r <= 0.75, x(r))
+        if case in results and n == 16 and {"floor-c", "picows"} <= have:
+            # can any server reach the target here? the one doing only the syscalls
+            r = cost_ratio(results, case, "floor-c", "picows")
+            add(f"request/response 16 × 1, {SIZE_LABEL[s]}: the floor (C, syscalls only) ≤ 0.75× picows", r,
+                r is not None and r <= 0.75, x(r))
     big = f"large-{LARGE}"
     if big in results and {"wsfast", "picows"} <= have:
         u, v = metric(results, big, "wsfast", "mb_per_s"), metric(results, big, "picows", "mb_per_s")
@@ -524,7 +562,7 @@ def ratio_checks(results, servers, conns_target, nofile_hard):
 
 
 SUMMARY_SERVERS = ["wsfast", "wsfast-async", "picows", "picows-batched", "websockets", "aiohttp", "tornado",
-                   "ceiling-batched", "ceiling-perframe"]
+                   "ceiling-batched", "ceiling-perframe", "floor-c"]
 SUMMARY_RATIOS = [("wsfast ÷ picows", "wsfast", "picows"), ("wsfast async ÷ picows", "wsfast-async", "picows")]
 
 
@@ -534,7 +572,7 @@ def summary_table(results, servers):
     cols = [s for s in SUMMARY_SERVERS if s in servers]
     ratios = [(t, a, b) for t, a, b in SUMMARY_RATIOS if a in servers and b in servers]
     short = {"wsfast": "wsfast", "wsfast-async": "wsfast, async handler", "picows-batched": "picows, batched",
-             "ceiling-batched": "ceiling, batched", "ceiling-perframe": "ceiling, per frame"}
+             "ceiling-batched": "ceiling, batched", "ceiling-perframe": "ceiling, per frame", "floor-c": "floor (C)"}
     L = ["| scenario | " + " | ".join([short.get(s, s) for s in cols] + [f"CPU {t}" for t, _, _ in ratios]) + " |",
          "|---|" + "---|" * (len(cols) + len(ratios))]
     for c in rt_cases(results) + fanout_cases(results):
@@ -722,7 +760,7 @@ def charts(results, servers, out):
     labels = [SERVERS[s][0] for s in servers]
     colors = {"wsfast": "#1f6feb", "wsfast-python": "#79a8f2", "wsfast-python-nonumpy": "#b6cdf5", "picows": "#e8590c", "aiohttp": "#2f9e44",
               "websockets": "#9c36b5", "tornado": "#868e96", "ceiling-batched": "#343a40",
-              "ceiling-perframe": "#777777", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00",
+              "ceiling-perframe": "#777777", "floor-c": "#000000", "wsfast-async": "#0b3d91", "picows-batched": "#f08c00",
               "uvicorn-wsfast": "#1f6feb", "uvicorn-websockets-sansio": "#9c36b5", "uvicorn-wsproto": "#c2255c",
               "starlette-wsfast": "#74c0fc", "starlette-websockets-sansio": "#da77f2", "granian": "#f59f00"}
     written = []
@@ -839,6 +877,8 @@ def available(name, env):
     """Whether the server's modules import where the servers run (wsfast
     from WSFAST_TREE or this checkout)."""
     mods = SERVERS[name][3]
+    if mods == ["cc"]:  # a C server, built at run time
+        return shutil.which("cc") is not None
     if not mods:
         return True
     tree = env.get("WSFAST_TREE") or ROOT
@@ -915,6 +955,7 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="wsfast-bench-")
     env = dict(os.environ)
     env.pop("WSFAST_NO_EXTENSIONS", None)
+    env["WSFAST_BENCH_WORKDIR"] = workdir  # where C servers are built
     head = git("rev-parse", "HEAD")
     if args.commit:
         print(f"building wsfast at {args.commit} in {workdir} ...", file=sys.stderr)
