@@ -2,6 +2,7 @@
 
     python bench/hotpath_micro.py                 # wsfast (compiled codec) vs the ceiling's parser
     python bench/hotpath_micro.py --size 256 --batch 8
+    python bench/hotpath_micro.py --batch 1 --async   # request/response shape, async def on_message
     WSFAST_NO_EXTENSIONS=1 python bench/hotpath_micro.py
     # instructions per message, steadier than time on a shared machine:
     perf stat -e instructions:u python bench/hotpath_micro.py --only wsfast --rounds 1 --reads 20000
@@ -67,6 +68,14 @@ class Echo(wsfast.WebSocketHandler):
         self.write_message(message)
 
 
+class AsyncEcho(wsfast.WebSocketHandler):
+    async def on_message(self, message):  # as bench/servers/wsfast_server.py --async
+        if type(message) is not str:
+            await self.write_message(message)
+            return
+        await self.write_message(message)
+
+
 class Owner:
     def connection_made(self, protocol):
         pass
@@ -90,11 +99,11 @@ def feed(protocol, data, reads):
     return time.perf_counter_ns() - t0
 
 
-def wsfast_protocol(codec):
+def wsfast_protocol(codec, handler_class=Echo):
     protocol = WebSocketProtocol(Side.SERVER, Options(codec=codec), Owner())
     protocol.connection_made(NullTransport())
-    app = wsfast.Application([(r"/", Echo)])
-    handler = Echo(app, None)
+    app = wsfast.Application([(r"/", handler_class)])
+    handler = handler_class(app, None)
     handler.ws_connection = protocol
     if type(handler).write_message is wsfast.WebSocketHandler.write_message:
         handler.write_message = protocol.write_message  # as web.py does at the upgrade
@@ -110,22 +119,33 @@ def ceiling_protocol():
     return protocol
 
 
+async def outside_task(fn, *args):
+    """fn(*args) called from a loop callback, outside any task, as the event
+    loop calls buffer_updated (an async on_message then runs in the read)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.call_soon(lambda: fut.set_result(fn(*args)))
+    return await fut
+
+
 async def main(args):
     data = frame(args.size, args.text) * args.batch
     messages = args.reads * args.batch
     codec = "python" if os.environ.get("WSFAST_NO_EXTENSIONS") else None
+    handler_class = AsyncEcho if args.use_async else Echo
     results = {}
     for _ in range(args.rounds):
-        for name, make in (("wsfast", lambda: wsfast_protocol(codec)), ("ceiling", ceiling_protocol)):
+        for name, make in (("wsfast", lambda: wsfast_protocol(codec, handler_class)), ("ceiling", ceiling_protocol)):
             if args.only and name != args.only:
                 continue
             protocol = make()
-            feed(protocol, data, 200)  # warm up
-            ns = feed(protocol, data, args.reads) / messages
+            await outside_task(feed, protocol, data, 200)  # warm up
+            ns = await outside_task(feed, protocol, data, args.reads) / messages
             results.setdefault(name, []).append(ns)
     for name, values in results.items():
         print(f"{name:8} {min(values):7.1f} ns/message (best of {args.rounds}; "
-              f"{args.size} B {'text' if args.text else 'binary'}, {args.batch} per read)")
+              f"{args.size} B {'text' if args.text else 'binary'}, {args.batch} per read"
+              f"{', async def on_message' if args.use_async and name == 'wsfast' else ''})")
     if not args.only:
         print(f"wsfast - ceiling: {min(results['wsfast']) - min(results['ceiling']):.1f} ns/message")
 
@@ -137,6 +157,7 @@ if __name__ == "__main__":
     p.add_argument("--reads", type=int, default=20000)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--text", action="store_true")
+    p.add_argument("--async", dest="use_async", action="store_true", help="wsfast with async def on_message")
     p.add_argument("--only", choices=["wsfast", "ceiling"],
                    help="run one side (for perf stat / callgrind instruction counts)")
     asyncio.run(main(p.parse_args()))
