@@ -44,10 +44,19 @@ from .exceptions import (
     ProxyError,
 )
 from .http import redact_uri
-from .protocol import Options, WebSocketProtocol
+from .protocol import (
+    _BATCH_MAX,
+    _JOIN_MAX,
+    _OPEN,
+    _UNCOPIED_MIN,
+    _WS,
+    Options,
+    WebSocketProtocol,
+    _batch_bytes,
+)
 from .proxy import check_proxy, is_tls_proxy, open_tls_tunnel, open_tunnel, proxy_from_environment
 
-__all__ = ["connect", "ClientConnection"]
+__all__ = ["connect", "ClientConnection", "ClientProtocol"]
 
 USER_AGENT = f"wsfast/{_version}"
 
@@ -157,6 +166,7 @@ class ClientConnection:
         self._reading_stream = False  # recv_streaming() is reading a message
         self._dropping = False  # the rest of a message recv_streaming() left is dropped
         self._waiter = None
+        self._replying = False  # recv() waited: the next send goes out at once (see send)
         self._closed = False
         self._pings = collections.OrderedDict()  # payload -> (future, sent at)
         self._loop = asyncio.get_running_loop()
@@ -182,7 +192,39 @@ class ClientConnection:
         if self._closed:
             raise self._closed_error()
         kind = type(message)
-        if kind is not str and kind is not bytes and (
+        protocol = self.protocol
+        if (kind is bytes or kind is str) and compress and not self.extensions:
+            # The hot path: protocol.write_message's work for a client
+            # without extensions, inline. Nothing to wait for unless the
+            # write buffer is full, so no awaitable is made or awaited.
+            if protocol._lost or protocol.transport.is_closing():
+                raise protocol.closed_error()
+            if not protocol._write_paused:
+                conn = protocol.connection
+                data = conn.send_binary(message) if kind is bytes else conn.send_text(message)
+                batch = protocol._batch
+                if batch is None:
+                    if not self._replying and len(data) < _UNCOPIED_MIN:
+                        # Corked until the end of this loop turn: the sends
+                        # of one turn (a burst, many tasks) cost one syscall.
+                        protocol._cork(data)
+                        return
+                    # The first send after a recv() that waited (a reply,
+                    # most likely alone in this loop turn; the next one in
+                    # the turn is corked), or a large frame: written now.
+                    self._replying = False
+                    protocol.transport.write(data)
+                else:
+                    batch.append(data)
+                    if len(batch) < _BATCH_MAX and (
+                        len(data) < _JOIN_MAX or _batch_bytes(batch) < self.options.write_buffer_high
+                    ):
+                        return
+                    protocol._write_batch()  # many frames, or many bytes: written now
+                if protocol._write_paused:  # that write filled the buffer: wait for it
+                    await protocol.drained()
+                return
+        elif kind is not str and kind is not bytes and (
             hasattr(message, "__iter__") or hasattr(message, "__aiter__")
         ) and not isinstance(message, (str, dict)):
             try:
@@ -190,7 +232,7 @@ class ClientConnection:
             except TypeError:
                 await self._send_pieces(message, compress)
                 return
-        await self.protocol.write_message(message, False, compress)
+        await protocol.write_message(message, False, compress)
 
     async def _send_pieces(self, pieces, compress):
         protocol = self.protocol
@@ -279,7 +321,7 @@ class ClientConnection:
         :class:`~wsfast.ConnectionClosedError` otherwise, once every message
         received before the close was returned."""
         messages = self._messages
-        while not messages:
+        while not messages:  # (a queued message is returned without suspending)
             if self._closed:
                 raise self._closed_error()
             if self._waiter is not None:
@@ -289,11 +331,12 @@ class ClientConnection:
                 await waiter
             finally:
                 self._waiter = None
+            self._replying = True
         message = messages.popleft()
         protocol = self.protocol
         if protocol._read_paused and len(messages) <= self.options.max_queue // 2:
             protocol.resume_reading()
-        if not messages:
+        if protocol._close_held and not messages:
             protocol.consumed()  # a close held behind this message may go now
         return message
 
@@ -475,6 +518,53 @@ class ClientConnection:
         return f"<ClientConnection {state} {self.remote_address}>"
 
 
+class ClientProtocol(WebSocketProtocol):
+    """The client's :class:`~wsfast.protocol.WebSocketProtocol`: a read that
+    completes only messages (no control frame, no close, nothing to answer)
+    puts them straight on the :class:`ClientConnection`'s ``recv()`` queue,
+    skipping the generic dispatch (``_receive_ws``: a batch, a handler call
+    per message, the replies' write). Anything else, or a handler whose
+    ``on_message`` is not :meth:`ClientConnection.on_message` (a subclass's,
+    a zero-copy callback), takes the generic path."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, side, options, owner):
+        super().__init__(side, options, owner)
+        self._client = None  # the ClientConnection, while the fast path applies
+
+    def upgrade(self, handler, *args, **kwargs):
+        upgraded = super().upgrade(handler, *args, **kwargs)
+        on_message = getattr(self._on_message, "__func__", None)
+        if upgraded and on_message is ClientConnection.on_message and isinstance(handler, ClientConnection):
+            self._client = handler
+        return upgraded
+
+    def buffer_updated(self, nbytes):
+        client = self._client
+        if client is None or self._windowed or self._mode != _WS:
+            return WebSocketProtocol.buffer_updated(self, nbytes)
+        conn = self.connection
+        events = conn.receive_data(self._view[:nbytes])
+        if conn.state is not _OPEN or conn._out:  # a close, a failure, a pong to send
+            return self._receive_ws(events)
+        if not events:
+            return None  # a partial frame
+        for event in events:
+            kind = type(event)
+            if kind is not bytes and kind is not str:  # a ping, a pong, a fragment
+                return self._receive_ws(events)
+        # ClientConnection.on_message for each, at once:
+        messages = client._messages
+        messages.extend(events)
+        waiter = client._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(messages) >= self.options.max_queue:
+            self.pause_reading()  # recv() lags: let TCP push back
+        return None
+
+
 class connect:
     """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``).
 
@@ -541,8 +631,9 @@ class connect:
     #: The handler class of the connection (a front-end such as
     #: :mod:`wsfast.tornado` passes a subclass of :class:`ClientConnection`).
     connection_class = ClientConnection
-    #: The protocol class (:class:`~wsfast.protocol.WebSocketProtocol` or a subclass).
-    protocol_class = WebSocketProtocol
+    #: The protocol class (:class:`ClientProtocol`, or another
+    #: :class:`~wsfast.protocol.WebSocketProtocol` subclass).
+    protocol_class = ClientProtocol
 
     def __init__(
         self,
