@@ -23,7 +23,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import run as _run  # bench/run.py: start_server, run_client, stop_server
+import at_commit  # noqa: E402  (bench/at_commit.py: wsfast exported at a commit, built outside the checkout)
+import run as _run  # noqa: E402  (bench/run.py: start_server, run_client, stop_server)
 
 
 def main():
@@ -42,7 +43,7 @@ def main():
     trees = {}  # label -> env
     workdir = tempfile.mkdtemp(prefix="async_ratio_")
     for commit in args.commit:
-        tree, sha = _run.wsfast_tree(commit, workdir)
+        tree, sha = at_commit.wsfast_tree(commit, workdir)
         trees[f"{commit}={sha[:8]}"] = dict(os.environ, WSFAST_TREE=tree)
     if not trees:
         env = dict(os.environ)

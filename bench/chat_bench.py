@@ -4,6 +4,7 @@ sharing the room through Redis (RedisHub, SO_REUSEPORT on one port).
 
     python bench/chat_bench.py                       # both setups, writes bench/results/chat.md
     python bench/chat_bench.py --clients 200 --messages 500 --no-write   # a quick look
+    python bench/chat_bench.py --commit HEAD      # wsfast as committed (git archive, built outside the tree)
 
 Each setup: the server processes run a small wsfast app (``/sub``: subscribe
 to the room; ``/pub``: every message received is published to the room; no
@@ -26,11 +27,18 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
+
+# WSFAST_TREE (set for the --serve children by --commit), else this checkout
+sys.path.insert(0, at_commit.tree())
+SERVER_ENV = None  # the servers' environment (at_commit.prepare's); None: this process's
 
 
 def free_port():
@@ -206,7 +214,7 @@ def start_servers(port, workers, redis_url=None):
         cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--port", str(port)]
         if redis_url:
             cmd += ["--redis", redis_url]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT))
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=at_commit.tree(SERVER_ENV), env=SERVER_ENV))
     for proc in procs:
         line = proc.stdout.readline()
         if line.strip() != b"ready":
@@ -254,9 +262,14 @@ def main():
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
+    at_commit.add_option(parser)
     args = parser.parse_args()
     if args.serve:
         return serve(args)
+    global SERVER_ENV
+    workdir = tempfile.mkdtemp(prefix="wsfast-chat-bench-")
+    SERVER_ENV, info = at_commit.prepare(args.commit, workdir)
+    sys.path.insert(0, info["tree"])  # the publishers' wsfast.connect: the same wsfast
 
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -295,9 +308,9 @@ def main():
             f"{r['deliveries_per_s'] / base:.2f}× |")
     table = "\n".join(lines)
     print(table)
+    shutil.rmtree(workdir, ignore_errors=True)
     if args.no_write:
         return 0
-    import wsfast
     try:
         import redis as redis_py
         redis_version = redis_py.__version__
@@ -307,7 +320,8 @@ def main():
         redis_version, parser_name = "-", "-"
     redis_v = subprocess.run([redis_server or "true", "--version"], capture_output=True, text=True).stdout.strip()
     command = "python bench/chat_bench.py" + "".join(
-        f" --{k} {getattr(args, k)}" for k in ("clients", "messages", "size", "publishers"))
+        f" --{k} {getattr(args, k)}" for k in ("clients", "messages", "size", "publishers")) + (
+        f" --commit {args.commit}" if args.commit else "")
     text = f"""# Chat fan-out: messages delivered per second to {args.clients} clients
 
 `{command}` (written by the script).
@@ -327,7 +341,7 @@ message, pipelined in batches of up to 256) and is delivered there by the
 worker's subscriber connection.
 
 Machine: {os.cpu_count()} cores ({platform.machine()}), Python {platform.python_version()},
-wsfast codec {wsfast.IMPLEMENTATION}, uvloop, redis-py {redis_version} ({parser_name}),
+{at_commit.describe(info)}, uvloop, redis-py {redis_version} ({parser_name}),
 {redis_v}. The benchmark's clients, the server processes and redis-server
 share those cores, so the 2-worker numbers show the cost of going through
 Redis rather than a speed-up from a second core: on a machine with a core

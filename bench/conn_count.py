@@ -59,6 +59,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
+
 SELF = os.path.abspath(__file__)
 PER_CLIENT = 17_000  # connections per client process (each under the 20,000-descriptor limit)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -105,7 +109,7 @@ def emit(**event):
 
 def server_main(args):
     die_with_parent(args.lifetime)
-    sys.path.insert(0, os.environ.get("WSFAST_TREE") or ROOT)
+    sys.path.insert(0, at_commit.tree())
     import uvloop
 
     import wsfast
@@ -385,10 +389,6 @@ def one_run(workers, connections, clients, args, env, log):
 # -- report -------------------------------------------------------------------------
 
 
-def git(*a):
-    return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-
 def machine():
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -426,8 +426,7 @@ def write_report(path, results, meta):
     out = []
     w = out.append
     w("# Connection count: 50,000 concurrent connections, SO_REUSEPORT workers\n")
-    w(f"Run {meta['started']} ({meta['seconds']:.0f} s in all); wsfast `{meta['commit']}`"
-      f"{' (work tree, uncommitted changes)' if meta['dirty'] else ''}, codec {meta['codec']}. "
+    w(f"Run {meta['started']} ({meta['seconds']:.0f} s in all); {meta['wsfast']}. "
       f"Command: `{meta['command']}`. Script: `bench/conn_count.py`.\n")
     m = meta["machine"]
     w(f"**Machine**: {m['cpu']}, {m['cpus']} vCPUs, {m['memory_gib']} GiB, Linux {m['kernel']}, "
@@ -534,9 +533,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every run")
     parser.add_argument("--timeout", type=float, default=90.0, help="deadline of the open and echo phases, s")
     parser.add_argument("--lifetime", type=float, default=300.0, help="children kill themselves after this, s")
-    parser.add_argument("--commit", default=None,
-                        help="wsfast as committed at this commit (git archive + build in a temp dir), "
-                             "not the work tree")
+    at_commit.add_option(parser)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "conn_count.md"),
                         help="markdown report ('' for none)")
     args = parser.parse_args(argv)
@@ -564,19 +561,8 @@ def main(argv=None):
     t0 = time.monotonic()
     load = os.getloadavg()
     workdir = tempfile.mkdtemp(prefix="wsfast-conns-")
-    env = dict(os.environ)
-    env.pop("WSFAST_NO_EXTENSIONS", None)
-    if args.commit:
-        sys.path.insert(0, HERE)
-        from run import wsfast_tree
-
-        print(f"building wsfast at {args.commit} in {workdir} ...", file=sys.stderr)
-        tree, commit = wsfast_tree(args.commit, workdir)
-        env["WSFAST_TREE"] = tree
-        dirty = False
-    else:
-        commit = git("rev-parse", "HEAD") or "unknown"
-        dirty = bool(git("status", "--porcelain", "--", "wsfast"))
+    env, info = at_commit.prepare(args.commit, workdir)
+    commit, dirty = info["commit"], info["dirty"]
     log_path = os.path.join(workdir, "children.log")
     results = []
     with open(log_path, "ab") as log:
@@ -604,6 +590,7 @@ def main(argv=None):
     print(json.dumps(results), flush=True)
     if args.out:
         meta = {"started": started, "seconds": seconds, "commit": commit, "dirty": dirty,
+                "wsfast": at_commit.describe(info),
                 "codec": results[0]["codec"], "command": "python bench/conn_count.py" +
                 "".join(" " + a for a in (argv if argv is not None else sys.argv[1:])),
                 "machine": machine(), "load": ", ".join(f"{x:.2f}" for x in load),

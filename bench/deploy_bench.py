@@ -2,6 +2,7 @@
 
     python bench/deploy_bench.py                  # the table of docs/deploy.md
     python bench/deploy_bench.py --rounds 3 --window 1 --idle 500 --json out.json
+    python bench/deploy_bench.py --commit HEAD    # wsfast as committed (git archive, built outside the tree)
 
 Starts ``python -m wsfast echo`` twice (on a TCP port and on a Unix
 socket), and Debian's nginx and haproxy with the configurations of
@@ -43,13 +44,17 @@ import os
 import signal
 import statistics
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, ROOT)  # the proxies' helpers of tests/ (the client side); the server: --commit
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 IDLE_TIMEOUT = 300  # the proxies' idle timeouts here, s: longer than the run
@@ -96,17 +101,18 @@ def children(pid):
 class Backend:
     """``python -m wsfast echo`` on 127.0.0.1:port or on a Unix socket."""
 
-    def __init__(self, port=None, uds=None):
+    def __init__(self, port=None, uds=None, env=None):
         self.port, self.uds, self.proc = port, uds, None
+        self.env = os.environ if env is None else env  # at_commit.prepare's: which wsfast
 
     def start(self):
         where = ["--uds", self.uds] if self.uds else ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         from test_proxies import _die_with_parent
 
+        # -m puts the working directory first on sys.path: the wsfast there runs
         self.proc = subprocess.Popen([sys.executable, "-m", "wsfast", "echo", *where],
-                                     stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                                     preexec_fn=_die_with_parent)
+                                     stdout=subprocess.PIPE, text=True, env=self.env,
+                                     cwd=at_commit.tree(self.env), preexec_fn=_die_with_parent)
         line = self.proc.stdout.readline()
         if "echo server" not in line:
             raise RuntimeError(f"the echo server did not start: {line!r}")
@@ -322,8 +328,9 @@ async def main(args):
     from interop_helpers import free_port
 
     workdir = tempfile.mkdtemp(prefix="wsfast-deploy-bench-")
+    env, info = at_commit.prepare(args.commit, workdir)
     port, uds = free_port(), os.path.join(workdir, "echo.sock")
-    tcp, unix = Backend(port=port), Backend(uds=uds)
+    tcp, unix = Backend(port=port, env=env), Backend(uds=uds, env=env)
     proxies = make_proxies(port, uds)
     try:
         tcp.start()
@@ -367,16 +374,14 @@ async def main(args):
             proxy.stop()
         tcp.stop()
         unix.stop()
-        try:
-            os.rmdir(workdir)
-        except OSError:
-            pass
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def med(name, key):
         return statistics.median(r[key] for r in rounds[name])
 
     base = {key: [r[key] for r in rounds["direct (TCP)"]] for key in ("p50_us", "p99_us")}
     result = {"loadavg_before": load_before, "loadavg_after": load_after, "cores": os.cpu_count(),
+              "wsfast": at_commit.describe(info),
               "args": vars(args), "paths": {}}
     for name in names:
         added50 = statistics.median(r["p50_us"] - b for r, b in zip(rounds[name], base["p50_us"]))
@@ -399,7 +404,7 @@ def table(result):
         f"{a['connections']} connections × 1 message of {a['size']} B in flight, "
         f"{a['window']} s windows, {a['rounds']} interleaved rounds (medians); latency: one "
         f"connection; idle: {a['idle']} connections; {result['cores']} cores, "
-        f"loadavg {result['loadavg_before']} before, {result['loadavg_after']} after",
+        f"loadavg {result['loadavg_before']} before, {result['loadavg_after']} after; {result['wsfast']}",
         "",
         "| path | round trips/s | p50 µs | p99 µs | added p50 / p99 µs | server CPU µs/rt "
         "| proxy CPU µs/rt | client CPU µs/rt | server KiB/idle conn | proxy KiB/idle conn |",
@@ -429,6 +434,7 @@ def parse(argv=None):
     parser.add_argument("--size", type=int, default=64, help="message size, < 126 bytes")
     parser.add_argument("--idle", type=int, default=1000, help="idle connections (0: skip)")
     parser.add_argument("--json", metavar="FILE")
+    at_commit.add_option(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.size < 126:
         parser.error("--size must be below 126 bytes")

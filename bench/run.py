@@ -73,13 +73,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 SERVERS_DIR = os.path.join(HERE, "servers")
+sys.path.insert(0, HERE)
+
+import at_commit  # noqa: E402  (bench/at_commit.py: wsfast exported at a commit and built outside the tree)
+from at_commit import wsfast_tree  # noqa: E402,F401  (for the scripts that import run)
 CLIENT = os.path.join(HERE, "loadclient.py")
 # --client: the load client; picows_client.py is a second, independent one for
 # the echo and latency modes (a cross-check: the two must agree)
@@ -294,34 +297,6 @@ def run_client(args, port, server_pid, cpu, timeout, client="loadclient"):
         return json.loads(lines[-1])
     except (IndexError, ValueError):
         return {"error": f"load client exit {out.returncode}: {out.stderr.decode()[-500:]}"}
-
-
-# -- wsfast at a commit -----------------------------------------------------------
-
-
-def git(*args):
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-
-
-def wsfast_tree(commit, workdir):
-    """wsfast at ``commit`` (git archive), its extension built in place;
-    returns the directory to put first on the servers' PYTHONPATH."""
-    sha = git("rev-parse", commit)
-    if not sha:
-        raise SystemExit(f"unknown commit {commit!r}")
-    dest = os.path.join(workdir, f"wsfast-{sha[:12]}")
-    archive = subprocess.run(["git", "archive", "--format=tar", sha, "wsfast", "setup.py", "pyproject.toml",
-                              "README.md"], cwd=ROOT, capture_output=True, check=True).stdout
-    os.makedirs(dest)
-    tar_path = os.path.join(workdir, "wsfast.tar")
-    with open(tar_path, "wb") as f:
-        f.write(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(dest)
-    env = dict(os.environ, WSFAST_REQUIRE_EXTENSIONS="1")
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=dest, env=env, check=True,
-                   capture_output=True)
-    return dest, sha
 
 
 # -- statistics, tables, charts ---------------------------------------------------
@@ -881,7 +856,7 @@ def available(name, env):
         return shutil.which("cc") is not None
     if not mods:
         return True
-    tree = env.get("WSFAST_TREE") or ROOT
+    tree = at_commit.tree(env)
     code = f"import sys; sys.path.insert(0, {tree!r}); " + "; ".join(f"import {m}" for m in mods)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=False).returncode == 0
 
@@ -927,8 +902,7 @@ def main(argv=None):
     parser.add_argument("--scenarios", default=None,
                         help=f"comma-separated, from {','.join(GROUPS)} (default {','.join(DEFAULT_GROUPS)})")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
-    parser.add_argument("--commit", default=None,
-                        help="benchmark wsfast as committed at this git commit (exported and built in a temp dir)")
+    at_commit.add_option(parser)
     parser.add_argument("--out", default=None, help="directory for system.md/json/png (default bench/results)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
@@ -953,18 +927,9 @@ def main(argv=None):
     rounds = args.rounds or p["rounds"]
     signal.signal(signal.SIGTERM, _on_signal)
     workdir = tempfile.mkdtemp(prefix="wsfast-bench-")
-    env = dict(os.environ)
-    env.pop("WSFAST_NO_EXTENSIONS", None)
+    env, info = at_commit.prepare(args.commit, workdir)
     env["WSFAST_BENCH_WORKDIR"] = workdir  # where C servers are built
-    head = git("rev-parse", "HEAD")
-    if args.commit:
-        print(f"building wsfast at {args.commit} in {workdir} ...", file=sys.stderr)
-        tree, sha = wsfast_tree(args.commit, workdir)
-        env["WSFAST_TREE"] = tree
-        commit, dirty = sha, False
-    else:
-        commit = head or "unknown"
-        dirty = bool(git("status", "--porcelain", "--", "wsfast"))
+    commit, dirty = info["commit"], info["dirty"]
     if args.smoke:
         servers = ["wsfast"] if available("wsfast", env) else ["wsfast-python"]
         groups = ["echo"]

@@ -8,6 +8,7 @@ under, what the server did, and whether a normal client was still served.
     python bench/stress.py --only ping-flood --only deflate-bomb
     python bench/stress.py --quick              # smaller counts (the slow test)
     python bench/stress.py --markdown           # the table for docs/hostile-clients.md
+    python bench/stress.py --commit HEAD        # wsfast as committed (git archive, built outside the tree)
 
 Peak RSS is the server's ``VmHWM`` (a fresh server per attack), minus its
 RSS once it has served its first client ("base"). A row passes when the
@@ -22,6 +23,7 @@ import base64
 import json
 import os
 import random
+import shutil
 import socket
 import ssl
 import struct
@@ -32,10 +34,17 @@ import time
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
+
+# WSFAST_TREE (set for the --serve-app child by --commit), else this checkout
+if at_commit.tree() not in sys.path:
+    sys.path.insert(0, at_commit.tree())
 
 from wsfast import _frame_py as F  # noqa: E402
+
+SERVER_ENV = None  # the servers' environment (at_commit.prepare's, with --commit); None: this process's
 
 MB = 1 << 20
 ZERO_KEY = b"\x00\x00\x00\x00"  # a legal masking key that leaves payloads as they are: cheap floods
@@ -64,7 +73,9 @@ class Server:
         if loop == "asyncio" and kind != "app":
             argv.append("--no-uvloop")
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        # -m puts the working directory first on sys.path: the wsfast there runs
+        self.proc = subprocess.Popen(argv, cwd=at_commit.tree(SERVER_ENV), env=SERVER_ENV, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -834,8 +845,8 @@ def start_server(spec, loop, tmp):
     kind, *extra = spec
     if kind == "tls":
         cert, key = make_cert(tmp)
-        probe = subprocess.run([sys.executable, "-m", "wsfast", "echo", "--help"], cwd=ROOT,
-                               capture_output=True, text=True).stdout
+        probe = subprocess.run([sys.executable, "-m", "wsfast", "echo", "--help"], cwd=at_commit.tree(SERVER_ENV),
+                               env=SERVER_ENV, capture_output=True, text=True).stdout
         if "--certfile" in probe:
             server = Server("echo", "--certfile", cert, "--keyfile", key, loop=loop)
             server.how = "python -m wsfast echo --certfile"
@@ -911,11 +922,15 @@ def main(argv=None):
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--serve-app", nargs="+", metavar="PORT [CERT KEY]", help=argparse.SUPPRESS)
+    at_commit.add_option(parser)
     args = parser.parse_args(argv)
     if args.serve_app:
         port, *cert = args.serve_app
         serve_app(int(port), *cert)
         return 0
+    global SERVER_ENV
+    workdir = tempfile.mkdtemp(prefix="wsfast-stress-")
+    SERVER_ENV, info = at_commit.prepare(args.commit, workdir)
     names = args.only or list(ATTACKS)
     scale = 0.25 if args.quick else 1.0
     loop = None if args.loop == "default" else "asyncio"
@@ -928,9 +943,8 @@ def main(argv=None):
               file=sys.stderr, flush=True)
         rows.append(row)
     print(table(rows, args.markdown))
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"\ncommit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{at_commit.describe(info)}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"python bench/stress.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     if args.json:
         with open(args.json, "w") as f:

@@ -5,6 +5,7 @@ tornado_wsfast_server.py: one import differs), side by side in one run.
     python bench/tornado_bench.py                 # ~4 min, writes bench/results/tornado.md/json
     python bench/tornado_bench.py --quick         # ~1 min
     python bench/tornado_bench.py --rounds 5 --sizes 64,8192
+    python bench/tornado_bench.py --commit HEAD   # wsfast as committed (git archive, built outside the tree)
 
 Cases, each a fresh look at both servers, rounds interleaved (round 1:
 tornado then wsfast.tornado, round 2: ..., a cell is the median over rounds):
@@ -25,14 +26,17 @@ import argparse
 import json
 import os
 import select
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
 import run as _run  # noqa: E402  (bench/run.py: server/client processes)
 
 # name -> the server script in bench/servers
@@ -90,12 +94,14 @@ def main(argv=None):
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true")
+    at_commit.add_option(parser)
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 3)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else SIZES
     server_cpu = None if args.no_pin else args.server_cpu
     client_cpu = None if args.no_pin else args.client_cpu
-    env = dict(os.environ)
+    workdir = tempfile.mkdtemp(prefix="wsfast-tornado-bench-")
+    env, info = at_commit.prepare(args.commit, workdir)
     os.makedirs(args.out, exist_ok=True)
     log = open(os.path.join(args.out, "tornado_servers.log"), "w")
     results = {name: {} for name in SERVERS}  # server -> case -> [runs]
@@ -130,7 +136,9 @@ def main(argv=None):
         f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
         "(round trips/s needs both processes to get their core; on a shared machine "
         "the server CPU µs per round trip is the figure that holds).",
-        f"Servers: {banners.get('tornado', '?')} / {banners.get('tornado-wsfast', '?')}.",
+        f"Servers: {banners.get('tornado', '?')} / {banners.get('tornado-wsfast', '?')}; "
+        f"{at_commit.describe(info)}.",
+        f"Command: `python bench/tornado_bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
     ]
     checks = []
@@ -173,7 +181,8 @@ def main(argv=None):
     with open(os.path.join(args.out, "tornado.md"), "w") as f:
         f.write(text)
     with open(os.path.join(args.out, "tornado.json"), "w") as f:
-        json.dump({"banners": banners, "rounds": rounds, "results": results}, f, indent=1)
+        json.dump({"banners": banners, "rounds": rounds, "wsfast": info, "results": results}, f, indent=1)
+    shutil.rmtree(workdir, ignore_errors=True)
     print(text)
     return 0 if all(ok for _, ok, _ in checks) else 1
 
