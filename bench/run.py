@@ -82,7 +82,7 @@ SERVERS_DIR = os.path.join(HERE, "servers")
 sys.path.insert(0, HERE)
 
 import at_commit  # noqa: E402  (bench/at_commit.py: wsfast exported at a commit and built outside the tree)
-from at_commit import wsfast_tree  # noqa: E402,F401  (for the scripts that import run)
+from at_commit import git, wsfast_tree  # noqa: E402,F401  (for the scripts that import them from run)
 CLIENT = os.path.join(HERE, "loadclient.py")
 # --client: the load client; picows_client.py is a second, independent one for
 # the echo and latency modes (a cross-check: the two must agree)
