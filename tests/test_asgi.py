@@ -568,3 +568,65 @@ def test_ws_max_queue_bounds_what_waits(run):
         assert 4 <= seen["queued"] <= 6, seen
 
     run(main())
+
+
+class _CountingTransport:
+    """The real transport, counting the writes the protocol hands it."""
+
+    def __init__(self, transport):
+        self._t = transport
+        self.writes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+    def write(self, data):
+        self.writes += 1
+        self._t.write(data)
+
+    def writelines(self, parts):
+        self.writes += 1
+        self._t.writelines(parts)
+
+
+def test_one_reply_is_written_at_once_a_burst_corked(run, protocol_cls):
+    """The answer to a message the application waited for goes to the
+    transport inside send() (no callback at the end of the loop turn: that
+    would cost another loop iteration per message); further sends before the
+    next receive() are corked into one write at the end of the turn, and a
+    burst the application follows with a sleep still goes out, in order."""
+    seen = {}
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return
+            count = int(message["text"])
+            transport = seen["protocol"].transport
+            before = transport.writes
+            for i in range(count):
+                await send({"type": "websocket.send", "text": f"{count}.{i}"})
+            seen.setdefault("writes", []).append(
+                (count, transport.writes - before, seen["protocol"]._batch is None))
+            if count == 3:
+                await asyncio.sleep(0.05)  # the corked two go out meanwhile
+
+    async def main():
+        async with serve(app, protocol_cls) as (server, port):
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                await asyncio.sleep(0.05)
+                protocol = seen["protocol"] = next(iter(server.server_state.connections))
+                protocol.transport = _CountingTransport(protocol.transport)
+                for count in (1, 1, 3, 1):
+                    await ws.send(str(count))
+                    for i in range(count):
+                        assert await ws.recv() == f"{count}.{i}"
+        # one write each inside send() for the single answers; the burst:
+        # its first at once, the other two in one write after the turn
+        assert seen["writes"] == [(1, 1, True), (1, 1, True), (3, 1, False), (1, 1, True)]
+        assert protocol.transport.writes == 6  # and the close reply
+
+    run(main())

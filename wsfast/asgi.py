@@ -314,7 +314,7 @@ class ASGISession:
 
     __slots__ = (
         "protocol", "scope", "_key", "_request", "_state", "_app_closed", "_queue", "_waiter",
-        "_handed", "_disconnect", "_response", "_chunked",
+        "_handed", "_disconnect", "_response", "_chunked", "_direct",
     )
 
     def __init__(self, protocol, request, key):
@@ -329,6 +329,7 @@ class ASGISession:
         self._disconnect = None  # the websocket.disconnect event, once known
         self._response = None  # (status, headers) of a denial response not started yet
         self._chunked = False
+        self._direct = False  # the next send may write at once (see send())
         config = protocol.config
         transport = protocol.transport
         root_path = config.root_path
@@ -403,6 +404,7 @@ class ASGISession:
     async def receive(self):
         """The next event: websocket.connect, websocket.receive (text or
         bytes), then websocket.disconnect (again on every later call)."""
+        self._direct = True
         if self._handed:  # the message handed over last time has had its turn
             self._handed = False
             if self.protocol._close_held:  # (the test of consumed(), saving a call per message)
@@ -518,6 +520,22 @@ class ASGISession:
                     # More messages to answer in this loop turn (a pipelining
                     # peer): their replies go out in one write at its end.
                     protocol.cork()
+                elif self._direct and protocol._batch is None:
+                    # The first send since a receive() with nothing queued
+                    # behind it (one message in flight: the answer): written
+                    # now. Corked, it would cost a callback at the turn's end
+                    # and so another loop iteration (an epoll_wait) per
+                    # message. Further sends before the next receive() are
+                    # corked (a burst: one write).
+                    self._direct = False
+                    protocol._batch = []  # write_message's frame lands here ...
+                    try:
+                        protocol.write_message(data)
+                    except WebSocketError:
+                        raise ClientDisconnected() from None
+                    finally:
+                        protocol._flush_batch()  # ... and goes out now
+                    return
                 try:
                     protocol.write_message(data)
                 except WebSocketError:
