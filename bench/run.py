@@ -163,7 +163,7 @@ def cases(group, profile, conns_target):
             out.append(("echosplit-256", ["echo", "--size", "256", "--split"] + t))
         return out
     if group == "rr":
-        rr = RR_CASES[:1] if profile == "smoke" else RR_CASES
+        rr = RR_CASES[:1] if profile == "smoke" else p.get("rr_cases", RR_CASES)
         return [(f"rr{n}-{s}", ["echo", "--connections", str(n), "--inflight", "1", "--size", str(s)] + t)
                 for n, s in rr]
     if group == "single":
@@ -412,7 +412,9 @@ def short_label(case):
 
 
 def rt_cases(results):
-    out = [f"echo-{s}" for s in ECHO_SIZES] + ["echosplit-256"] + [f"rr{n}-{s}" for n, s in RR_CASES] + ["latency-64", f"large-{LARGE}"]
+    rr = sorted({(n, s) for n, s in RR_CASES} | {tuple(map(int, c[2:].split("-"))) for c in results
+                                                   if c.startswith("rr")})  # --rr-sizes adds some
+    out = [f"echo-{s}" for s in ECHO_SIZES] + ["echosplit-256"] + [f"rr{n}-{s}" for n, s in rr] + ["latency-64", f"large-{LARGE}"]
     return [c for c in out if c in results]
 
 
@@ -910,6 +912,10 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--sizes", default=None,
                         help=f"pipelined echo payload sizes, comma-separated (default {PROFILES['full']['echo_sizes']})")
+    parser.add_argument("--rr-sizes", default=None,
+                        help="request/response (16 connections, one message in flight each) payload sizes, "
+                             f"comma-separated (default {[s for n, s in RR_CASES if n == 16]}; 256 × 1 at 256 B "
+                             "stays)")
     parser.add_argument("--fanout-10k", action="store_true", help="fan-out: add corked broadcasts to 10,000 clients")
     parser.add_argument("--skip", default="",
                         help="server:group pairs not to run, comma-separated (e.g. tornado:fanout,aiohttp:fanout)")
@@ -922,6 +928,8 @@ def main(argv=None):
     p = PROFILES[profile]
     if args.sizes:
         p["echo_sizes"] = [int(x) for x in args.sizes.split(",")]
+    if args.rr_sizes:
+        p["rr_cases"] = [(16, int(x)) for x in args.rr_sizes.split(",")] + [c for c in RR_CASES if c[0] != 16]
     if args.fanout_10k:
         p["fanout"] = p["fanout"] + [p["fanout_10k"]]
     rounds = args.rounds or p["rounds"]
