@@ -24,6 +24,7 @@ by default, turn it on where the bytes on the wire matter.
 import asyncio
 import base64
 import collections
+import inspect
 import os
 import random
 import ssl as _ssl
@@ -151,7 +152,7 @@ class ClientConnection:
     once closed.
     """
 
-    def __init__(self, options, key, subprotocols, request, compression=None):
+    def __init__(self, options, key, subprotocols, request, compression=None, on_message=None):
         self.options = options
         self.protocol = None
         self.subprotocol = None
@@ -172,6 +173,14 @@ class ClientConnection:
         self._loop = asyncio.get_running_loop()
         self._handshake = self._loop.create_future()
         self._lost = self._loop.create_future()
+        self._callback = on_message
+        if on_message is not None:
+            # The protocol's zero-copy mechanism, as for a server handler
+            # with zero_copy = True: binary messages come as a memoryview
+            # released when the callback returns, and the parser reuses a
+            # large message's storage for the next (FrameParser.reuse_buffer).
+            self.zero_copy = True
+            self.on_message = on_message
 
     # -- the public API --------------------------------------------------------
 
@@ -268,6 +277,8 @@ class ClientConnection:
         received whole comes as one piece. Raises
         :class:`~wsfast.ConnectionClosed` as :meth:`recv` does. Leaving the
         loop early drops the rest of that message."""
+        if self._callback is not None:
+            raise self._callback_mode()
         if self._reading_stream:
             raise RuntimeError("recv_streaming() is already reading a message")
         if self._messages or self._closed:
@@ -322,6 +333,8 @@ class ClientConnection:
         received before the close was returned."""
         messages = self._messages
         while not messages:  # (a queued message is returned without suspending)
+            if self._callback is not None:
+                raise self._callback_mode()
             if self._closed:
                 raise self._closed_error()
             if self._waiter is not None:
@@ -418,6 +431,13 @@ class ClientConnection:
 
     def _closed_error(self):
         return self.protocol.closed_error()
+
+    @staticmethod
+    def _callback_mode():
+        return RuntimeError(
+            "messages go to the on_message callback given to connect(): "
+            "recv() and recv_streaming() have none (await ws.wait_closed() to wait for the end)"
+        )
 
     # -- handler interface (called by WebSocketProtocol) ----------------------------
 
@@ -613,6 +633,17 @@ class connect:
     proxy's status; None for SOCKS, whose message says why, e.g. a failed
     username/password authentication). See :mod:`wsfast.proxy`.
 
+    Zero-copy receive, opt in: ``on_message=callback`` (a plain function)
+    gets every message instead of the :meth:`~ClientConnection.recv` queue:
+    text as ``str``, binary as a read-only ``memoryview`` of the payload,
+    valid until the callback returns (released then: a view used later
+    raises ``ValueError``; copy what you keep with ``bytes(view)``). The
+    compiled codec then reads the next large message into the same storage
+    (``FrameParser.reuse_buffer``, as for a server handler with
+    ``zero_copy = True``). ``recv()`` and ``recv_streaming()`` raise
+    ``RuntimeError`` on such a connection (``wait_closed()`` waits for its
+    end); an exception in the callback is logged and closes with 1011.
+
     Reconnecting: ``async for ws in connect(uri):`` yields a new open
     connection each time round the loop (closing the previous one); opening
     is retried with exponential backoff and jitter (``backoff_min`` 1 s ×
@@ -667,8 +698,18 @@ class connect:
         proxy=True,
         proxy_ssl=None,
         proxy_server_hostname=None,
+        on_message=None,
     ):
         self.uri = uri
+        if on_message is not None:
+            if not callable(on_message):
+                raise TypeError(f"on_message must be callable, not {type(on_message).__name__}")
+            if inspect.iscoroutinefunction(on_message):
+                raise TypeError(
+                    "on_message must be a plain function: it gets a memoryview valid during "
+                    "the call, which an async function would outlive (await ws.recv() instead)"
+                )
+        self._on_message = on_message
         secure = parse_uri(uri)[0]  # a bad URI fails here, before any connection
         self._ssl_arg = ssl
         self._server_hostname = server_hostname
@@ -761,8 +802,9 @@ class connect:
             self._origin,
             extensions=_client_offer(compression) if compression is not None else None,
         )
+        extra = {} if self._on_message is None else {"on_message": self._on_message}
         client = self.connection_class(
-            self.options, key, self._subprotocols, request, compression
+            self.options, key, self._subprotocols, request, compression, **extra
         )
 
         def factory():
