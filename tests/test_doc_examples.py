@@ -20,6 +20,8 @@ Each page's fenced blocks run in order, in a fresh temporary directory:
 * A block after ``<!-- example: api MODULE -->`` is an interface listing
   (signatures without bodies): every ``class``, ``def`` and its parameters
   named there must exist in MODULE.
+* A block after ``<!-- example: alternatives -->`` shows ways to say the
+  same thing (an import before and after switching): each line runs alone.
 * A block after ``<!-- example: file app.py -->`` is a file the other
   examples run (``app:app``): written into every page's directory.
 * A block after ``<!-- example: not run: REASON -->`` is not run; such
@@ -269,7 +271,7 @@ class Page:
 
 def has_top_level_await(code):
     try:
-        ast.parse(code)
+        compile(code, "<example>", "exec")
         return False
     except SyntaxError:
         compile(code, "<example>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)  # else: a real error
@@ -300,6 +302,10 @@ def run_python(page, block, i):
         return
     if block.kind == "api":
         check_api_listing(block)
+        return
+    if block.kind == "alternatives":  # "before" / "after" lines: each is a program of its own
+        for j, line in enumerate(l for l in code.splitlines() if l.strip()):
+            page.run_script(line + "\n", f"example_{i}_{j}.py")
         return
     if block.kind == "harness":
         HARNESSES[block.arg](page, block, i)
@@ -1072,7 +1078,7 @@ def test_every_block_is_known():
     for page in PAGES:
         for block in blocks(page):
             assert block.lang in ("python", "sh", "nginx", "haproxy"), f"{block}: say which language"
-            assert block.kind in ("", "server", "harness", "api", "file", "not"), f"{block}: unknown marker"
+            assert block.kind in ("", "server", "harness", "api", "file", "alternatives", "not"), f"{block}: unknown marker"
             if block.kind == "harness":
                 assert block.arg in HARNESSES, f"{block}: no harness {block.arg!r}"
                 used.add(block.arg)
@@ -1107,3 +1113,36 @@ def test_page_examples_run(page, tmp_path, request):
         ok = True
     finally:
         run.close(ok)
+
+
+def test_examples_type_check(tmp_path):
+    """mypy on the python blocks of docs/*.md, as a user's code (README.md's
+    and the guides' are checked by tests/test_typing.py). A fragment run by a
+    harness uses names its page's prose defines (``routes``, ``handler``):
+    they are left unknown (``name-defined`` off for it), everything else is
+    checked."""
+    pytest.importorskip("mypy", reason="mypy is in the test extra")
+    package = tmp_path / "docs_examples"  # pyproject.toml: docs_examples.* is checked as user code
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    count = 0
+    for page in PAGES:
+        if page == "README.md" or page.startswith(os.path.join("docs", "guide")):
+            continue
+        for block in blocks(page):
+            if block.lang != "python" or block.kind in ("api", "not"):
+                continue
+            codes = [block.code]
+            if block.kind == "alternatives":
+                codes = [line + "\n" for line in block.code.splitlines() if line.strip()]
+            for j, code in enumerate(codes):
+                code = as_coroutine(code) if has_top_level_await(code) else code
+                if block.kind == "harness":
+                    code = '# mypy: disable-error-code="name-defined"\n' + code
+                name = re.sub(r"\W", "_", f"{page[:-3]}_{block.line}_{j}")
+                (package / f"{name}.py").write_text(code, encoding="utf-8")
+                count += 1
+    assert count >= 10
+    out = subprocess.run([PYTHON, "-m", "mypy", "--cache-dir", os.path.join(ROOT, ".mypy_cache"),
+                          str(package)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
