@@ -27,6 +27,11 @@ Each page's fenced blocks run in order, in a fresh temporary directory:
 * A block after ``<!-- example: not run: REASON -->`` is not run; such
   blocks must be listed in ``EXCLUDED`` with the same reason.
 
+The literal blocks of the package's docstrings (the API reference shows
+them) run too, each in its harness in ``DOCSTRING_HARNESSES``; the few that
+are not Python (a wire format, a state diagram) are in
+``DOCSTRING_NOT_PYTHON`` with what they are.
+
 The well-known ports of the examples (8000, 8888, 9001, Redis' 6379) are
 replaced by free ones, so the examples never meet a running demo.
 """
@@ -1146,3 +1151,313 @@ def test_examples_type_check(tmp_path):
     out = subprocess.run([PYTHON, "-m", "mypy", "--cache-dir", os.path.join(ROOT, ".mypy_cache"),
                           str(package)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# -- examples in docstrings -----------------------------------------------------
+
+def docstring_blocks():
+    """``{"module.qualname#n": code}``: the literal blocks (``::``) of every
+    docstring of the package (the site's API reference shows them)."""
+    found = {}
+    package = os.path.join(ROOT, "wsfast")
+    for filename in sorted(os.listdir(package)):
+        if not filename.endswith(".py"):
+            continue
+        with open(os.path.join(package, filename), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        module = "wsfast" if filename == "__init__.py" else f"wsfast.{filename[:-3]}"
+
+        def visit(node, qualname):
+            doc = ast.get_docstring(node)
+            if doc and "::" in doc:
+                lines = doc.split("\n")
+                n = i = 0
+                while i < len(lines):
+                    if not lines[i].rstrip().endswith("::"):
+                        i += 1
+                        continue
+                    j = i + 1
+                    while j < len(lines) and not lines[j].strip():
+                        j += 1
+                    k = j
+                    while k < len(lines) and (not lines[k].strip() or lines[k][:1].isspace()):
+                        k += 1
+                    found[f"{qualname}#{n}"] = textwrap.dedent("\n".join(lines[j:k])).strip() + "\n"
+                    n += 1
+                    i = k
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    visit(child, f"{qualname}.{child.name}")
+
+        visit(tree, module)
+    return found
+
+
+# Literal blocks of docstrings that are not Python: why.
+DOCSTRING_NOT_PYTHON = {
+    "wsfast.chat#0": "the chat's wire protocol: JSON messages the page sends",
+    "wsfast.chat#1": "the chat's wire protocol: JSON messages the page gets (field names only)",
+    "wsfast.connection#0": "a state diagram",
+    "wsfast.connection.Connection._decode_extensions#0": "an interface listing (attributes and "
+                                                         "methods an extension provides)",
+}
+
+
+def d_auth_module(page, code, i):
+    """The TokenAuthMixin example: a user store, then 401 without a token or
+    with a wrong/expired one, the upgrade and open() with a good one."""
+    out = page.run_script(harness_script("""
+        import asyncio
+        from types import SimpleNamespace
+        import wsfast
+
+        class Sessions:  # the example's "your store"
+            async def find(self, token):
+                return {"good": SimpleNamespace(user="ada", expired=False),
+                        "old": SimpleNamespace(user="bob", expired=True)}.get(token)
+
+        sessions = Sessions()
+        """, code, """
+        async def main():
+            app = wsfast.Application([(r"/chat", Chat)])
+            server = await app.listen(0, host="127.0.0.1")
+            url = f"ws://127.0.0.1:{server.port}/chat"
+            async with wsfast.connect(url, additional_headers={"Authorization": "Bearer good"}) as ws:
+                await ws.ping()
+            for token in (None, "old", "nope"):
+                try:
+                    await wsfast.connect(url, additional_headers={"Authorization": f"Bearer {token}"} if token else {})
+                except wsfast.HandshakeError as exc:
+                    assert exc.status == 401, exc
+                else:
+                    raise AssertionError(f"{token}: accepted")
+            await app.stop()
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+    assert "hello ada" in out, out
+
+
+def d_asgi_authenticate(page, code, i):
+    pytest.importorskip("fastapi")
+    endpoint = ('@app.websocket("/ws")\nasync def chat(websocket: WebSocket):\n'
+                + textwrap.indent(code, "    "))
+    page.run_script(harness_script("""
+        import asyncio
+        import socket
+        import uvicorn
+        import wsfast
+        from fastapi import FastAPI, WebSocket
+        from wsfast.asgi import WSFastProtocol
+        from wsfast.auth import asgi_authenticate
+
+        app = FastAPI()
+
+        def verify(token):
+            return "ada" if token == "good" else None
+        """, endpoint, """
+        async def main():
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            server = uvicorn.Server(uvicorn.Config(app, ws=WSFastProtocol, log_level="warning"))
+            task = asyncio.ensure_future(server.serve(sockets=[sock]))
+            while not server.started:
+                await asyncio.sleep(0.02)
+            url = f"ws://127.0.0.1:{port}/ws"
+            ws = await wsfast.connect(url + "?access_token=good")
+            await ws.close()
+            try:
+                await wsfast.connect(url + "?access_token=bad")
+            except wsfast.HandshakeError as exc:
+                assert exc.status == 401, exc
+            else:
+                raise AssertionError("a bad token was accepted")
+            server.should_exit = True
+            await task
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+
+
+def d_broadcast(page, code, i):
+    page.run_script(harness_script("""
+        import asyncio
+        import wsfast
+
+        room = set()
+        payload = b"\\x00\\x01" * 100
+
+        class Member(wsfast.WebSocketHandler):
+            def open(self):
+                room.add(self)
+        """, as_coroutine(code), """
+        async def main():
+            app = wsfast.Application([(r"/room", Member)])
+            server = await app.listen(0, host="127.0.0.1")
+            url = f"ws://127.0.0.1:{server.port}/room"
+            async with wsfast.connect(url) as a, wsfast.connect(url) as b:
+                while len(room) < 2:
+                    await asyncio.sleep(0.01)
+                names = await example()
+                assert names["result"].sent == 2, names["result"]
+                for ws in (a, b):
+                    assert await ws.recv() == "hello"
+                    assert await ws.recv() == payload
+            await app.stop()
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+
+
+def _echo_server(page, port_in_code):
+    script = page.dir / "echo_server.py"
+    script.write_text(page.sub(textwrap.dedent(f"""
+        import wsfast
+
+        class Echo(wsfast.WebSocketHandler):
+            def on_message(self, message):
+                self.write_message(message)
+
+        wsfast.run(wsfast.Application([(r"/.*", Echo)]), host="127.0.0.1", port={port_in_code})
+        """)), encoding="utf-8")
+    page.start_server_script(script, page.ports[port_in_code])
+
+
+def _until_shutdown(port_in_code):
+    def harness(page, code, i):
+        _echo_server(page, port_in_code)
+        h_until_shutdown(page, Block("docstring", 0, "python", code.replace("localhost", "127.0.0.1"), None), i)
+    return harness
+
+
+def d_pubsub(page, code, i):
+    page.run_script(harness_script("", as_coroutine(code), """
+        async def main():
+            names = await example()
+            app = wsfast.Application([(r"/room/(\\w+)", names["Room"])])
+            server = await app.listen(0, host="127.0.0.1")
+            url = f"ws://127.0.0.1:{server.port}/room/lobby"
+            async with wsfast.connect(url) as a, wsfast.connect(url) as b:
+                await asyncio.sleep(0.1)
+                await a.send("hi, lobby")
+                assert await a.recv() == "hi, lobby"
+                assert await b.recv() == "hi, lobby"
+            await app.stop()
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+
+
+def d_web_module(page, code, i):
+    script = page.dir / f"doc_{i}.py"
+    script.write_text(harness_script("""
+        import wsfast
+
+        class MainPage(wsfast.RequestHandler):
+            def get(self):
+                self.write("<p>the page</p>")
+        """, page.sub(code), ""), encoding="utf-8")
+    page.start_server_script(script, page.ports[8888])
+    port = page.ports[8888]
+    assert "the page" in urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read().decode()
+    with sync_connect(f"ws://127.0.0.1:{port}/websocket") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "You said: hi"
+    script, proc, _ = page.servers.pop()
+    stop(proc, "the wsfast.web example")
+    out = proc.stdout.read().decode()
+    assert "opened" in out and "closed 1000" in out, out
+
+
+def d_web_prepare(page, code, i):
+    page.run_script(harness_script("""
+        import asyncio
+        import wsfast
+
+        async def valid_token(token):  # the example's check
+            return token == "s3cret"
+        """, code, """
+        Chat.on_message = lambda self, message: self.write_message(message)
+
+        async def main():
+            app = wsfast.Application([(r"/chat", Chat)])
+            server = await app.listen(0, host="127.0.0.1")
+            url = f"ws://127.0.0.1:{server.port}/chat"
+            try:
+                await wsfast.connect(url)
+            except wsfast.HandshakeError as exc:
+                assert exc.status == 401 and ("WWW-Authenticate", "Bearer") in exc.headers, exc
+            else:
+                raise AssertionError("accepted without a token")
+            async with wsfast.connect(url + "?token=s3cret") as ws:
+                await ws.send("in")
+                assert await ws.recv() == "in"
+            await app.stop()
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+
+
+def d_web_get(page, code, i):
+    handler = "class Guarded(wsfast.WebSocketHandler):\n" + textwrap.indent(code, "    ")
+    page.run_script(harness_script("""
+        import asyncio
+        import wsfast
+        """, handler, """
+        async def main():
+            app = wsfast.Application([(r"/ws", Guarded)])
+            server = await app.listen(0, host="127.0.0.1")
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            try:
+                await wsfast.connect(url, max_redirects=0)
+            except wsfast.HandshakeError as exc:
+                assert exc.status == 302 and ("Location", "/login") in exc.headers, (exc, exc.headers)
+            else:
+                raise AssertionError("upgraded without the cookie")
+            async with wsfast.connect(url, additional_headers={"Cookie": "session=1"}) as ws:
+                await ws.ping()
+            await app.stop()
+
+        asyncio.run(main())
+        """), f"doc_{i}.py")
+
+
+def d_alternatives(page, code, i):
+    for j, line in enumerate(l for l in code.splitlines() if l.strip()):
+        page.run_script(line + "\n", f"doc_{i}_{j}.py")
+
+
+DOCSTRING_HARNESSES = {
+    "wsfast.auth#0": d_auth_module,
+    "wsfast.auth.asgi_authenticate#0": d_asgi_authenticate,
+    "wsfast.broadcast#0": d_broadcast,
+    "wsfast.client#0": _until_shutdown(8888),
+    "wsfast.pubsub#0": d_pubsub,
+    "wsfast.sync#0": _until_shutdown(8000),
+    "wsfast.tornado#0": d_alternatives,
+    "wsfast.web#0": d_web_module,
+    "wsfast.web#1": d_web_prepare,
+    "wsfast.web.WebSocketHandler.get#0": d_web_get,
+}
+
+
+def test_every_docstring_example_is_known():
+    found = docstring_blocks()
+    assert set(found) == set(DOCSTRING_HARNESSES) | set(DOCSTRING_NOT_PYTHON), (
+        "docstring examples without a harness: " + ", ".join(sorted(set(found) - set(DOCSTRING_HARNESSES)
+                                                                   - set(DOCSTRING_NOT_PYTHON)))
+        + "; harnesses without an example: " + ", ".join(sorted(set(DOCSTRING_HARNESSES) | set(DOCSTRING_NOT_PYTHON)
+                                                               - set(found))))
+
+
+@pytest.mark.parametrize("key", sorted(DOCSTRING_HARNESSES))
+def test_docstring_example_runs(key, tmp_path):
+    code = docstring_blocks()[key]
+    page = Page(key, tmp_path)
+    ok = False
+    try:
+        DOCSTRING_HARNESSES[key](page, code, 0)
+        ok = True
+    finally:
+        page.close(ok)

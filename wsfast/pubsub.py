@@ -2,7 +2,9 @@
 subscribed to a topic, in this process (:class:`Hub`) or across processes
 and machines through Redis (:class:`RedisHub`). Same API for both::
 
-    hub = wsfast.pubsub.Hub()                       # or RedisHub("redis://127.0.0.1:6379")
+    from wsfast.pubsub import Hub, RedisHub
+
+    hub = Hub()                                     # or RedisHub("redis://127.0.0.1:6379")
     await hub.start()                               # (a no-op for Hub)
 
     class Room(wsfast.WebSocketHandler):

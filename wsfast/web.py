@@ -14,7 +14,7 @@
             print("closed", self.close_code)
 
     app = wsfast.Application([(r"/", MainPage), (r"/websocket", EchoWebSocket)])
-    wsfast.run(app, port=8888)              # or: server = await app.listen(8888)
+    wsfast.run(app, host="127.0.0.1", port=8888)   # or: server = await app.listen(8888)
 
 Plain HTTP and WebSocket share the port. Routes are ``(regex, HandlerClass)``
 or ``(regex, HandlerClass, kwargs)``; the regex must match the whole path,
