@@ -59,6 +59,12 @@ def test_docs_build_without_warnings(tmp_path):
         assert f'guide/{page[:-3]}.html' in index, page
     api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
     assert "write_message" in api and "broadcast" in api
+    for name in ("wsfast.sync.connect", "asgi_authenticate", "WSFastProtocol", "websocket_connect",
+                 "negotiate_server", "ProxyError"):
+        assert name in api, name
+    # the performance page has the method and the numbers (README.md's Benchmarks, included)
+    performance = (tmp_path / "html" / "guide" / "performance.html").read_text(encoding="utf-8")
+    assert "CPU wsfast ÷ picows" in performance and "bench/run.py" in performance
 
 
 def test_every_guide_has_examples():
