@@ -27,6 +27,10 @@ import socket
 import ssl as _ssl
 import threading
 import time
+from types import ModuleType, TracebackType
+from typing import (
+    Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Type, Union, cast,
+)
 
 from . import handshake as _hs
 from .client import (
@@ -39,12 +43,21 @@ from .client import (
 )
 from .connection import Close, Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
-from .http import ResponseParser, redact_uri
-from .proxy import check_proxy, is_tls_proxy, open_tunnel_sync, proxy_from_environment, wrap_tls
+from .http import HeadersLike, Response, ResponseParser, _header_pairs, redact_uri
+from .proxy import (
+    TLSInTLS, check_proxy, is_tls_proxy, open_tunnel_sync, proxy_from_environment, wrap_tls,
+)
 
 __all__ = ["connect", "ClientConnection"]
 
 _READ = 65536
+
+#: What ``ClientConnection.socket`` is: a socket, a TLS one, or TLS inside
+#: an ``https://`` proxy's TLS.
+Socket = Union[socket.socket, TLSInTLS]
+#: What :meth:`ClientConnection.send` takes: text, bytes-like, a dict (as
+#: JSON), or pieces of one fragmented message.
+Sendable = Union[str, bytes, bytearray, memoryview, Dict[str, Any], Iterable[str], Iterable[bytes]]
 
 
 class ClientConnection:
@@ -52,13 +65,14 @@ class ClientConnection:
     iteration, ``close``; ``subprotocol``, ``response``, ``close_code``,
     ``close_reason``."""
 
-    def __init__(self, sock, connection, response, subprotocol, close_timeout, trailing):
+    def __init__(self, sock: Socket, connection: Connection, response: Response,
+                 subprotocol: Optional[str], close_timeout: Optional[float], trailing: bytes) -> None:
         self.socket = sock
         self.connection = connection
         self.response = response
         self.subprotocol = subprotocol
         self.close_timeout = close_timeout
-        self._events = collections.deque()
+        self._events: Deque[Union[str, bytes]] = collections.deque()
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._eof = False
@@ -67,7 +81,7 @@ class ClientConnection:
 
     # -- sending ---------------------------------------------------------------
 
-    def _write(self, data):
+    def _write(self, data: Optional[bytes]) -> None:
         if data:
             try:
                 self.socket.sendall(data)
@@ -75,7 +89,7 @@ class ClientConnection:
                 self._lost()
                 raise self.connection._closed_error() from None
 
-    def send(self, message):
+    def send(self, message: Sendable) -> None:
         """Send ``str`` as text, bytes-like as binary, a ``dict`` as JSON
         text, an iterable of ``str`` (or of bytes) as one fragmented message.
         Raises :class:`~wsfast.ConnectionClosed` once the connection closes."""
@@ -90,17 +104,18 @@ class ClientConnection:
                 self._write(conn.send_binary(message))
             else:
                 try:
-                    data = memoryview(message)
+                    data = memoryview(message)  # type: ignore[arg-type]  # TypeError tells
                 except TypeError:
                     if not hasattr(message, "__iter__"):
                         raise TypeError(f"cannot send {kind.__name__}") from None
-                    self._send_pieces(message)
+                    self._send_pieces(cast(Union[Iterable[str], Iterable[bytes]], message))
+
                 else:
                     self._write(conn.send_binary(data))
 
-    def _send_pieces(self, pieces):
+    def _send_pieces(self, pieces: Union[Iterable[str], Iterable[bytes]]) -> None:
         conn = self.connection
-        empty = None
+        empty: Union[str, bytes, None] = None
         try:
             for piece in pieces:
                 self._write(conn.send_fragment(piece, False))
@@ -113,14 +128,14 @@ class ClientConnection:
         if empty is not None:
             self._write(conn.send_fragment(empty, True))
 
-    def ping(self, data=b""):
+    def ping(self, data: Union[str, bytes] = b"") -> None:
         """Send a ping (its pong is not waited for)."""
         with self._send_lock:
             self._write(self.connection.send_ping(data.encode() if isinstance(data, str) else data))
 
     # -- receiving -------------------------------------------------------------
 
-    def _feed(self, data):
+    def _feed(self, data: bytes) -> None:
         conn = self.connection
         events = conn.receive_data(data)
         with self._send_lock:
@@ -139,12 +154,12 @@ class ClientConnection:
         if conn.state is State.CLOSED:
             self._shutdown()
 
-    def _lost(self):
+    def _lost(self) -> None:
         if self.connection.state is not State.CLOSED:
             self.connection.receive_eof()
         self._shutdown()
 
-    def _shutdown(self):
+    def _shutdown(self) -> None:
         if self._eof:
             return
         self._eof = True
@@ -153,7 +168,7 @@ class ClientConnection:
         except OSError:
             pass
 
-    def recv(self, timeout=None):
+    def recv(self, timeout: Optional[float] = None) -> Union[str, bytes]:
         """The next message (``str`` or ``bytes``), waiting at most
         ``timeout`` seconds (None: no limit; ``TimeoutError`` then). Raises
         :class:`~wsfast.ConnectionClosedOK` after a normal close,
@@ -188,7 +203,7 @@ class ClientConnection:
                 self._feed(data)
             return events.popleft()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Union[str, bytes]]:
         while True:
             try:
                 yield self.recv()
@@ -197,7 +212,7 @@ class ClientConnection:
 
     # -- closing ---------------------------------------------------------------
 
-    def close(self, code=1000, reason=""):
+    def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason``: send the close frame, read
         (dropping messages) until the server's close or ``close_timeout``,
         then close TCP."""
@@ -238,46 +253,47 @@ class ClientConnection:
             self._recv_lock.release()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._eof
 
     @property
-    def close_code(self):
-        return self.connection.close_code
+    def close_code(self) -> Optional[int]:
+        return self.connection.close_code  # type: ignore[no-any-return]  # Connection: not annotated yet
 
     @property
-    def close_reason(self):
-        return self.connection.close_reason
+    def close_reason(self) -> Optional[str]:
+        return self.connection.close_reason  # type: ignore[no-any-return]  # Connection: not annotated yet
 
-    def __enter__(self):
+    def __enter__(self) -> "ClientConnection":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<wsfast.sync.ClientConnection {self.connection.state.name}>"
 
 
 def connect(
-    uri,
+    uri: str,
     *,
-    subprotocols=None,
-    additional_headers=None,
-    origin=None,
-    ssl=None,
-    server_hostname=None,
-    max_message_size=16 * 2**20,
-    open_timeout=10.0,
-    close_timeout=5.0,
-    codec=None,
-    user_agent=USER_AGENT,
-    max_redirects=10,
-    sock=None,
-    proxy=True,
-    proxy_ssl=None,
-    proxy_server_hostname=None,
-):
+    subprotocols: Optional[Iterable[str]] = None,
+    additional_headers: Optional[HeadersLike] = None,
+    origin: Optional[str] = None,
+    ssl: Union[_ssl.SSLContext, bool, None] = None,
+    server_hostname: Optional[str] = None,
+    max_message_size: int = 16 * 2**20,
+    open_timeout: Optional[float] = 10.0,
+    close_timeout: Optional[float] = 5.0,
+    codec: Union[str, ModuleType, None] = None,
+    user_agent: Optional[str] = USER_AGENT,
+    max_redirects: int = 10,
+    sock: Optional[socket.socket] = None,
+    proxy: Union[str, bool, None] = True,
+    proxy_ssl: Optional[_ssl.SSLContext] = None,
+    proxy_server_hostname: Optional[str] = None,
+) -> ClientConnection:
     """Open a WebSocket connection to ``uri`` (``ws://`` or ``wss://``) and
     return a :class:`ClientConnection` (a context manager: closes on exit).
     The arguments are those of :func:`wsfast.connect` of the same names.
@@ -287,11 +303,10 @@ def connect(
     parse_uri(uri)
     if proxy is not True and proxy is not None and proxy is not False:
         _check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
-    subprotocols = list(subprotocols or ())
-    headers = []
+    offered = list(subprotocols or ())
+    headers: List[Tuple[str, str]] = []
     if additional_headers is not None:
-        headers.extend(additional_headers.items() if hasattr(additional_headers, "items")
-                       else additional_headers)
+        headers.extend(_header_pairs(additional_headers))
     if user_agent and not any(n.lower() == "user-agent" for n, _ in headers):
         headers.append(("User-Agent", user_agent))
     deadline = None if open_timeout is None else time.monotonic() + open_timeout
@@ -299,7 +314,7 @@ def connect(
     redirects = 0
     while True:
         try:
-            return _open(uri, redirects == 0 and sock, subprotocols, headers, auth, origin, ssl,
+            return _open(uri, sock if redirects == 0 else None, offered, headers, auth, origin, ssl,
                          server_hostname if redirects == 0 else None, max_message_size,
                          deadline, close_timeout, codec, proxy, proxy_ssl, proxy_server_hostname)
         except HandshakeError as exc:
@@ -329,7 +344,7 @@ def connect(
             redirects += 1
 
 
-def _left(deadline, uri):
+def _left(deadline: Optional[float], uri: str) -> Optional[float]:
     if deadline is None:
         return None
     left = deadline - time.monotonic()
@@ -338,32 +353,42 @@ def _left(deadline, uri):
     return left
 
 
-def _check_proxy(proxy, proxy_ssl, proxy_server_hostname):
+def _check_proxy(proxy: str, proxy_ssl: Optional[_ssl.SSLContext],
+                 proxy_server_hostname: Optional[str]) -> None:
     if (proxy_ssl is not None or proxy_server_hostname is not None) and not is_tls_proxy(proxy):
         raise ValueError(
             f"proxy_ssl and proxy_server_hostname are for an https:// proxy, not {redact_uri(proxy)}"
         )
 
 
-def _open(uri, sock, subprotocols, headers, auth, origin, ssl, server_hostname,
-          max_message_size, deadline, close_timeout, codec, proxy, proxy_ssl, proxy_server_hostname):
+def _open(uri: str, given: Optional[socket.socket], subprotocols: List[str],
+          headers: List[Tuple[str, str]], auth: Optional[str], origin: Optional[str],
+          ssl: Union[_ssl.SSLContext, bool, None], server_hostname: Optional[str],
+          max_message_size: int, deadline: Optional[float], close_timeout: Optional[float],
+          codec: Union[str, ModuleType, None], proxy: Union[str, bool, None],
+          proxy_ssl: Optional[_ssl.SSLContext],
+          proxy_server_hostname: Optional[str]) -> ClientConnection:
     secure, host, port, resource, host_header = parse_uri(uri)
-    if not sock:
+    if given is not None:
+        tcp = given
+    else:
         if proxy is True:
             proxy = proxy_from_environment(secure, host, port)
             if proxy is not None:
                 _check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
-        if proxy:
-            sock = open_tunnel_sync(proxy, host, port, timeout=_left(deadline, uri),
-                                    ssl=proxy_ssl, server_hostname=proxy_server_hostname)
+        if isinstance(proxy, str) and proxy:
+            tcp = open_tunnel_sync(proxy, host, port, timeout=_left(deadline, uri),
+                                   ssl=proxy_ssl, server_hostname=proxy_server_hostname)
         else:
-            sock = socket.create_connection((host, port), timeout=_left(deadline, uri))
+            tcp = socket.create_connection((host, port), timeout=_left(deadline, uri))
+    sock: Socket = tcp
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if secure:
             context = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
-            sock.settimeout(_left(deadline, uri))
-            sock = wrap_tls(sock, context, server_hostname or host)
+            tcp.settimeout(_left(deadline, uri))
+            sock = wrap_tls(tcp, context, server_hostname or host)
+
         if auth is not None and not any(n.lower() == "authorization" for n, _ in headers):
             headers = headers + [("Authorization", auth)]
         key = _hs.generate_key()
