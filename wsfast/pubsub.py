@@ -47,19 +47,34 @@ import os
 import random
 import socket
 import time
+from types import ModuleType, TracebackType
+from typing import (
+    TYPE_CHECKING, Any, Awaitable, Coroutine, Counter, Deque, Dict, Generator, Iterable, List,
+    NamedTuple, Optional, Set, Tuple, Type, Union,
+)
 
 from .broadcast import BroadcastResult, broadcast
+
+if TYPE_CHECKING:
+    from .web import WebSocketHandler
 
 __all__ = ["BroadcastResult", "Hub", "PublishResult", "RedisHub"]
 
 log = logging.getLogger("wsfast.pubsub")
 
-#: What ``publish()`` returns. ``local``: the :class:`BroadcastResult` of the
-#: delivery to this process's subscribers. ``accepted``: True when every
-#: subscriber, on every worker, will get the message (Hub: always; RedisHub:
-#: it is in the outgoing buffer), False when the buffer was full and only
-#: this process's subscribers got it.
-PublishResult = collections.namedtuple("PublishResult", "local accepted")
+#: What :meth:`Hub.publish` takes (a str is sent as text unless ``binary=True``).
+Message = Union[str, bytes, bytearray, memoryview]
+
+
+class PublishResult(NamedTuple):
+    """What ``publish()`` returns. ``local``: the :class:`BroadcastResult` of the
+    delivery to this process's subscribers. ``accepted``: True when every
+    subscriber, on every worker, will get the message (Hub: always; RedisHub:
+    it is in the outgoing buffer), False when the buffer was full and only
+    this process's subscribers got it."""
+
+    local: BroadcastResult
+    accepted: bool
 
 
 class _Ready:
@@ -67,18 +82,19 @@ class _Ready:
 
     __slots__ = ()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, None]:
         return None
         yield  # a generator: "await _READY" returns at once
 
-    def done(self):
+    def done(self) -> bool:
         return True
 
 
 _READY = _Ready()
+_StreamId = Tuple[int, int]
 
 
-def _new_worker_id():
+def _new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
@@ -92,52 +108,55 @@ class Hub:
     whose write buffer is full ("skip", "close" or "queue").
     """
 
-    def __init__(self, *, history=0, slow="skip", worker_id=None):
+    def __init__(self, *, history: int = 0, slow: str = "skip",
+                 worker_id: Optional[str] = None) -> None:
         self.history_size = history
         self.slow = slow
         self.worker_id = worker_id or _new_worker_id()
-        self._topics = {}  # topic -> {handler: None}, an ordered set
-        self._handler_topics = {}  # handler -> set of topics
-        self._history = {}  # topic -> deque of messages
+        # topic -> {handler: None}, an ordered set
+        self._topics: Dict[str, Dict["WebSocketHandler", None]] = {}
+        self._handler_topics: Dict["WebSocketHandler", Set[str]] = {}
+        self._history: Dict[str, Deque[Message]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
     @property
-    def state(self):
+    def state(self) -> str:
         """``"local"`` for Hub; RedisHub: ``"connecting"``, ``"up"``, ``"down"``, ``"closed"``."""
         return "local"
 
-    async def start(self):
+    async def start(self) -> None:
         """Start the hub (RedisHub connects in the background)."""
 
-    async def close(self):
+    async def close(self) -> None:
         """Stop the hub; subscriptions are forgotten."""
         self._topics.clear()
         self._handler_topics.clear()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "Hub":
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info):
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         await self.close()
 
     # -- subscriptions -------------------------------------------------------------
 
-    def subscribe(self, topic, handler):
+    def subscribe(self, topic: str, handler: "WebSocketHandler") -> Awaitable[None]:
         """Deliver ``topic``'s messages to ``handler`` (a WebSocketHandler).
         Returns an awaitable, done once the topic is live on every worker
         (at once for Hub, and for RedisHub while Redis is down); ignoring it
         is fine."""
         subscribers = self._topics.get(topic)
         new_topic = subscribers is None
-        if new_topic:
+        if subscribers is None:
             subscribers = self._topics[topic] = {}
         subscribers[handler] = None
         self._handler_topics.setdefault(handler, set()).add(topic)
         return self._topic_added(topic) if new_topic else self._topic_ready(topic)
 
-    def unsubscribe(self, topic, handler):
+    def unsubscribe(self, topic: str, handler: "WebSocketHandler") -> None:
         """Stop delivering ``topic`` to ``handler`` (no error if it was not subscribed)."""
         subscribers = self._topics.get(topic)
         if subscribers is None or handler not in subscribers:
@@ -152,37 +171,38 @@ class Hub:
             del self._topics[topic]
             self._topic_removed(topic)
 
-    def unsubscribe_all(self, handler):
+    def unsubscribe_all(self, handler: "WebSocketHandler") -> None:
         """Unsubscribe ``handler`` from every topic (call it in ``on_close``)."""
         for topic in list(self._handler_topics.get(handler, ())):
             self.unsubscribe(topic, handler)
 
-    def subscribers(self, topic):
+    def subscribers(self, topic: str) -> List["WebSocketHandler"]:
         """This process's subscribers of ``topic`` (a list)."""
         return list(self._topics.get(topic, ()))
 
-    def topics(self):
+    def topics(self) -> List[str]:
         """The topics with subscribers in this process."""
         return list(self._topics)
 
-    def _topic_added(self, topic):
+    def _topic_added(self, topic: str) -> Awaitable[None]:
         return _READY
 
-    def _topic_ready(self, topic):
+    def _topic_ready(self, topic: str) -> Awaitable[None]:
         return _READY
 
-    def _topic_removed(self, topic):
+    def _topic_removed(self, topic: str) -> None:
         pass
 
     # -- messages ------------------------------------------------------------------
 
-    async def publish(self, topic, message, *, binary=None):
+    async def publish(self, topic: str, message: Message, *,
+                      binary: Optional[bool] = None) -> PublishResult:
         """Deliver ``message`` (str: text, bytes: binary; ``binary=True``
         sends a str as binary) to every subscriber of ``topic``. Returns a
         :class:`PublishResult`."""
         return PublishResult(self._deliver(topic, message, binary), True)
 
-    def _deliver(self, topic, message, binary):
+    def _deliver(self, topic: str, message: Message, binary: Optional[bool]) -> BroadcastResult:
         if self.history_size:
             history = self._history.get(topic)
             if history is None:
@@ -193,11 +213,12 @@ class Hub:
             return BroadcastResult(0, 0, 0, 0)
         return broadcast(list(subscribers), message, binary=binary, slow=self.slow)
 
-    async def history(self, topic, limit=None):
+    async def history(self, topic: str, limit: Optional[int] = None) -> List[Message]:
         """The last ``limit`` (default: ``history``) messages of ``topic``,
         oldest first."""
         limit = self.history_size if limit is None else limit
-        messages = self._history.get(topic, ())
+        messages: Iterable[Message] = self._history.get(topic, ())
+
         if limit <= 0:
             return []
         return list(messages)[-limit:]
@@ -218,14 +239,14 @@ return id
 """
 
 
-def _parse_id(stream_id):
+def _parse_id(stream_id: Union[str, bytes]) -> _StreamId:
     if isinstance(stream_id, bytes):
         stream_id = stream_id.decode("ascii")
     ms, _, seq = stream_id.partition("-")
     return (int(ms), int(seq or 0))
 
 
-def _format_id(parsed):
+def _format_id(parsed: _StreamId) -> str:
     return f"{parsed[0]}-{parsed[1]}"
 
 
@@ -248,9 +269,10 @@ class RedisHub(Hub):
     what happened. See docs/pubsub.md for the delivery guarantee.
     """
 
-    def __init__(self, url="redis://127.0.0.1:6379", *, prefix="wsfast:", history=0,
-                 retention=1000, buffer=10000, slow="skip", backoff=(0.1, 5.0),
-                 connect_timeout=2.0, worker_id=None):
+    def __init__(self, url: str = "redis://127.0.0.1:6379", *, prefix: str = "wsfast:",
+                 history: int = 0, retention: int = 1000, buffer: int = 10000, slow: str = "skip",
+                 backoff: Tuple[float, float] = (0.1, 5.0), connect_timeout: float = 2.0,
+                 worker_id: Optional[str] = None) -> None:
         super().__init__(history=history, slow=slow, worker_id=worker_id)
         if "\n" in self.worker_id:
             raise ValueError("worker_id must not contain a newline")
@@ -260,43 +282,43 @@ class RedisHub(Hub):
         self.buffer_size = buffer
         self.backoff = backoff
         self.connect_timeout = connect_timeout
-        self.stats = collections.Counter()
+        self.stats: Counter[str] = collections.Counter()
         self._state = "connecting"
-        self._outbox = collections.deque()  # (seq, topic, flag, data)
+        self._outbox: Deque[Tuple[int, str, str, bytes]] = collections.deque()  # (seq, topic, flag, data)
         self._seq = itertools.count(int(time.time() * 1000) * 1000)
-        self._wake = None  # asyncio.Event: the outbox has something
-        self._task = None
-        self._session = None  # the live connection's state (_Session) or None
-        self._last_id = {}  # topic -> last stream id delivered here, (ms, seq)
-        self._down_since = None
+        self._wake: Optional[asyncio.Event] = None  # the outbox has something
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._session: Optional[_Session] = None  # the live connection's state
+        self._last_id: Dict[str, _StreamId] = {}  # topic -> last stream id delivered here
+        self._down_since: Optional[float] = None
         self._overflowed = 0
         self._clock_offset_ms = 0.0  # Redis server's clock minus ours
         self._seq_key = f"{prefix}seq:{self.worker_id}"
         self._worker_bytes = self.worker_id.encode()
 
-    def _stream_key(self, topic):
+    def _stream_key(self, topic: str) -> str:
         return f"{self.prefix}h:{topic}"
 
-    def _channel(self, topic):
+    def _channel(self, topic: str) -> str:
         return f"{self.prefix}t:{topic}"
 
     @property
-    def state(self):
+    def state(self) -> str:
         return self._state
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Messages waiting for Redis."""
         return len(self._outbox)
 
-    async def start(self):
+    async def start(self) -> None:
         if self._task is None:
             self._wake = asyncio.Event()
             if self._outbox:
                 self._wake.set()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def close(self):
+    async def close(self) -> None:
         """Stop; what is still buffered is dropped (logged)."""
         task, self._task = self._task, None
         if task is not None:
@@ -310,16 +332,17 @@ class RedisHub(Hub):
         self._state = "closed"
         await super().close()
 
-    async def wait_up(self, timeout=None):
+    async def wait_up(self, timeout: Optional[float] = None) -> None:
         """Wait until connected to Redis (at most ``timeout`` s, then TimeoutError)."""
-        async def poll():
+        async def poll() -> None:
             while self._state != "up":
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(poll(), timeout)
 
     # -- publishing ------------------------------------------------------------------
 
-    async def publish(self, topic, message, *, binary=None):
+    async def publish(self, topic: str, message: Message, *,
+                      binary: Optional[bool] = None) -> PublishResult:
         local = self._deliver(topic, message, binary)
         if isinstance(message, str):
             flag = "b" if binary else "t"
@@ -342,7 +365,7 @@ class RedisHub(Hub):
             self._wake.set()
         return PublishResult(local, True)
 
-    async def history(self, topic, limit=None):
+    async def history(self, topic: str, limit: Optional[int] = None) -> List[Message]:
         """The last ``limit`` messages of ``topic``, oldest first: from the
         topic's Redis stream (every worker's), or from this worker's own copy
         while Redis is down."""
@@ -361,7 +384,7 @@ class RedisHub(Hub):
         return await super().history(topic, limit)
 
     @staticmethod
-    def _decode(fields):
+    def _decode(fields: Dict[bytes, bytes]) -> Tuple[bytes, Union[str, bytes]]:
         data = fields[b"m"]
         if fields.get(b"f", b"t") == b"t":
             return fields[b"w"], data.decode("utf-8")
@@ -369,7 +392,7 @@ class RedisHub(Hub):
 
     # -- subscriptions -------------------------------------------------------------
 
-    def _topic_added(self, topic):
+    def _topic_added(self, topic: str) -> Awaitable[None]:
         session = self._session
         if session is None or self._state != "up":
             # Subscribed while not connected: catch up, once connected, from
@@ -380,14 +403,14 @@ class RedisHub(Hub):
             return _READY
         return session.add_topic(topic)
 
-    def _topic_ready(self, topic):
+    def _topic_ready(self, topic: str) -> Awaitable[None]:
         session = self._session
         if session is None or self._state != "up":
             return _READY
         future = session.ready.get(topic)
         return asyncio.shield(future) if future is not None else _READY
 
-    def _topic_removed(self, topic):
+    def _topic_removed(self, topic: str) -> None:
         self._last_id.pop(topic, None)
         session = self._session
         if session is not None:
@@ -395,7 +418,7 @@ class RedisHub(Hub):
 
     # -- the connection loop ------------------------------------------------------
 
-    async def _run(self):
+    async def _run(self) -> None:
         import redis.asyncio as aioredis  # imported here: Hub needs nothing installed
 
         first, longest = self.backoff
@@ -421,7 +444,7 @@ class RedisHub(Hub):
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _set_up(self):
+    def _set_up(self) -> None:
         if self._down_since is not None:
             log.warning(
                 "redis hub: reconnected to %s after %.1f s; sending %d buffered messages%s",
@@ -435,7 +458,7 @@ class RedisHub(Hub):
         self._overflowed = 0
         self._state = "up"
 
-    def _set_down(self, exc):
+    def _set_down(self, exc: Exception) -> None:
         if self._state != "down":
             self._down_since = time.monotonic()
             what = "lost" if self._state == "up" else "cannot reach"
@@ -446,7 +469,8 @@ class RedisHub(Hub):
             self._state = "down"
             self.stats["outages"] += 1
 
-    def _deliver_remote(self, topic, stream_id, worker, flag, data):
+    def _deliver_remote(self, topic: str, stream_id: bytes, worker: bytes, flag: bytes,
+                        data: bytes) -> None:
         """A message read from Redis (live or catch-up): deliver it unless
         it is older than the last one delivered here or this worker's own."""
         parsed = _parse_id(stream_id)
@@ -457,7 +481,7 @@ class RedisHub(Hub):
         self._last_id[topic] = parsed
         if worker == self._worker_bytes:
             return  # delivered locally at publish time
-        message = data.decode("utf-8") if flag == b"t" else data
+        message: Message = data.decode("utf-8") if flag == b"t" else data
         self.stats["received"] += 1
         self._deliver(topic, message, None)
 
@@ -467,20 +491,25 @@ class _Session:
     """One connection period of a RedisHub: a client (publishes, streams)
     and a pub/sub connection; torn down whole on the first error."""
 
-    def __init__(self, hub, aioredis):
+    def __init__(self, hub: RedisHub, aioredis: ModuleType) -> None:
         self.hub = hub
         self.aioredis = aioredis
-        self.client = None
-        self.pubsub = None
+        # redis.asyncio's Redis client and PubSub (the module comes as an argument)
+        self.client: Any = None
+        self.pubsub: Any = None
         self.script = None
-        self.ready = {}  # topic -> future, done when subscribed and caught up
-        self.confirm = {}  # channel (bytes) -> future of the SUBSCRIBE confirmation
-        self.catching_up = {}  # topic -> live messages held during its catch-up
-        self.tasks = set()
-        self.failed = None  # future: a topic task failed, the session ends
-        self.sha = None
+        # topic -> future, done when subscribed and caught up
+        self.ready: Dict[str, "asyncio.Future[None]"] = {}
+        # channel (bytes) -> future of the SUBSCRIBE confirmation
+        self.confirm: Dict[bytes, "asyncio.Future[None]"] = {}
+        # topic -> live messages held during its catch-up
+        self.catching_up: Dict[str, List[Tuple[bytes, bytes, bytes, bytes]]] = {}
+        self.tasks: Set["asyncio.Task[None]"] = set()
+        # a topic task failed, the session ends
+        self.failed: Optional["asyncio.Future[None]"] = None
+        self.sha: Optional[str] = None
 
-    async def connect(self):
+    async def connect(self) -> None:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -499,10 +528,11 @@ class _Session:
         for topic in hub.topics():
             self.add_topic(topic)
 
-    async def serve(self):
+    async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         reader = loop.create_task(self._read())
         writer = loop.create_task(self._write())
+        assert self.failed is not None  # connect() made it
         try:
             done, _ = await asyncio.wait({reader, writer, self.failed},
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -510,11 +540,11 @@ class _Session:
             for task in (reader, writer):
                 task.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
-        for task in done:
-            task.result()
+        for finished in done:
+            finished.result()
         raise ConnectionError("redis session ended")
 
-    async def teardown(self):
+    async def teardown(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
@@ -532,33 +562,36 @@ class _Session:
 
     # -- topics ------------------------------------------------------------------------
 
-    def _spawn(self, coro):
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> "asyncio.Task[None]":
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task):
-        if task.cancelled() or task.exception() is None:
+    def _task_done(self, task: "asyncio.Task[None]") -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
             return
         # A failed SUBSCRIBE/XRANGE: end the session, reconnect, start over.
         if self.failed is not None and not self.failed.done():
-            self.failed.set_exception(task.exception())
+            self.failed.set_exception(exc)
 
-    def add_topic(self, topic):
+    def add_topic(self, topic: str) -> "asyncio.Future[None]":
         future = self.ready.get(topic)
         if future is None:
             future = self.ready[topic] = asyncio.get_running_loop().create_future()
             self._spawn(self._subscribe(topic, future))
         return asyncio.shield(future)
 
-    def remove_topic(self, topic):
+    def remove_topic(self, topic: str) -> None:
         self.ready.pop(topic, None)
         self.catching_up.pop(topic, None)
         self._spawn(self._unsubscribe(topic))
 
-    async def _subscribe(self, topic, future):
+    async def _subscribe(self, topic: str, future: "asyncio.Future[None]") -> None:
         hub = self.hub
         stream = hub._stream_key(topic)
         if topic not in hub._last_id:
@@ -590,14 +623,14 @@ class _Session:
         if not future.done():
             future.set_result(None)
 
-    async def _unsubscribe(self, topic):
+    async def _unsubscribe(self, topic: str) -> None:
         if topic in self.hub._topics:
             return  # subscribed again meanwhile
         await self.pubsub.unsubscribe(self.hub._channel(topic))
 
     # -- the two loops ----------------------------------------------------------------
 
-    async def _read(self):
+    async def _read(self) -> None:
         hub = self.hub
         prefix = hub._channel("").encode()
         n = len(prefix)
@@ -622,10 +655,12 @@ class _Session:
                 if future is not None and not future.done():
                     future.set_result(None)
 
-    async def _write(self):
+    async def _write(self) -> None:
         hub = self.hub
         outbox = hub._outbox
         wake = hub._wake
+        assert wake is not None  # start() made it
+
         sha = self.sha
         seq_key = hub._seq_key
         worker = hub.worker_id
