@@ -89,17 +89,30 @@ import signal
 import socket
 import stat
 import sys
-from http.cookies import SimpleCookie
-from typing import Any, Callable, Optional
+from http.cookies import Morsel, SimpleCookie
+from ssl import SSLContext
+from types import TracebackType
+from typing import (
+    TYPE_CHECKING, Any, Awaitable, Callable, Counter, Dict, FrozenSet, Generator, Iterable, List,
+    Optional, Pattern, Sequence, Set, Tuple, Type, TypeVar, Union, overload,
+)
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import handshake as _hs
 from .connection import Side
+from .deflate import Compression
 from .deflate import compression_options as _compression_options
 from .exceptions import ConnectionClosed, HandshakeError
-from .http import (Headers, TrustedProxies, build_response, client_address, parse_proxy_header,
-                   status_reason)
+from .http import (Headers, HeadersLike, Request, TrustedProxies, _header_pairs,
+
+                   build_response, client_address, parse_proxy_header, status_reason)
 from .protocol import Options, WebSocketProtocol
+
+if TYPE_CHECKING:
+    from .broadcast import Message
+    from .handshake import ExtensionFactory
+
+_T = TypeVar("_T")
 
 __all__ = [
     "Application",
@@ -129,18 +142,16 @@ class HTTPError(Exception):
     the standard phrase; ``headers`` (dict or pairs) are added to the answer,
     e.g. ``{"WWW-Authenticate": "Bearer"}`` with a 401."""
 
-    def __init__(self, status_code=500, log_message=None, *args, reason=None, headers=None):
+    def __init__(self, status_code: int = 500, log_message: Optional[str] = None, *args: Any,
+                 reason: Optional[str] = None, headers: Optional[HeadersLike] = None) -> None:
         self.status_code = status_code
         self.log_message = log_message
         self.args = args
         self.reason = reason
-        if headers is None:
-            headers = []
-        elif hasattr(headers, "items"):
-            headers = list(headers.items())
-        self.headers = list(headers)
+        self.headers: List[Tuple[str, str]] = (
+            list(_header_pairs(headers)) if headers is not None else [])
 
-    def __str__(self):
+    def __str__(self) -> str:
         message = f"HTTP {self.status_code}: {self.reason or status_reason(self.status_code)}"
         if self.log_message:
             detail = self.log_message % self.args if self.args else self.log_message
@@ -148,19 +159,19 @@ class HTTPError(Exception):
         return message
 
 
-def _http_date(timestamp=None):
+def _http_date(timestamp: Optional[float] = None) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
 
 
-def _clean(values, strip):
+def _clean(values: Iterable[str], strip: bool) -> List[str]:
     values = [_CONTROL_CHARS.sub(" ", value) for value in values]
     return [value.strip() for value in values] if strip else values
 
 
-def _last_value(values, name, default):
+def _last_value(values: List[str], name: str, default: Any) -> Any:
     """The last of an argument's ``values``; ``default`` if there is none,
     and ``HTTPError(400)`` if no default was given either."""
     if values:
@@ -170,13 +181,13 @@ def _last_value(values, name, default):
     return default
 
 
-def _zero_off(seconds):
+def _zero_off(seconds: Optional[float]) -> Optional[float]:
     """Tornado's meaning of 0 for ``ping_interval`` and ``ping_timeout``:
     off (None), not "at once"."""
     return None if seconds == 0 else seconds
 
 
-def _split_host(host):
+def _split_host(host: str) -> str:
     """The name in a ``Host`` header value, without port, lower-cased and
     without a trailing dot (``"[::1]:8888"`` → ``"::1"``); "" if none."""
     host = host.strip().lower()
@@ -189,7 +200,7 @@ def _split_host(host):
     return host.rstrip(".")
 
 
-def _allowed_hosts(value):
+def _allowed_hosts(value: Optional[Iterable[str]]) -> Optional[Tuple[str, ...]]:
     """The ``allowed_hosts`` setting, checked: None (any host) or a tuple
     of names."""
     if value is None:
@@ -210,7 +221,7 @@ def _allowed_hosts(value):
     return tuple(hosts)
 
 
-def host_allowed(host, allowed):
+def host_allowed(host: str, allowed: Optional[Iterable[str]]) -> bool:
     """Whether the ``Host`` header value ``host`` names one of ``allowed``
     (``"example.com"``; ``".example.com"`` for it and its subdomains;
     ``"*"`` for any; ``allowed=None`` allows every host)."""
@@ -231,7 +242,7 @@ def host_allowed(host, allowed):
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
-def _origin_key(origin):
+def _origin_key(origin: str) -> Optional[str]:
     """``scheme://host[:port]`` of an origin, lower-cased, default port
     dropped; None if it cannot be parsed (``http://[``) or is ``null``."""
     try:
@@ -249,13 +260,14 @@ def _origin_key(origin):
     return f"{parts.scheme}://{host}"
 
 
-def _trusted_origins(value):
+def _trusted_origins(value: Optional[Iterable[str]]) -> FrozenSet[str]:
     if value is None:
         return frozenset()
     if isinstance(value, (str, bytes)):
         raise TypeError(f"trusted_origins must be a list of origins, not the string {value!r} "
                         f"(write trusted_origins=[{value!r}])")
-    keys = set()
+    keys: Set[str] = set()
+
     for origin in value:
         if origin == "*":
             keys.add("*")
@@ -280,19 +292,19 @@ class RequestHandler:
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
     _close_connection = False  # close after the answer even if keep-alive is allowed
 
-    def __init__(self, application, request, **kwargs):
+    def __init__(self, application: "Application", request: Request, **kwargs: Any) -> None:
         self.application = application
         self.request = request
         self._status_code = 200
-        self._reason = None
+        self._reason: Optional[str] = None
         self._headers = Headers()
-        self._write_buffer = []
+        self._write_buffer: List[bytes] = []
         self._finished = False
-        self.path_args = ()
-        self.path_kwargs = {}
+        self.path_args: Tuple[Optional[str], ...] = ()
+        self.path_kwargs: Dict[str, Optional[str]] = {}
         self.initialize(**kwargs)
 
-    def _initialize(self, **kwargs):
+    def _initialize(self, **kwargs: Any) -> None:
         """Hook: receives the route's kwargs dict."""
 
     #: Hook: receives the route's kwargs dict (a subclass defines it with
@@ -300,24 +312,26 @@ class RequestHandler:
     initialize: Callable[..., Any] = _initialize
 
     @property
-    def settings(self):
+    def settings(self) -> Dict[str, Any]:
         return self.application.settings
 
-    def prepare(self):
+    def prepare(self) -> Optional[Awaitable[None]]:
         """Hook called before the method (may be ``async def``). Raise
         :class:`HTTPError` or call ``finish()``/``send_error()`` to answer
         without calling the method."""
+        return None
 
-    def on_finish(self):
+    def on_finish(self) -> None:
         """Hook called after the answer was sent."""
 
-    # The methods; not defined → 405.
-    def _unsupported(self, *args, **kwargs):
+    # The methods (plain or ``async def``; path arguments are str, or None
+    # for a group that did not match); not defined → 405.
+    def _unsupported(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
         raise HTTPError(405)
 
     get = post = put = delete = patch = options = _unsupported
 
-    def head(self, *args, **kwargs):
+    def head(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
         # HEAD is GET without the body (RFC 9110 §9.3.2).
         if type(self).get is RequestHandler.get:
             raise HTTPError(405)
@@ -325,30 +339,30 @@ class RequestHandler:
 
     # -- the answer -------------------------------------------------------------
 
-    def set_status(self, status_code, reason=None):
+    def set_status(self, status_code: int, reason: Optional[str] = None) -> None:
         self._status_code = status_code
         self._reason = reason
 
-    def get_status(self):
+    def get_status(self) -> int:
         return self._status_code
 
-    def set_header(self, name, value):
+    def set_header(self, name: str, value: "HeaderValue") -> None:
         self._headers[name] = _header_value(value)
 
-    def add_header(self, name, value):
+    def add_header(self, name: str, value: "HeaderValue") -> None:
         self._headers.add(name, _header_value(value))
 
-    def clear_header(self, name):
+    def clear_header(self, name: str) -> None:
         self._headers.remove(name)
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget the status, headers and body written so far."""
         self._status_code = 200
         self._reason = None
         self._headers = Headers()
         self._write_buffer = []
 
-    def write(self, chunk):
+    def write(self, chunk: Union[str, bytes, bytearray, memoryview, Dict[str, Any], List[Any]]) -> None:
         """Add ``chunk`` to the body: str (UTF-8), bytes, or dict/list (sent
         as JSON with ``Content-Type: application/json``)."""
         if self._finished:
@@ -360,18 +374,21 @@ class RequestHandler:
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8")
         elif not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise TypeError(f"write() takes str, bytes or dict, not {type(chunk).__name__}")
+            raise TypeError(  # (the annotation is not a check)
+                f"write() takes str, bytes or dict, not {type(chunk).__name__}")
         self._write_buffer.append(bytes(chunk))
 
-    def redirect(self, url, permanent=False, status=None):
+    def redirect(self, url: str, permanent: bool = False, status: Optional[int] = None) -> None:
         if status is None:
             status = 301 if permanent else 302
         self.set_status(status)
         self.set_header("Location", url)
         self.finish()
 
-    def set_cookie(self, name, value, path="/", max_age=None, httponly=False, secure=False, samesite=None):
-        cookie = SimpleCookie()
+    def set_cookie(self, name: str, value: str, path: str = "/", max_age: Optional[int] = None,
+                   httponly: bool = False, secure: bool = False,
+                   samesite: Optional[str] = None) -> None:
+        cookie: SimpleCookie = SimpleCookie()
         cookie[name] = value
         morsel = cookie[name]
         morsel["path"] = path
@@ -385,7 +402,8 @@ class RequestHandler:
             morsel["samesite"] = samesite
         self.add_header("Set-Cookie", morsel.OutputString())
 
-    def finish(self, chunk=None):
+    def finish(self, chunk: Union[str, bytes, bytearray, memoryview, Dict[str, Any], List[Any],
+                                  None] = None) -> None:
         """Send the answer (once). Called for you when the method returns."""
         if self._finished:
             raise RuntimeError("finish() called twice")
@@ -412,13 +430,14 @@ class RequestHandler:
             status, headers, body, self._reason, head=request.method == "HEAD"
         )
         access_log.info("%d %s %s (%s)", status, request.method, request.log_uri, request.remote_ip)
+        assert request.connection is not None  # the server set it
         request.connection.finish_http(data, keep_alive)
         try:
             self.on_finish()
         except Exception:
             log.exception("error in on_finish of %r", self)
 
-    def send_error(self, status_code=500, **kwargs):
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         """Answer with an error page (``write_error``) instead of what was written."""
         if self._finished:
             return
@@ -438,7 +457,7 @@ class RequestHandler:
         if not self._finished:
             self.finish()
 
-    def write_error(self, status_code, **kwargs):
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Hook: write the body of an error answer (plain text by default).
         After an exception, ``kwargs`` has ``exc_info`` (the ``(type, value,
         traceback)`` triple, as Tornado) and ``exc`` (the exception)."""
@@ -452,20 +471,26 @@ class RequestHandler:
 
     # -- arguments ----------------------------------------------------------------
 
-    _ARG_DEFAULT = object()
+    _ARG_DEFAULT: Any = object()
 
     # As Tornado: values are stripped of surrounding whitespace unless
     # strip=False, and control characters (but tab, newline, CR...) become
-    # spaces either way.
-    def get_query_arguments(self, name, strip=True):
+    # spaces either way. The ``get_*_argument`` methods return a str, or
+    # their ``default`` when given (else HTTPError(400)) if there is none.
+    def get_query_arguments(self, name: str, strip: bool = True) -> List[str]:
         return _clean(self.request.query_arguments.get(name, ()), strip)
 
-    def get_query_argument(self, name, default=_ARG_DEFAULT, strip=True):
+    @overload
+    def get_query_argument(self, name: str, *, strip: bool = True) -> str: ...
+    @overload
+    def get_query_argument(self, name: str, default: _T, strip: bool = True) -> Union[str, _T]: ...
+
+    def get_query_argument(self, name: str, default: Any = _ARG_DEFAULT, strip: bool = True) -> Any:
         return _last_value(self.get_query_arguments(name, strip), name, default)
 
     @property
-    def body_arguments(self):
-        cache = getattr(self, "_body_arguments", None)
+    def body_arguments(self) -> Dict[str, List[str]]:
+        cache: Optional[Dict[str, List[str]]] = getattr(self, "_body_arguments", None)
         if cache is None:
             cache = {}
             ctype = self.request.headers.get("Content-Type", "")
@@ -474,25 +499,35 @@ class RequestHandler:
             self._body_arguments = cache
         return cache
 
-    def get_body_arguments(self, name, strip=True):
+    def get_body_arguments(self, name: str, strip: bool = True) -> List[str]:
         return _clean(self.body_arguments.get(name, ()), strip)
 
-    def get_body_argument(self, name, default=_ARG_DEFAULT, strip=True):
+    @overload
+    def get_body_argument(self, name: str, *, strip: bool = True) -> str: ...
+    @overload
+    def get_body_argument(self, name: str, default: _T, strip: bool = True) -> Union[str, _T]: ...
+
+    def get_body_argument(self, name: str, default: Any = _ARG_DEFAULT, strip: bool = True) -> Any:
         return _last_value(self.get_body_arguments(name, strip), name, default)
 
-    def get_arguments(self, name, strip=True):
+    def get_arguments(self, name: str, strip: bool = True) -> List[str]:
         """Query and (form) body values of ``name``, stripped unless ``strip=False``."""
         return self.get_query_arguments(name, strip) + self.get_body_arguments(name, strip)
 
-    def get_argument(self, name, default=_ARG_DEFAULT, strip=True):
+    @overload
+    def get_argument(self, name: str, *, strip: bool = True) -> str: ...
+    @overload
+    def get_argument(self, name: str, default: _T, strip: bool = True) -> Union[str, _T]: ...
+
+    def get_argument(self, name: str, default: Any = _ARG_DEFAULT, strip: bool = True) -> Any:
         """The last value of ``name`` in the query or form body (stripped of
         surrounding whitespace unless ``strip=False``, as in Tornado); raises
         ``HTTPError(400)`` if absent and no ``default`` is given."""
         return _last_value(self.get_arguments(name, strip), name, default)
 
     @property
-    def cookies(self):
-        cache = getattr(self, "_cookies", None)
+    def cookies(self) -> "SimpleCookie":
+        cache: Optional[SimpleCookie] = getattr(self, "_cookies", None)
         if cache is None:
             cache = SimpleCookie()
             for value in self.request.headers.get_all("Cookie"):
@@ -503,13 +538,19 @@ class RequestHandler:
             self._cookies = cache
         return cache
 
-    def get_cookie(self, name, default=None):
-        morsel = self.cookies.get(name)
+    @overload
+    def get_cookie(self, name: str) -> Optional[str]: ...
+    @overload
+    def get_cookie(self, name: str, default: _T) -> Union[str, _T]: ...
+
+    def get_cookie(self, name: str, default: Any = None) -> Any:
+        morsel: "Optional[Morsel[str]]" = self.cookies.get(name)
         return morsel.value if morsel is not None else default
 
     # -- running ----------------------------------------------------------------------
 
-    async def _execute(self, path_args, path_kwargs):
+    async def _execute(self, path_args: Tuple[Optional[str], ...],
+                       path_kwargs: Dict[str, Optional[str]]) -> None:
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         try:
@@ -520,7 +561,8 @@ class RequestHandler:
                 await result
             if self._finished:
                 return
-            method = getattr(self, self.request.method.lower())
+            method: Callable[..., Optional[Awaitable[None]]] = getattr(
+                self, self.request.method.lower())
             result = method(*path_args, **path_kwargs)
             if result is not None and inspect.isawaitable(result):
                 await result
@@ -529,7 +571,7 @@ class RequestHandler:
         except Exception as exc:
             self._handle_exception(exc)
 
-    def _handle_exception(self, exc):
+    def _handle_exception(self, exc: Exception) -> None:
         if isinstance(exc, HTTPError):
             if exc.log_message:
                 log.warning("%s %s: %s", self.request.method, self.request.log_uri, exc)
@@ -544,11 +586,16 @@ class RequestHandler:
         # exc_info as Tornado passes it to write_error(); exc for short.
         self.send_error(status, exc=exc, exc_info=(type(exc), exc, exc.__traceback__))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.request.method} {self.request.log_uri}>"
 
 
-def _header_value(value):
+#: What ``set_header``/``add_header`` take (bytes as latin-1; anything else by ``str()``).
+HeaderValue = Union[str, bytes, int, float]
+
+
+def _header_value(value: HeaderValue) -> str:
+
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, bytes):
@@ -559,21 +606,21 @@ def _header_value(value):
 class ErrorHandler(RequestHandler):
     """Answers every request with ``status_code`` (404 for unknown paths)."""
 
-    def initialize(self, status_code=404):
+    def initialize(self, status_code: int = 404) -> None:
         self._error_status = status_code
 
-    def prepare(self):
+    def prepare(self) -> None:
         raise HTTPError(self._error_status)
 
 
 class RedirectHandler(RequestHandler):
     """Redirects to ``url`` (``{0}``-style groups allowed)."""
 
-    def initialize(self, url, permanent=True):
+    def initialize(self, url: str, permanent: bool = True) -> None:
         self._url = url
         self._permanent = permanent
 
-    def get(self, *args, **kwargs):
+    def get(self, *args: Any, **kwargs: Any) -> None:
         self.redirect(self._url.format(*args, **kwargs), permanent=self._permanent)
 
 
@@ -583,11 +630,12 @@ class StaticFileHandler(RequestHandler):
     out of it) get 403; missing files 404; directories ``default_filename``
     (e.g. "index.html") or 403. Answers conditional requests with 304."""
 
-    def initialize(self, path, default_filename=None):
+    def initialize(self, path: Union[str, "os.PathLike[str]"],
+                   default_filename: Optional[str] = None) -> None:
         self.root = os.path.realpath(os.path.abspath(path))
         self.default_filename = default_filename
 
-    def get(self, path="", include_body=True):
+    def get(self, path: str = "", include_body: bool = True) -> None:
         if "\x00" in path:
             raise HTTPError(400)
         root = self.root
@@ -631,7 +679,7 @@ class StaticFileHandler(RequestHandler):
         with open(absolute, "rb") as f:
             self.write(f.read())
 
-    def head(self, path=""):
+    def head(self, path: str = "") -> None:
         return self.get(path, include_body=False)
 
 
@@ -640,7 +688,7 @@ class _Done:
 
     __slots__ = ()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, None]:
         return None
         yield  # a generator: ``await`` works
 
@@ -668,39 +716,41 @@ class WebSocketHandler(RequestHandler):
     write_buffer_low: Optional[int] = None
     max_write_buffer: Optional[int] = None
 
-    def __init__(self, application, request, **kwargs):
-        self.ws_connection = None
-        self.close_code = None
-        self.close_reason = None
-        self.selected_subprotocol = None
+    def __init__(self, application: "Application", request: Request, **kwargs: Any) -> None:
+        self.ws_connection: Optional[WebSocketProtocol] = None
+        self.close_code: Optional[int] = None
+        self.close_reason: Optional[str] = None
+        self.selected_subprotocol: Optional[str] = None
         super().__init__(application, request, **kwargs)
 
     # -- hooks -------------------------------------------------------------------
 
-    def open(self, *args, **kwargs):
+    def open(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
         """Called when the connection is open (may be ``async def``: messages
         wait until it returns)."""
+        return None
 
-    def on_message(self, message):
+    def on_message(self, message: Union[str, bytes]) -> Optional[Awaitable[None]]:
         """Called for each message: ``str`` (text) or ``bytes`` (binary)."""
         raise NotImplementedError
 
-    def on_ping(self, data):
+    def on_ping(self, data: bytes) -> None:
         """Called for each ping (the pong is sent automatically)."""
 
-    def on_pong(self, data):
+    def on_pong(self, data: bytes) -> None:
         """Called for each pong."""
 
-    def on_close(self):
+    def on_close(self) -> Optional[Awaitable[None]]:
         """Called once when the connection is closed; ``close_code`` and
         ``close_reason`` hold what the peer sent (None if nothing)."""
+        return None
 
-    def select_subprotocol(self, subprotocols):
+    def select_subprotocol(self, subprotocols: List[str]) -> Optional[str]:
         """Return one of the client's ``subprotocols`` (a list of str, in
         its order of preference) or None for none."""
         return None
 
-    def get_compression_options(self):
+    def get_compression_options(self) -> Compression:
         """permessage-deflate for this handler (Tornado's hook): None for no
         compression, else a dict (``{}``: the defaults; keys are
         :class:`~wsfast.deflate.DeflateOptions` keywords, or Tornado's
@@ -709,7 +759,7 @@ class WebSocketHandler(RequestHandler):
         (``compression`` for short), None unless set."""
         return self.application._compression
 
-    def check_origin(self, origin):
+    def check_origin(self, origin: str) -> bool:
         """Return True to accept a request with this ``Origin`` header.
         Default: only from the same host (as Tornado), which stops other
         web sites' scripts from connecting with the user's cookies. Clients
@@ -726,7 +776,8 @@ class WebSocketHandler(RequestHandler):
 
     # -- actions ------------------------------------------------------------------
 
-    def write_message(self, message, binary=False, compress=True):
+    def write_message(self, message: "Message", binary: bool = False,
+                      compress: bool = True) -> Awaitable[None]:
         """Send ``message``: ``str`` as text (as binary if ``binary``),
         ``bytes`` as binary, ``dict`` as JSON text. ``compress=False`` sends
         it uncompressed when permessage-deflate is on. Returns an awaitable
@@ -736,16 +787,16 @@ class WebSocketHandler(RequestHandler):
         protocol = self.ws_connection
         if protocol is None:
             raise WebSocketClosedError(1006, "the WebSocket connection is not open")
-        return protocol.write_message(message, binary, compress)
+        return protocol.write_message(message, binary, compress)  # type: ignore[no-any-return]  # protocol: not annotated yet
 
-    def ping(self, data=b""):
+    def ping(self, data: Union[str, bytes] = b"") -> None:
         """Send a ping; ``on_pong`` gets the answer."""
         protocol = self.ws_connection
         if protocol is None:
             raise WebSocketClosedError(1006, "the WebSocket connection is not open")
         protocol.send_ping(data)
 
-    def close(self, code=None, reason=None):
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake with ``code`` (1000 by default) and
         ``reason``; ``on_close`` follows once it is done (at most
         ``close_timeout`` later)."""
@@ -753,7 +804,7 @@ class WebSocketHandler(RequestHandler):
         if protocol is not None:
             protocol.close(1000 if code is None else code, reason or "")
 
-    def get_websocket_option(self, name, default):
+    def get_websocket_option(self, name: str, default: Any) -> Any:
         value = getattr(self, name)
         if value is None:
             value = self.settings.get("websocket_" + name, default)
@@ -761,7 +812,8 @@ class WebSocketHandler(RequestHandler):
 
     # -- running -------------------------------------------------------------------
 
-    async def _execute(self, path_args, path_kwargs):
+    async def _execute(self, path_args: Tuple[Optional[str], ...],
+                       path_kwargs: Dict[str, Optional[str]]) -> None:
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         request = self.request
@@ -793,7 +845,7 @@ class WebSocketHandler(RequestHandler):
             self._close_connection = True
             self._handle_exception(exc)
 
-    def get(self, *args, **kwargs):
+    def get(self, *args: Any, **kwargs: Any) -> Awaitable[None]:
         """Accept the upgrade: the handshake checks, ``check_origin()``,
         ``select_subprotocol()``, the 101, then ``open()``. Raises
         :class:`HTTPError` (403 for another origin) or
@@ -812,9 +864,10 @@ class WebSocketHandler(RequestHandler):
         self._upgrade()
         return _DONE
 
-    def _upgrade(self):
+    def _upgrade(self) -> None:
         request = self.request
         protocol = request.connection
+        assert protocol is not None  # the server set it
         if not request.upgrade and "websocket" not in request.headers.get("Upgrade", "").lower():
             raise HandshakeError(400, 'Can "Upgrade" only to "WebSocket".')
         key = _hs.check_request(request)
@@ -833,7 +886,8 @@ class WebSocketHandler(RequestHandler):
                     f"select_subprotocol returned {subprotocol!r}, not one of {offered}"
                 )
         self.selected_subprotocol = subprotocol
-        ext_header, extensions = None, ()
+        ext_header: Optional[str] = None
+        extensions: Sequence[_hs.Extension] = ()
         if "Sec-WebSocket-Extensions" in request.headers:
             available = self._extension_factories()
             offers = _hs.parse_extensions(request.headers)
@@ -845,12 +899,12 @@ class WebSocketHandler(RequestHandler):
         self.ws_connection = protocol
         # The answer is sent: its headers and body buffer are not needed for
         # the life of the connection (memory per idle connection).
-        self._headers = None
-        self._write_buffer = None
+        self._headers = None  # type: ignore[assignment]  # gone: nothing is sent over HTTP any more
+        self._write_buffer = None  # type: ignore[assignment]  # (as _headers)
         request.headers.compact()
         if type(self).write_message is WebSocketHandler.write_message:
             # Hot path: skip one call per message.
-            self.write_message = protocol.write_message
+            self.write_message = protocol.write_message  # type: ignore[method-assign]  # same signature
         access_log.info("101 GET %s (%s)", request.log_uri, request.remote_ip)
         protocol.upgrade(
             self,
@@ -860,10 +914,10 @@ class WebSocketHandler(RequestHandler):
             on_open=self._open,
         )
 
-    def _open(self):
+    def _open(self) -> Optional[Awaitable[None]]:
         return self.open(*self.path_args, **self.path_kwargs)
 
-    def _extension_factories(self):
+    def _extension_factories(self) -> Tuple["ExtensionFactory", ...]:
         get = self.get_compression_options
         if getattr(get, "__func__", None) is WebSocketHandler.get_compression_options:
             options = self.application._compression  # normalized once
@@ -874,10 +928,10 @@ class WebSocketHandler(RequestHandler):
     _OPTION_NAMES = ("max_message_size", "ping_interval", "ping_timeout", "close_timeout",
                      "max_queue", "write_buffer_high", "write_buffer_low", "max_write_buffer")
 
-    def _websocket_options(self):
+    def _websocket_options(self) -> Options:
         get = self.get_websocket_option
         base = self.application._options
-        changes = {}
+        changes: Dict[str, Any] = {}
         for name in self._OPTION_NAMES:
             value = get(name, getattr(base, name))
             if name in ("ping_interval", "ping_timeout"):
@@ -887,7 +941,8 @@ class WebSocketHandler(RequestHandler):
         # Shared when nothing differs: one Options per application, not per connection.
         return base.replace(**changes) if changes else base
 
-    def _ws_closed(self):
+    def _ws_closed(self) -> None:
+        assert self.ws_connection is not None  # called by it
         conn = self.ws_connection.connection
         received = conn.close_received
         if received is not None and received.code != 1005:
@@ -897,17 +952,16 @@ class WebSocketHandler(RequestHandler):
         if result is not None and inspect.isawaitable(result):
             asyncio.ensure_future(result)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.request.log_uri}>"
 
 
 class _Route:
     __slots__ = ("regex", "handler_class", "kwargs", "name")
 
-    def __init__(self, pattern, handler_class, kwargs=None, name=None):
-        if isinstance(pattern, str):
-            pattern = re.compile(pattern)
-        self.regex = pattern
+    def __init__(self, pattern: Union[str, Pattern[str]], handler_class: Type[RequestHandler],
+                 kwargs: Optional[Dict[str, Any]] = None, name: Optional[str] = None) -> None:
+        self.regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         self.handler_class = handler_class
         self.kwargs = kwargs or {}
         self.name = name
@@ -979,7 +1033,8 @@ _TORNADO_ONLY = {
 }
 
 
-def _check_settings(settings):
+def _check_settings(settings: Dict[str, Any]) -> None:
+
     for name in settings:
         if name in SETTINGS:
             continue
@@ -1005,15 +1060,16 @@ class Application:
     Serve it with :func:`run` or ``server = await app.listen(port)``.
     """
 
-    def __init__(self, handlers=None, default_host=None, **settings):
+    def __init__(self, handlers: Optional[Iterable["RouteSpec"]] = None,
+                 default_host: None = None, **settings: Any) -> None:
         if default_host is not None:
             raise TypeError(
                 "default_host: wsfast.web has no virtual hosts (every route serves every "
                 "host); leave it out, and use allowed_hosts to say which hosts are served")
         _check_settings(settings)
         self.settings = settings
-        self._routes = []
-        self._servers = []
+        self._routes: List[_Route] = []
+        self._servers: List[Server] = []
         static_path = settings.get("static_path")
         if static_path:
             prefix = settings.get("static_url_prefix", "/static/")
@@ -1050,12 +1106,13 @@ class Application:
         #: Counters over every server of this application: "slow_consumers"
         #: (connections closed because their peer did not read, see
         #: Options.max_write_buffer and broadcast(slow="close")).
-        self.stats = collections.Counter()
+        self.stats: Counter[str] = collections.Counter()
 
-    def add_route(self, pattern, handler_class, kwargs=None, name=None):
+    def add_route(self, pattern: Union[str, Pattern[str]], handler_class: Type[RequestHandler],
+                  kwargs: Optional[Dict[str, Any]] = None, name: Optional[str] = None) -> None:
         self._routes.append(_Route(pattern, handler_class, kwargs, name))
 
-    def add_handlers(self, host_pattern, handlers):
+    def add_handlers(self, host_pattern: str, handlers: Iterable["RouteSpec"]) -> None:
         """Tornado's way to add routes: ``host_pattern`` must match every
         host (``".*"`` or ``".*$"``), as wsfast.web has no virtual hosts; any
         other pattern is a ValueError rather than routes served for every
@@ -1068,7 +1125,8 @@ class Application:
         for spec in handlers:
             self.add_route(*spec)
 
-    def find_handler(self, path):
+    def find_handler(self, path: str) -> Tuple[Type[RequestHandler], Dict[str, Any],
+                                               Tuple[Optional[str], ...], Dict[str, Optional[str]]]:
         """``(handler_class, kwargs, path_args, path_kwargs)`` for ``path``
         (404 handler if nothing matches)."""
         for route in self._routes:
@@ -1086,7 +1144,7 @@ class Application:
             return default, self.settings.get("default_handler_args") or {}, (), {}
         return ErrorHandler, {"status_code": 404}, (), {}
 
-    def reverse_url(self, name, *args):
+    def reverse_url(self, name: str, *args: object) -> str:
         for route in self._routes:
             if route.name == name:
                 pattern = route.regex.pattern.rstrip("$")
@@ -1097,8 +1155,10 @@ class Application:
                 return out.replace("\\", "")
         raise KeyError(f"no route named {name!r}")
 
-    def listen(self, port=8888, address=None, *, host=None, ssl=None,
-               reuse_port=False, backlog=1024, sock=None, path=None):
+    def listen(self, port: int = 8888, address: Optional[str] = None, *, host: Optional[str] = None,
+               ssl: Optional[SSLContext] = None, reuse_port: bool = False, backlog: int = 1024,
+               sock: Union[socket.socket, Iterable[socket.socket], None] = None,
+               path: Union[str, "os.PathLike[str]", None] = None) -> "_Listening":
         """Listen on ``host`` (or ``address``, Tornado's name; all
         interfaces if None) and ``port`` (0: pick a free one, see
         ``server.port``), or on the Unix socket ``path``, or on the listening
@@ -1130,7 +1190,7 @@ class Application:
         self._servers.append(server)
         return _Listening(server, loop.create_task(server._serve(sockets, ssl=ssl, backlog=backlog)))
 
-    async def stop(self, timeout=None):
+    async def stop(self, timeout: Optional[float] = None) -> None:
         """Stop every server started by ``listen()``: no new connections,
         close 1001 on every WebSocket, and wait (bounded) for the closing
         handshakes."""
@@ -1140,7 +1200,18 @@ class Application:
         await asyncio.gather(*(s.wait_closed(timeout) for s in servers))
 
 
-def bind_sockets(host=None, port=8888, *, path=None, reuse_port=False, backlog=1024):
+#: A route: ``(pattern, HandlerClass)``, ``(pattern, HandlerClass, kwargs)``
+#: or ``(pattern, HandlerClass, kwargs, name)``.
+RouteSpec = Union[
+    Tuple[Union[str, Pattern[str]], Type[RequestHandler]],
+    Tuple[Union[str, Pattern[str]], Type[RequestHandler], Optional[Dict[str, Any]]],
+    Tuple[Union[str, Pattern[str]], Type[RequestHandler], Optional[Dict[str, Any]], Optional[str]],
+]
+
+
+def bind_sockets(host: Optional[str] = None, port: int = 8888, *,
+                 path: Union[str, "os.PathLike[str]", None] = None, reuse_port: bool = False,
+                 backlog: int = 1024) -> List[socket.socket]:
     """Bound, listening, non-blocking sockets for ``Server``: one per
     address of ``host`` (all interfaces if None or "", IPv4 and IPv6, on one
     port even when ``port`` is 0), or one Unix socket at ``path`` (a stale
@@ -1153,9 +1224,13 @@ def bind_sockets(host=None, port=8888, *, path=None, reuse_port=False, backlog=1
         host = None
     infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
                                socket.AI_PASSIVE)
-    sockets, seen, bound_port = [], set(), None
+    sockets: List[socket.socket] = []
+    seen: Set[Any] = set()
+    bound_port: Optional[int] = None
     try:
-        for family, kind, proto, _, address in infos:
+        for family, kind, proto, _, found in infos:
+            # (host, port) or (host, port, flowinfo, scope_id)
+            address: Tuple[Any, ...] = found
             if address in seen or (family == socket.AF_INET6 and not socket.has_ipv6):
                 continue
             seen.add(address)
@@ -1192,7 +1267,7 @@ def bind_sockets(host=None, port=8888, *, path=None, reuse_port=False, backlog=1
     return sockets
 
 
-def _bind_unix(path, backlog):
+def _bind_unix(path: Union[str, "os.PathLike[str]"], backlog: int) -> socket.socket:
     path = os.fspath(path)
     try:
         mode = os.stat(path).st_mode
@@ -1230,21 +1305,22 @@ class _ProxyHeaderProtocol(WebSocketProtocol):
 
     __slots__ = ("_proxy_head",)
 
-    def __init__(self, side, options, owner):
-        super().__init__(side, options, owner)
-        self._proxy_head = bytearray()
+    def __init__(self, side: Side, options: Options, owner: "Server") -> None:
+        super().__init__(side, options, owner)  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+        self._proxy_head: Optional[bytearray] = bytearray()
 
-    def buffer_updated(self, nbytes):
+    def buffer_updated(self, nbytes: int) -> None:
         head = self._proxy_head
         if head is None:
-            return super().buffer_updated(nbytes)
+            super().buffer_updated(nbytes)  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+            return
         head += self._view[:nbytes]
         try:
             result = parse_proxy_header(head)
         except ValueError as exc:
             self._proxy_head = None
             log.debug("%s: %s; dropped", self.remote_address, exc)
-            self.abort()
+            self.abort()  # type: ignore[no-untyped-call]  # protocol: not annotated yet
             return None
         if result is None:
             return None  # incomplete
@@ -1253,7 +1329,7 @@ class _ProxyHeaderProtocol(WebSocketProtocol):
         if address is not None:
             self.remote_address = address
         if len(head) > consumed:
-            self._receive_request(bytes(head[consumed:]))
+            self._receive_request(bytes(head[consumed:]))  # type: ignore[no-untyped-call]  # protocol: not annotated yet
         return None
 
 
@@ -1265,27 +1341,27 @@ class _Listening:
 
     __slots__ = ("server", "_task")
 
-    def __init__(self, server, task):
+    def __init__(self, server: "Server", task: "asyncio.Task[None]") -> None:
         self.server = server
         self._task = task
         task.add_done_callback(self._done)
 
-    def _done(self, task):
+    def _done(self, task: "asyncio.Task[None]") -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("wsfast server could not start serving", exc_info=task.exception())
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, "Server"]:
         yield from self._task.__await__()
         return self.server
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.server, name)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(self.server)
 
 
-def _fd_limit():
+def _fd_limit() -> Optional[int]:
     """The soft limit on open files of this process, or None if unknown."""
     try:
         import resource
@@ -1297,7 +1373,7 @@ def _fd_limit():
     return soft
 
 
-def _default_max_connections():
+def _default_max_connections() -> int:
     """The default of ``max_connections``: the process's soft limit on open
     files less a reserve (an eighth, at least 32) for listening sockets,
     files, logs and the refusals themselves."""
@@ -1307,7 +1383,7 @@ def _default_max_connections():
     return max(1, soft - max(32, soft // 8))
 
 
-def _refusing_max(max_connections):
+def _refusing_max(max_connections: int) -> int:
     """How many 503 answers may be on their way at once: half of what the
     fd limit leaves past ``max_connections``, at most 64 (past it, a
     refused connection is dropped without an answer)."""
@@ -1324,12 +1400,12 @@ class _AcceptErrorFilter(logging.Filter):
     second. Let one through per minute, with the count of the rest, without
     the traceback."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.dropped = 0
-        self._last = None
+        self._last: Optional[float] = None
 
-    def filter(self, record):
+    def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
         if not msg.startswith("socket.accept() out of system resource"):
             # The retries it scheduled, one per failed accept(), each fail
@@ -1355,10 +1431,10 @@ class _AcceptErrorFilter(logging.Filter):
         return True
 
 
-_accept_filter = None
+_accept_filter: Optional[_AcceptErrorFilter] = None
 
 
-def _quiet_accept_errors():
+def _quiet_accept_errors() -> None:
     global _accept_filter
     if _accept_filter is None:
         _accept_filter = _AcceptErrorFilter()
@@ -1374,42 +1450,45 @@ class Server:
     ``await stop()`` does both. Also an async context manager.
     """
 
-    def __init__(self, application):
+    def __init__(self, application: Application) -> None:
         self.application = application
         self.options = application._options
         self.stats = application.stats  # read by WebSocketProtocol (slow consumers)
-        self.protocols = set()
+        self.protocols: Set[WebSocketProtocol] = set()
         #: At most this many connections at once; past it a connection gets
         #: a 503 (setting ``max_connections``; default from the fd limit).
         self.max_connections = application._max_connections
         #: Connections refused because ``max_connections`` were open.
         self.refused = 0
-        self._refusing = set()  # refused, their 503 on its way
+        self._refusing: Set[WebSocketProtocol] = set()  # refused, their 503 on its way
         self._refusing_max = _refusing_max(self.max_connections)
-        self._bound = []  # the listening sockets
-        self._paths = []  # Unix socket files to remove at close
-        self._listeners = []  # an asyncio server per socket
+        self._bound: List[socket.socket] = []  # the listening sockets
+        self._paths: List[str] = []  # Unix socket files to remove at close
+        self._listeners: List[asyncio.AbstractServer] = []  # an asyncio server per socket
         self._closing = False
-        self._all_gone = None
+        self._all_gone: Optional["asyncio.Future[None]"] = None
 
-    async def start(self, host=None, port=8888, *, ssl=None, reuse_port=False, backlog=1024,
-                    sock=None, path=None):
+    async def start(self, host: Optional[str] = None, port: int = 8888, *,
+                    ssl: Optional[SSLContext] = None, reuse_port: bool = False, backlog: int = 1024,
+                    sock: Optional[socket.socket] = None,
+                    path: Union[str, "os.PathLike[str]", None] = None) -> None:
         """Bind (as :func:`bind_sockets`) and serve; ``app.listen()`` does this for you."""
         sockets = [sock] if sock is not None else bind_sockets(
             host, port, path=path, reuse_port=reuse_port, backlog=backlog)
         await self._serve(sockets, ssl=ssl, backlog=backlog)
 
-    def _adopt(self, sockets):
+    def _adopt(self, sockets: Iterable[socket.socket]) -> None:
         """Take ``sockets`` (bound and listening) as this server's."""
         self._bound = list(sockets)
         self._paths = [sock.getsockname() for sock in sockets
                        if sock.family == getattr(socket, "AF_UNIX", None) and sock.getsockname()]
 
-    async def _serve(self, sockets, *, ssl=None, backlog=1024):
+    async def _serve(self, sockets: List[socket.socket], *, ssl: Optional[SSLContext] = None,
+                     backlog: int = 1024) -> None:
         if self._bound != list(sockets):
             self._adopt(sockets)
         loop = asyncio.get_running_loop()
-        kwargs = dict(ssl=ssl, backlog=backlog)
+        kwargs: Dict[str, Any] = dict(ssl=ssl, backlog=backlog)
         _quiet_accept_errors()
         if ssl is not None and self.options.open_timeout:
             # The opening handshake timeout covers the TLS handshake too:
@@ -1425,29 +1504,30 @@ class Server:
             if self._closing:  # close() came first: nothing serves
                 self._close_listeners()
 
-    def _make_protocol(self):
+    def _make_protocol(self) -> WebSocketProtocol:
         if self.application._proxy_protocol:
             return _ProxyHeaderProtocol(Side.SERVER, self.options, self)
         return WebSocketProtocol(Side.SERVER, self.options, self)
 
     @property
-    def sockets(self):
+    def sockets(self) -> Tuple[socket.socket, ...]:
         """The listening sockets (one per address family, or the Unix socket)."""
         if self._closing:
             return ()
         return tuple(self._bound)
 
     @property
-    def port(self):
+    def port(self) -> Optional[int]:
         """The TCP port listened on (None for a Unix socket)."""
         for sock in self.sockets:
             name = sock.getsockname()
             if isinstance(name, tuple):
-                return name[1]
+                port: int = name[1]
+                return port
         return None
 
     @property
-    def path(self):
+    def path(self) -> Optional[str]:
         """The Unix socket's path, or None."""
         for sock in self.sockets:
             name = sock.getsockname()
@@ -1455,7 +1535,7 @@ class Server:
                 return name
         return None
 
-    def _close_listeners(self):
+    def _close_listeners(self) -> None:
         for listener in self._listeners:
             listener.close()
         for sock in self._bound[len(self._listeners):]:
@@ -1469,7 +1549,7 @@ class Server:
         self._paths = []
 
     # owner interface for WebSocketProtocol
-    def connection_made(self, protocol):
+    def connection_made(self, protocol: WebSocketProtocol) -> None:
         if len(self.protocols) >= self.max_connections:
             self._refuse(protocol)
             return
@@ -1477,7 +1557,7 @@ class Server:
             protocol.shutdown()
         self.protocols.add(protocol)
 
-    def _refuse(self, protocol):
+    def _refuse(self, protocol: WebSocketProtocol) -> None:
         # Before the process runs out of file descriptors: a clear answer
         # now, instead of accept() failing (and the stdlib loop logging a
         # traceback per attempt) later. The 503s on their way are bounded
@@ -1496,13 +1576,13 @@ class Server:
         else:
             protocol.abort()
 
-    def connection_lost(self, protocol):
+    def connection_lost(self, protocol: WebSocketProtocol) -> None:
         self._refusing.discard(protocol)
         self.protocols.discard(protocol)
         if not self.protocols and self._all_gone is not None and not self._all_gone.done():
             self._all_gone.set_result(None)
 
-    async def handle_request(self, protocol, request):
+    async def handle_request(self, protocol: WebSocketProtocol, request: Request) -> None:
         request.connection = protocol
         app = self.application
         if app._trusted_proxies is not None:
@@ -1515,14 +1595,14 @@ class Server:
                       request.log_uri)
             handler_class, kwargs, args, path_kwargs = ErrorHandler, {"status_code": 400}, (), {}
         try:
-            handler = handler_class(app, request, **kwargs)
+            handler: RequestHandler = handler_class(app, request, **kwargs)
         except Exception:
             log.exception("cannot create %s", handler_class.__name__)
             handler = ErrorHandler(app, request, status_code=500)
         await handler._execute(args, path_kwargs)
 
     # shutdown
-    def close(self):
+    def close(self) -> None:
         """Stop listening; close every connection gracefully (1001)."""
         if self._closing:
             return
@@ -1531,7 +1611,7 @@ class Server:
         for protocol in list(self.protocols):
             protocol.shutdown()
 
-    async def wait_closed(self, timeout=None):
+    async def wait_closed(self, timeout: Optional[float] = None) -> None:
         """Wait until every connection is closed, at most ``timeout`` seconds
         (default: the close timeout + 1); then drop the rest."""
         if timeout is None:
@@ -1559,25 +1639,26 @@ class Server:
             except asyncio.TimeoutError:
                 pass
 
-    async def stop(self, timeout=None):
+    async def stop(self, timeout: Optional[float] = None) -> None:
         self.close()
         await self.wait_closed(timeout)
 
-    async def serve_forever(self):
+    async def serve_forever(self) -> None:
         """Wait until the server is closed."""
         await asyncio.gather(*(listener.serve_forever() for listener in self._listeners))
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "Server":
         return self
 
-    async def __aexit__(self, *exc_info):
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
         await self.stop()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Server port={self.port} connections={len(self.protocols)}>"
 
 
-def _loop_factory(use_uvloop):
+def _loop_factory(use_uvloop: Optional[bool]) -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
     """uvloop's loop factory if wanted and installed, else None (stdlib)."""
     if use_uvloop is False or sys.platform == "win32":
         return None
@@ -1590,15 +1671,17 @@ def _loop_factory(use_uvloop):
     return uvloop.new_event_loop
 
 
-def _url(scheme, sockname):
+def _url(scheme: str, sockname: Union[str, bytes, Tuple[Any, ...]]) -> str:
     if isinstance(sockname, (str, bytes)):  # a Unix socket's path
         return f"{scheme}+unix:{os.fsdecode(sockname)}"
     host, port = sockname[0], sockname[1]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def run(app, host=None, port=8888, ssl=None, *, use_uvloop=None, shutdown_timeout=None,
-        on_start=None, **listen_kwargs):
+def run(app: Application, host: Optional[str] = None, port: int = 8888,
+        ssl: Optional[SSLContext] = None, *, use_uvloop: Optional[bool] = None,
+        shutdown_timeout: Optional[float] = None,
+        on_start: Optional[Callable[[Server], object]] = None, **listen_kwargs: Any) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then shut down gracefully (1001 to
     every WebSocket, bounded wait). Uses uvloop when installed unless
     ``use_uvloop=False``. ``host=None`` listens on every interface; give
@@ -1606,8 +1689,9 @@ def run(app, host=None, port=8888, ssl=None, *, use_uvloop=None, shutdown_timeou
     where to stderr (``wsfast: listening on http://127.0.0.1:8000``), or
     calls ``on_start(server)`` instead if given."""
 
-    async def main():
-        server = await app.listen(port, host=host, ssl=ssl, **listen_kwargs)
+    async def main() -> None:
+        server = await app.listen(
+port, host=host, ssl=ssl, **listen_kwargs)
         scheme = "https" if ssl is not None else "http"
         where = ", ".join(_url(scheme, s.getsockname()) for s in server.sockets)
         log.info("wsfast serving on %s", where)
