@@ -115,6 +115,18 @@ async def test_hub_history_is_bounded():
     assert await Hub().history("room") == []  # history=0 keeps nothing
 
 
+async def test_hub_history_keeps_a_copy_of_a_reused_buffer():
+    # A publisher may reuse its bytearray (or a memoryview of it) once
+    # publish() returns: the history holds the message as it was sent.
+    hub = Hub(history=3)
+    buffer = bytearray(b"first")
+    await hub.publish("room", buffer)
+    await hub.publish("room", memoryview(buffer)[:3])
+    buffer[:] = b"XXXXX"
+    assert await hub.history("room") == [b"first", b"fir"]
+
+
+
 async def test_hub_subscribe_returns_a_done_awaitable():
     hub = Hub()
     ready = hub.subscribe("t", object())

@@ -116,7 +116,7 @@ class Hub:
         # topic -> {handler: None}, an ordered set
         self._topics: Dict[str, Dict["WebSocketHandler", None]] = {}
         self._handler_topics: Dict["WebSocketHandler", Set[str]] = {}
-        self._history: Dict[str, Deque[Message]] = {}
+        self._history: Dict[str, Deque[Union[str, bytes]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -207,17 +207,19 @@ class Hub:
             history = self._history.get(topic)
             if history is None:
                 history = self._history[topic] = collections.deque(maxlen=self.history_size)
-            history.append(message)
+            # a copy of a bytearray or memoryview: the caller may reuse it
+            history.append(message if isinstance(message, (str, bytes)) else bytes(message))
         subscribers = self._topics.get(topic)
         if not subscribers:
             return BroadcastResult(0, 0, 0, 0)
         return broadcast(list(subscribers), message, binary=binary, slow=self.slow)
 
-    async def history(self, topic: str, limit: Optional[int] = None) -> List[Message]:
+    async def history(self, topic: str, limit: Optional[int] = None) -> List[Union[str, bytes]]:
         """The last ``limit`` (default: ``history``) messages of ``topic``,
         oldest first."""
         limit = self.history_size if limit is None else limit
-        messages: Iterable[Message] = self._history.get(topic, ())
+        messages: Iterable[Union[str, bytes]] = self._history.get(topic, ())
+
 
         if limit <= 0:
             return []
@@ -365,7 +367,7 @@ class RedisHub(Hub):
             self._wake.set()
         return PublishResult(local, True)
 
-    async def history(self, topic: str, limit: Optional[int] = None) -> List[Message]:
+    async def history(self, topic: str, limit: Optional[int] = None) -> List[Union[str, bytes]]:
         """The last ``limit`` messages of ``topic``, oldest first: from the
         topic's Redis stream (every worker's), or from this worker's own copy
         while Redis is down."""
