@@ -55,6 +55,10 @@ import signal
 import sys
 import time
 import unicodedata
+from ssl import SSLContext
+from typing import (
+    Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Union,
+)
 
 from . import web
 from .pubsub import Hub, RedisHub
@@ -79,7 +83,7 @@ MAX_NICK = 24
 ROOM_RE = re.compile(r"[\w\-]{1,32}")  # letters, digits, _ and -
 
 
-def check_nick(nick):
+def check_nick(nick: object) -> str:
     """The nick, stripped, or raise ValueError saying what is wrong."""
     if not isinstance(nick, str):
         raise ValueError("the nick must be a string")
@@ -89,12 +93,13 @@ def check_nick(nick):
     return nick
 
 
+_SPOOF: Any = None  # icu.SpoofChecker
 try:  # PyICU: Unicode's own confusable skeleton (UTS #39), the chat extra
     import icu as _icu
 except ImportError:  # pragma: no cover - depends on the environment
-    _icu = None
-
-_SPOOF = _icu.SpoofChecker() if _icu is not None else None
+    pass
+else:
+    _SPOOF = _icu.SpoofChecker()
 
 # Without PyICU: the letters of other scripts that look like Latin ones (and
 # the digits and capitals taken for letters), from UTS #39's confusables,
@@ -114,15 +119,16 @@ _LOOKALIKES = str.maketrans({
 })
 
 
-def _skeleton(text):
+def _skeleton(text: str) -> str:
     if _SPOOF is not None:
-        return _SPOOF.getSkeleton(0, text)
+        skeleton: str = _SPOOF.getSkeleton(0, text)
+        return skeleton
     # UTS #39 sees "I" (capital i) as "l".
     text = "".join("l" if c == "I" else c.lower() if c.isupper() else c for c in text)
     return text.translate(_LOOKALIKES).replace("rn", "m").replace("vv", "w")
 
 
-def nick_keys(nick):
+def nick_keys(nick: str) -> FrozenSet[str]:
     """What two nicks of one room must not share (one key is enough): the
     nick after Unicode NFKC (full-width letters, ligatures), case folding
     and the confusable skeleton of UTS #39 (Cyrillic "а" for Latin "a",
@@ -138,7 +144,7 @@ class NickTaken(ValueError):
     pass
 
 
-def check_room(room):
+def check_room(room: object) -> str:
     """The room name, or raise ValueError saying what is wrong."""
     if not isinstance(room, str) or not ROOM_RE.fullmatch(room):
         raise ValueError("a room name is 1 to 32 letters, digits, '_' or '-'")
@@ -151,13 +157,13 @@ class TokenBucket:
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
-    def __init__(self, rate=RATE, burst=BURST):
+    def __init__(self, rate: float = RATE, burst: int = BURST) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = float(burst)
         self.stamp = time.monotonic()
 
-    def take(self):
+    def take(self) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -172,8 +178,9 @@ class ChatServer:
     or :class:`~wsfast.pubsub.RedisHub`), local members and presence.
     ``application(**settings)`` makes the :class:`~wsfast.Application`."""
 
-    def __init__(self, hub=None, *, history=HISTORY, presence_ttl=PRESENCE_TTL,
-                 rate=RATE, burst=BURST, max_per_address=MAX_PER_ADDRESS):
+    def __init__(self, hub: Optional[Hub] = None, *, history: int = HISTORY,
+                 presence_ttl: float = PRESENCE_TTL, rate: float = RATE, burst: int = BURST,
+                 max_per_address: Optional[int] = MAX_PER_ADDRESS) -> None:
         self.hub = hub if hub is not None else Hub(history=history)
         self.history = history
         self.presence_ttl = presence_ttl
@@ -181,23 +188,24 @@ class ChatServer:
         self.burst = burst
         #: WebSocket connections one client address may hold (None: no limit).
         self.max_per_address = max_per_address or None
-        self.per_address = {}  # remote address -> open connections
+        self.per_address: Dict[str, int] = {}  # remote address -> open connections
         self.worker = self.hub.worker_id  # host:pid:random, for Redis only
         # What the pages and /status see of this worker: the same for every
         # event of this process, but not its host name or pid.
         self.public_worker = hashlib.sha256(self.worker.encode()).hexdigest()[:12]
-        self.rooms = {}  # room -> {handler: nick}, this worker's members
+        # room -> {handler: nick}, this worker's members
+        self.rooms: Dict[str, Dict["ChatHandler", str]] = {}
         self._ids = itertools.count(1)
-        self._refresher = None
+        self._refresher: Optional["asyncio.Task[None]"] = None
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self):
+    async def start(self) -> None:
         await self.hub.start()
         if isinstance(self.hub, RedisHub):
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_presence())
 
-    async def close(self):
+    async def close(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
             try:
@@ -208,7 +216,7 @@ class ChatServer:
         await self._presence_remove_all()
         await self.hub.close()
 
-    def application(self, **settings):
+    def application(self, **settings: Any) -> web.Application:
         settings.setdefault("static_path", STATIC_PATH)
         settings.setdefault("websocket_max_message_size", MAX_MESSAGE_SIZE)
         return web.Application(
@@ -222,7 +230,7 @@ class ChatServer:
             **settings,
         )
 
-    def status(self):
+    def status(self) -> Dict[str, Any]:
         hub = self.hub
         return {
             "worker": self.public_worker,
@@ -235,13 +243,14 @@ class ChatServer:
 
     # -- events ----------------------------------------------------------------------
 
-    def _event(self, kind, room, nick, **fields):
+    def _event(self, kind: str, room: str, nick: Optional[str], **fields: Any) -> str:
         event = {"type": kind, "id": f"{self.public_worker}/{next(self._ids)}", "room": room,
                  "nick": nick, "ts": round(time.time(), 3)}
         event.update(fields)
         return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
-    def _take_nick(self, handler, room, keys):
+    def _take_nick(self, handler: "ChatHandler", room: str,
+                   keys: FrozenSet[str]) -> Optional["ChatHandler"]:
         """The local member of ``room`` whose nick meets ``keys`` and that this
         page may replace (same claim: its own connection from before a
         reconnect), or None; raises :class:`NickTaken` if another page has it."""
@@ -252,7 +261,8 @@ class ChatServer:
                 raise NickTaken(f"the nick {other.nick!r} is taken in #{room}")
         return None
 
-    async def _nick_taken_elsewhere(self, room, keys, claim):
+    async def _nick_taken_elsewhere(self, room: str, keys: FrozenSet[str],
+                                    claim: Optional[str]) -> bool:
         """Whether a member on another worker (Redis presence) meets ``keys``."""
         if not isinstance(self.hub, RedisHub):
             return False
@@ -266,7 +276,7 @@ class ChatServer:
                 return True
         return False
 
-    async def join(self, handler, room, nick):
+    async def join(self, handler: "ChatHandler", room: str, nick: str) -> Optional[Dict[str, Any]]:
         """Put ``handler`` in ``room`` as ``nick``; returns the welcome event.
         Raises :class:`NickTaken` if a member of the room has a nick that
         looks the same (:func:`nick_keys`)."""
@@ -308,7 +318,7 @@ class ChatServer:
             "limits": {"text": MAX_TEXT, "bytes": MAX_MESSAGE_SIZE, "rate": self.rate, "burst": self.burst},
         }
 
-    async def leave(self, handler):
+    async def leave(self, handler: "ChatHandler") -> None:
         room = handler.room
         if room is None:
             return
@@ -322,8 +332,10 @@ class ChatServer:
         await self._presence_remove(handler, room)
         await self.hub.publish(room, self._event("leave", room, handler.nick))
 
-    async def say(self, handler, text):
-        result = await self.hub.publish(handler.room, self._event("msg", handler.room, handler.nick, text=text))
+    async def say(self, handler: "ChatHandler", text: str) -> None:
+        room = handler.room
+        assert room is not None  # joined
+        result = await self.hub.publish(room, self._event("msg", room, handler.nick, text=text))
         if not result.accepted:
             handler.send_json({"type": "error", "error":
                                "the server is cut off from the other workers and its buffer is full: "
@@ -331,19 +343,19 @@ class ChatServer:
 
     # -- presence ----------------------------------------------------------------------
 
-    def _redis(self):
+    def _redis(self) -> Any:
         hub = self.hub
         if isinstance(hub, RedisHub) and hub.state == "up" and hub._session is not None:
             return hub._session.client
         return None
 
-    def _presence_key(self, room):
+    def _presence_key(self, room: str) -> str:
         return f"{getattr(self.hub, 'prefix', 'wsfast:')}presence:{room}"
 
-    def _presence_member(self, handler, nick=None):
+    def _presence_member(self, handler: "ChatHandler", nick: Optional[str] = None) -> str:
         return f"{self.worker}\n{handler.number}\n{handler.claim or ''}\n{nick or handler.nick}"
 
-    async def _redis_call(self, make):
+    async def _redis_call(self, make: Callable[[Any], Awaitable[Any]]) -> Any:
         client = self._redis()
         if client is None:
             return None
@@ -353,18 +365,19 @@ class ChatServer:
             log.debug("chat: presence not updated in Redis: %r", exc)
             return None
 
-    async def _presence_add(self, handler):
+    async def _presence_add(self, handler: "ChatHandler") -> None:
+        assert handler.room is not None  # joined
         key = self._presence_key(handler.room)
         member = self._presence_member(handler)
         await self._redis_call(lambda r: r.zadd(key, {member: time.time() + self.presence_ttl}))
 
-    async def _presence_remove(self, handler, room):
+    async def _presence_remove(self, handler: "ChatHandler", room: str) -> None:
         key = self._presence_key(room)
         member = self._presence_member(handler)
         await self._redis_call(lambda r: r.zrem(key, member))
 
-    async def _presence_remove_all(self):
-        async def remove(r):
+    async def _presence_remove_all(self) -> None:
+        async def remove(r: Any) -> None:
             pipe = r.pipeline(transaction=False)
             for room, members in self.rooms.items():
                 for handler in members:
@@ -373,13 +386,13 @@ class ChatServer:
         if self.rooms:
             await self._redis_call(remove)
 
-    async def _refresh_presence(self):
+    async def _refresh_presence(self) -> None:
         while True:
             await asyncio.sleep(self.presence_ttl / 3)
             if not self.rooms:
                 continue
 
-            async def refresh(r):
+            async def refresh(r: Any) -> None:
                 expires = time.time() + self.presence_ttl
                 pipe = r.pipeline(transaction=False)
                 for room, members in self.rooms.items():
@@ -390,7 +403,7 @@ class ChatServer:
 
             await self._redis_call(refresh)
 
-    async def members(self, room):
+    async def members(self, room: str) -> List[str]:
         """The nicks in ``room``, sorted: every worker's with Redis up,
         this worker's otherwise."""
         key = self._presence_key(room) if isinstance(self.hub, RedisHub) else None
@@ -405,7 +418,7 @@ class ChatServer:
 
 
 class ChatPage(web.RequestHandler):
-    def get(self):
+    def get(self) -> None:
         with open(CHAT_PAGE, "rb") as f:
             self.set_header("Content-Type", "text/html; charset=UTF-8")
             self.set_header("Cache-Control", "no-cache")
@@ -413,10 +426,10 @@ class ChatPage(web.RequestHandler):
 
 
 class StatusHandler(web.RequestHandler):
-    def initialize(self, chat):
+    def initialize(self, chat: ChatServer) -> None:
         self.chat = chat
 
-    def get(self):
+    def get(self) -> None:
         self.set_header("Cache-Control", "no-cache")
         self.write(self.chat.status())
 
@@ -427,24 +440,25 @@ class ChatHandler(web.WebSocketHandler):
     max_message_size = MAX_MESSAGE_SIZE
     _numbers = itertools.count(1)
 
-    def initialize(self, chat):
+    def initialize(self, chat: ChatServer) -> None:
         self.chat = chat
-        self.room = None
-        self.nick = None
-        self.nick_keys = frozenset()
-        self.claim = None  # hash of the page's secret: a reconnect may take its nick back
+        self.room: Optional[str] = None
+        self.nick: Optional[str] = None
+        self.nick_keys: FrozenSet[str] = frozenset()
+        # hash of the page's secret: a reconnect may take its nick back
+        self.claim: Optional[str] = None
         self.number = next(ChatHandler._numbers)
         self.bucket = TokenBucket(chat.rate, chat.burst)
-        self._counted = None
+        self._counted: Optional[str] = None
 
-    def prepare(self):
+    def prepare(self) -> None:
         limit = self.chat.max_per_address
         address = self.request.remote_ip
         # No address (a Unix socket without trusted_proxies): no limit to apply.
         if limit is not None and address and self.chat.per_address.get(address, 0) >= limit:
             raise web.HTTPError(429, headers={"Retry-After": "10"})
 
-    def open(self):
+    def open(self) -> None:
         address = self.request.remote_ip
         if not address:
             return
@@ -452,7 +466,7 @@ class ChatHandler(web.WebSocketHandler):
         per_address = self.chat.per_address
         per_address[address] = per_address.get(address, 0) + 1
 
-    def _uncount(self):
+    def _uncount(self) -> None:
         address, self._counted = self._counted, None
         if address is not None:
             per_address = self.chat.per_address
@@ -462,13 +476,13 @@ class ChatHandler(web.WebSocketHandler):
             else:
                 per_address.pop(address, None)
 
-    def send_json(self, obj):
+    def send_json(self, obj: Dict[str, Any]) -> None:
         try:
             self.write_message(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
         except web.WebSocketClosedError:
             pass
 
-    async def on_message(self, message):
+    async def on_message(self, message: Union[str, bytes]) -> None:
         if not isinstance(message, str):
             return self.close(1003, "text messages only")
         if not self.bucket.take():
@@ -506,7 +520,7 @@ class ChatHandler(web.WebSocketHandler):
         else:
             return self.close(1008, "unknown message type")
 
-    def on_close(self):
+    def on_close(self) -> Optional[Awaitable[None]]:
         self._uncount()
         self.chat.hub.unsubscribe_all(self)
         if self.room is not None:
@@ -514,8 +528,11 @@ class ChatHandler(web.WebSocketHandler):
         return None
 
 
-async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None, path=None,
-                sock=None, on_start=None, shutdown_timeout=None, **settings):
+async def serve(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int = 8888, *,
+                reuse_port: bool = False, ssl: Optional[SSLContext] = None,
+                path: Optional[str] = None, sock: Any = None,
+                on_start: Optional[Callable[[web.Server], object]] = None,
+                shutdown_timeout: Optional[float] = None, **settings: Any) -> None:
     """Run ``chat`` (a :class:`ChatServer`) until SIGINT/SIGTERM: start its
     hub, listen, then close every WebSocket (1001), wait for the leave
     events and close the hub."""
@@ -545,12 +562,14 @@ async def serve(chat, host="127.0.0.1", port=8888, *, reuse_port=False, ssl=None
         await chat.close()
 
 
-async def _drained(hub):
+async def _drained(hub: RedisHub) -> None:
     while hub.buffered:
         await asyncio.sleep(0.01)
 
 
-def run(chat, host="127.0.0.1", port=8888, *, use_uvloop=None, **kwargs):
+def run(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int = 8888, *,
+        use_uvloop: Optional[bool] = None, **kwargs: Any) -> None:
+
     """Blocking :func:`serve` on uvloop when installed (unless ``use_uvloop=False``)."""
     factory = web._loop_factory(use_uvloop)
     if sys.version_info >= (3, 11):
