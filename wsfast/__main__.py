@@ -27,6 +27,8 @@ import ssl
 import subprocess
 import sys
 import time
+from types import FrameType
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import wsfast
 from wsfast import codec as _codec
@@ -38,15 +40,15 @@ DEMO_PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "
 class EchoHandler(wsfast.WebSocketHandler):
     """Echoes every message with its type: str as text, bytes as binary."""
 
-    def check_origin(self, origin):
+    def check_origin(self, origin: str) -> bool:
         return True  # a test server: any page may connect
 
-    def on_message(self, message):
+    def on_message(self, message: Union[str, bytes]) -> None:
         self.write_message(message)
 
 
 class DemoPage(wsfast.RequestHandler):
-    def get(self):
+    def get(self) -> None:
         with open(DEMO_PAGE, "rb") as f:
             self.set_header("Content-Type", "text/html; charset=UTF-8")
             self.write(f.read())
@@ -56,27 +58,27 @@ class ChatHandler(wsfast.WebSocketHandler):
     """Every text message goes to everyone connected, with the sender's
     name; binary messages are echoed to the sender."""
 
-    clients = set()
+    clients: ClassVar[Set["ChatHandler"]] = set()
     _numbers = itertools.count(1)
 
-    def open(self):
+    def open(self) -> None:
         self.name = f"guest-{next(self._numbers)}"
         ChatHandler.clients.add(self)
         self.write_message(f"* welcome, you are {self.name}; {len(self.clients)} online")
         self.broadcast(f"* {self.name} joined", skip=self)
 
-    def on_message(self, message):
+    def on_message(self, message: Union[str, bytes]) -> None:
         if isinstance(message, bytes):
             self.write_message(message)
             return
         self.broadcast(f"{self.name}: {message}")
 
-    def on_close(self):
+    def on_close(self) -> None:
         ChatHandler.clients.discard(self)
         self.broadcast(f"* {self.name} left")
 
     @classmethod
-    def broadcast(cls, text, skip=None):
+    def broadcast(cls, text: str, skip: Optional["ChatHandler"] = None) -> None:
         for client in list(cls.clients):
             if client is skip:
                 continue
@@ -86,7 +88,7 @@ class ChatHandler(wsfast.WebSocketHandler):
                 cls.clients.discard(client)
 
 
-def _size(text):
+def _size(text: str) -> int:
     """``16777216``, ``16MiB``, ``64KiB`` or ``1M`` → bytes."""
     text = text.strip()
     units = {"k": 2**10, "kib": 2**10, "m": 2**20, "mib": 2**20, "g": 2**30, "gib": 2**30}
@@ -97,7 +99,7 @@ def _size(text):
     return int(text)
 
 
-def _common(parser, default_port):
+def _common(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=default_port, help="port (default: %(default)s)")
     parser.add_argument(
@@ -121,7 +123,7 @@ def _common(parser, default_port):
     _uds(parser)
 
 
-def _origins(parser):
+def _origins(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allowed-host", action="append", default=None, metavar="NAME", dest="allowed_hosts",
         help="answer only requests whose Host header names NAME (repeat for several; "
@@ -138,7 +140,7 @@ def _origins(parser):
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-def _is_loopback(host):
+def _is_loopback(host: str) -> bool:
     import ipaddress
 
     if host == "localhost":
@@ -149,7 +151,7 @@ def _is_loopback(host):
         return False
 
 
-def _server_settings(args, loopback_default=True):
+def _server_settings(args: argparse.Namespace, loopback_default: bool = True) -> Dict[str, Any]:
     """``allowed_hosts``, ``trusted_origins``, ``trusted_proxies`` and ``max_connections``
     settings from the flags."""
     hosts = args.allowed_hosts
@@ -158,7 +160,7 @@ def _server_settings(args, loopback_default=True):
         hosts = list(_LOOPBACK_NAMES)
         if args.host not in hosts:
             hosts.append(args.host)
-    settings = {}
+    settings: Dict[str, Any] = {}
     if hosts is not None:
         settings["allowed_hosts"] = hosts
     if args.max_connections is not None:
@@ -172,7 +174,7 @@ def _server_settings(args, loopback_default=True):
     return settings
 
 
-def _uds(parser):
+def _uds(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uds", metavar="PATH", default=None,
                         help="listen on the Unix socket PATH instead of --host/--port "
                              "(e.g. behind nginx: proxy_pass http://unix:PATH;)")
@@ -186,7 +188,7 @@ def _uds(parser):
              "the client's address comes from it; only for a port that the proxy alone can reach")
 
 
-def _where(args, srv, scheme):
+def _where(args: argparse.Namespace, srv: wsfast.Server, scheme: str) -> str:
     """``scheme://host:port`` or ``scheme+unix:PATH`` for the banner."""
     if args.uds:
         return f"{scheme}+unix:{srv.path}:"
@@ -194,7 +196,7 @@ def _where(args, srv, scheme):
     return f"{scheme}://{host}:{srv.port}"
 
 
-def _shutdown(parser):
+def _shutdown(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shutdown-timeout", type=float, default=None, metavar="SECONDS",
         help="on SIGTERM/SIGINT: stop accepting, close every WebSocket with 1001 and wait "
@@ -202,21 +204,21 @@ def _shutdown(parser):
              "(default: 6 s, the close timeout + 1)")
 
 
-def _limits(parser):
+def _limits(parser: argparse.ArgumentParser) -> None:
     _shutdown(parser)
     parser.add_argument("--max-connections", type=int, default=None, metavar="N",
                         help="answer 503 past N open connections (default: from the limit "
                              "on open files, `ulimit -n`, less a reserve)")
 
 
-def _tls(parser):
+def _tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--certfile", metavar="PEM", default=None,
                         help="serve https/wss with this certificate chain (PEM)")
     parser.add_argument("--keyfile", metavar="PEM", default=None,
                         help="the private key of --certfile (default: in --certfile)")
 
 
-def _ssl_context(args, command):
+def _ssl_context(args: argparse.Namespace, command: str) -> Optional[ssl.SSLContext]:
     """The server's SSLContext from --certfile/--keyfile, or None; exits
     with a readable message when the files cannot be used."""
     if args.certfile is None:
@@ -232,7 +234,7 @@ def _ssl_context(args, command):
     return context
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m wsfast",
         description="wsfast: a fast, conformant WebSocket server and client for asyncio.",
@@ -281,7 +283,7 @@ def build_parser():
     return parser
 
 
-def _bench_main(argv):
+def _bench_main(argv: List[str]) -> int:
     """``python -m wsfast bench ARGS``: bench/run.py ARGS in a child process.
     The benchmark code lives in the checkout, not in the package."""
     import subprocess
@@ -294,7 +296,7 @@ def _bench_main(argv):
     return subprocess.call([sys.executable, run, *argv])
 
 
-def _asgi_main(argv):
+def _asgi_main(argv: List[str]) -> int:
     """``python -m wsfast asgi APP [uvicorn options]``: uvicorn's command line
     with ``--ws wsfast.asgi:WSFastProtocol`` (needs ``pip install 'wsfast[asgi]'``)."""
     try:
@@ -306,11 +308,12 @@ def _asgi_main(argv):
         print("wsfast asgi: --ws is wsfast's here; run uvicorn itself for another WebSocket class",
               file=sys.stderr)
         return 2
-    return uvicorn_main.main(args=[*argv, "--ws", "wsfast.asgi:WSFastProtocol"],
-                             prog_name="python -m wsfast asgi")
+    status: int = uvicorn_main.main(args=[*argv, "--ws", "wsfast.asgi:WSFastProtocol"],
+                                    prog_name="python -m wsfast asgi")
+    return status
 
 
-def _chat_main(args):
+def _chat_main(args: argparse.Namespace) -> int:
     from wsfast import chat as _chat
     from wsfast.pubsub import RedisHub
 
@@ -338,13 +341,13 @@ def _chat_main(args):
         except ImportError:
             print("wsfast chat: --redis needs redis-py: pip install 'redis>=5' hiredis", file=sys.stderr)
             return 2
-        hub = RedisHub(args.redis, history=_chat.HISTORY)
+        hub: Optional[RedisHub] = RedisHub(args.redis, history=_chat.HISTORY)
     else:
         hub = None
     limits = {} if args.max_per_address is None else {"max_per_address": args.max_per_address}
     server = _chat.ChatServer(hub, **limits)
 
-    def started(srv):
+    def started(srv: wsfast.Server) -> None:
         import asyncio
 
         loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
@@ -377,7 +380,7 @@ def _chat_main(args):
     return 0
 
 
-def _supervise(args):
+def _supervise(args: argparse.Namespace) -> int:
     """Serve the port with ``args.workers`` single-worker processes.
 
     The supervisor binds one SO_REUSEPORT socket per worker slot and keeps
@@ -425,15 +428,15 @@ def _supervise(args):
     stopping = False
     reloads = 0
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
         nonlocal stopping
         stopping = True
 
-    def reload(signum, frame):
+    def reload(signum: int, frame: Optional[FrameType]) -> None:
         nonlocal reloads
         reloads += 1
 
-    def spawn(slot):
+    def spawn(slot: int) -> "Tuple[subprocess.Popen[bytes], int]":
         """A worker for ``slot`` and the read end of its ready pipe."""
         fds = [sock.fileno() for sock in slots[slot]]
         ready_r, ready_w = os.pipe()
@@ -445,7 +448,7 @@ def _supervise(args):
             os.close(ready_w)
         return worker, ready_r
 
-    def wait_ready(worker, ready_r, timeout=30.0):
+    def wait_ready(worker: "subprocess.Popen[bytes]", ready_r: int, timeout: float = 30.0) -> bool:
         """True once ``worker`` serves; False if it exits or takes longer
         than ``timeout`` (or the supervisor is told to stop)."""
         import select
@@ -459,7 +462,7 @@ def _supervise(args):
         finally:
             os.close(ready_r)
 
-    def retire(worker):
+    def retire(worker: "subprocess.Popen[bytes]") -> None:
         """SIGTERM ``worker`` and wait (bounded) for its graceful exit."""
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -474,7 +477,7 @@ def _supervise(args):
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, reload)
-    workers = []
+    workers: "List[subprocess.Popen[bytes]]" = []
     status = 0
     try:
         for slot in range(args.workers):
@@ -541,7 +544,7 @@ def _supervise(args):
     return status
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # every later argument belongs to bench/run.py
         return _bench_main(argv[1:])
@@ -570,7 +573,7 @@ def main(argv=None):
     if args.ping_interval is not None:  # else the library's default (keepalive on)
         settings["websocket_ping_interval"] = args.ping_interval
     if args.deflate:
-        deflate = {}
+        deflate: Dict[str, Any] = {}
         if args.deflate_threshold is not None:
             deflate["threshold"] = args.deflate_threshold
         settings["websocket_compression"] = DeflateOptions(**deflate)
@@ -581,7 +584,7 @@ def main(argv=None):
         app = wsfast.Application([(r"/", DemoPage), (r"/websocket", ChatHandler)], **settings)
         path = "/websocket"
 
-    def started(server):
+    def started(server: wsfast.Server) -> None:
         loop_name = type(__import__("asyncio").get_running_loop()).__module__.split(".")[0]
         s = "s" if context is not None else ""
         kind = ("echo server" if args.command == "echo"

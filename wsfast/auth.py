@@ -296,7 +296,6 @@ class TokenAuthMixin:
 
 
 def constant_time_equal(a: Union[str, bytes], b: Union[str, bytes]) -> bool:
-
     """``a == b`` for two tokens (str or bytes) in a time that does not tell
     how much of them matched."""
     if isinstance(a, str):

@@ -52,12 +52,13 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 import time
 import unicodedata
 from ssl import SSLContext
 from typing import (
-    Any, Awaitable, Callable, Dict, FrozenSet, List, Optional, Union,
+    Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Union,
 )
 
 from . import web
@@ -530,7 +531,8 @@ class ChatHandler(web.WebSocketHandler):
 
 async def serve(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int = 8888, *,
                 reuse_port: bool = False, ssl: Optional[SSLContext] = None,
-                path: Optional[str] = None, sock: Any = None,
+                path: Optional[str] = None,
+                sock: Union[socket.socket, Iterable[socket.socket], None] = None,
                 on_start: Optional[Callable[[web.Server], object]] = None,
                 shutdown_timeout: Optional[float] = None, **settings: Any) -> None:
     """Run ``chat`` (a :class:`ChatServer`) until SIGINT/SIGTERM: start its
@@ -569,7 +571,6 @@ async def _drained(hub: RedisHub) -> None:
 
 def run(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int = 8888, *,
         use_uvloop: Optional[bool] = None, **kwargs: Any) -> None:
-
     """Blocking :func:`serve` on uvloop when installed (unless ``use_uvloop=False``)."""
     factory = web._loop_factory(use_uvloop)
     if sys.version_info >= (3, 11):

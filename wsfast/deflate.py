@@ -524,7 +524,6 @@ def accept_client(
     if len(valid) > 1:
         raise NegotiationError("server accepted more than one extension; one was offered")
     name, params = valid[0]
-
     if name != EXTENSION_NAME:
         raise NegotiationError(f"server accepted extension {name!r}, which was not offered")
     answer = _check_params(params, offer=False)
@@ -759,7 +758,6 @@ class PerMessageDeflate:
     # -- sending ---------------------------------------------------------------
 
     def encode(self, frame: _F, compress: bool = True) -> _F:
-
         """Compress an outgoing data frame (RSV1 on the first frame of a
         compressed message), or pass it through: a message shorter than
         ``threshold``, or sent with ``compress=False``. The choice is made at

@@ -212,7 +212,6 @@ def negotiate_extensions(
     """
     accepted_headers: List[str] = []
     extensions: List[Extension] = []
-
     for factory in available:
         for name, params in offers:
             result = factory.accept(name, params, extensions)
@@ -323,7 +322,6 @@ def check_response(response: Response, key: str, subprotocols: Sequence[str] = (
 
 def accept_extensions(response: Response,
                       deflate_options: Optional[DeflateOptions]) -> List[PerMessageDeflate]:
-
     """Client side: check the server's ``Sec-WebSocket-Extensions`` answer to
     the permessage-deflate offer made with ``deflate_options`` (a
     :class:`~wsfast.deflate.DeflateOptions`, or None if nothing was offered);

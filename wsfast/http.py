@@ -521,7 +521,6 @@ def build_response(status: int, headers: HeadersLike = (), body: Union[bytes, st
     lines = [f"HTTP/1.1 {status} {reason}\r\n"]
     has_length = False
     for name, value in _header_pairs(headers):
-
         name = str(name)
         value = str(value)
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:

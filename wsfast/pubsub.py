@@ -219,8 +219,6 @@ class Hub:
         oldest first."""
         limit = self.history_size if limit is None else limit
         messages: Iterable[Union[str, bytes]] = self._history.get(topic, ())
-
-
         if limit <= 0:
             return []
         return list(messages)[-limit:]
@@ -662,7 +660,6 @@ class _Session:
         outbox = hub._outbox
         wake = hub._wake
         assert wake is not None  # start() made it
-
         sha = self.sha
         seq_key = hub._seq_key
         worker = hub.worker_id

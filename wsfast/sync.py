@@ -109,7 +109,6 @@ class ClientConnection:
                     if not hasattr(message, "__iter__"):
                         raise TypeError(f"cannot send {kind.__name__}") from None
                     self._send_pieces(cast(Union[Iterable[str], Iterable[bytes]], message))
-
                 else:
                     self._write(conn.send_binary(data))
 
@@ -388,7 +387,6 @@ def _open(uri: str, given: Optional[socket.socket], subprotocols: List[str],
             context = ssl if isinstance(ssl, _ssl.SSLContext) else _ssl.create_default_context()
             tcp.settimeout(_left(deadline, uri))
             sock = wrap_tls(tcp, context, server_hostname or host)
-
         if auth is not None and not any(n.lower() == "authorization" for n, _ in headers):
             headers = headers + [("Authorization", auth)]
         key = _hs.generate_key()

@@ -267,7 +267,6 @@ def _trusted_origins(value: Optional[Iterable[str]]) -> FrozenSet[str]:
         raise TypeError(f"trusted_origins must be a list of origins, not the string {value!r} "
                         f"(write trusted_origins=[{value!r}])")
     keys: Set[str] = set()
-
     for origin in value:
         if origin == "*":
             keys.add("*")
@@ -595,7 +594,6 @@ HeaderValue = Union[str, bytes, int, float]
 
 
 def _header_value(value: HeaderValue) -> str:
-
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, bytes):
@@ -1034,7 +1032,6 @@ _TORNADO_ONLY = {
 
 
 def _check_settings(settings: Dict[str, Any]) -> None:
-
     for name in settings:
         if name in SETTINGS:
             continue
