@@ -403,6 +403,26 @@ def test_client_write_after_the_connection_dropped(run):
     run(main())
 
 
+def test_handshake_timeout_is_tornados_timeout_error(run):
+    # A server that takes the TCP connection and never answers: Tornado's
+    # websocket_connect raises its HTTPTimeoutError (an HTTPClientError, 599).
+    import tornado.simple_httpclient
+
+    async def main():
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        try:
+            port = silent.getsockname()[1]
+            with pytest.raises(tornado.simple_httpclient.HTTPTimeoutError) as caught:
+                await wt.websocket_connect(f"ws://127.0.0.1:{port}/", connect_timeout=0.2)
+            assert caught.value.code == 599
+        finally:
+            silent.close()
+
+    run(main())
+
+
 def test_wsfast_broadcast_reaches_tornado_handlers(run, impl):
     # wsfast.broadcast (one encoded frame for every connection) takes
     # wsfast.tornado handlers as it takes wsfast.web ones.

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional, Protocol, Sequence, 
 from .deflate import DeflateOptions, ExtensionParams, PerMessageDeflate
 from .deflate import accept_client as _accept_deflate
 from .exceptions import HandshakeError
-from .http import Headers, HeadersLike, Request, Response, _header_pairs, build_response
+from .http import HeadersLike, Request, Response, _header_pairs, build_response
 
 if TYPE_CHECKING:
     from .codec import Frame
@@ -46,6 +46,14 @@ __all__ = [
     "Extension",
     "ExtensionFactory",
 ]
+
+
+class HeaderFields(Protocol):
+    """What the request parsers here read of headers (:class:`~wsfast.http.Headers`
+    has it; wsfast.tornado adapts Tornado's ``HTTPHeaders``)."""
+
+    def get_all(self, name: str) -> List[str]: ...
+    def get_list(self, name: str) -> List[str]: ...
 
 
 class Extension(Protocol):
@@ -81,7 +89,7 @@ def generate_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-def _has_token(headers: Headers, name: str, token: str) -> bool:
+def _has_token(headers: HeaderFields, name: str, token: str) -> bool:
     # Connection and Upgrade are lists of tokens, compared case-insensitively
     # (RFC 9110 §7.6.1, §7.8); a client may send "keep-alive, Upgrade".
     token = token.lower()
@@ -134,7 +142,7 @@ def check_request(request: Request) -> str:
     return key
 
 
-def parse_subprotocols(headers: Headers) -> List[str]:
+def parse_subprotocols(headers: HeaderFields) -> List[str]:
     """The subprotocols a client offers, in its order of preference
     (``Sec-WebSocket-Protocol``, possibly split over several headers)."""
     return headers.get_list("Sec-WebSocket-Protocol")
@@ -171,7 +179,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_extensions(headers: Headers) -> List[Tuple[str, ExtensionParams]]:
+def parse_extensions(headers: HeaderFields) -> List[Tuple[str, ExtensionParams]]:
     """Parse ``Sec-WebSocket-Extensions`` (RFC 6455 §9.1) into a list of
     ``(name, [(param, value_or_None), ...])`` in the order given.
     Raises ``HandshakeError(400)`` for an offer without a name."""
