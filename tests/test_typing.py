@@ -68,6 +68,73 @@ def test_the_examples_check_catches_a_mistake(tmp_path):
     assert out.returncode == 1 and 'Argument 2 to "broadcast"' in out.stdout, out.stdout
 
 
+# A user's program under ``mypy --strict``: the public API's types are precise
+# (assert_type fails on Any), so a regression to Any or a wrong type shows here.
+TYPED_PROGRAM = '''
+from typing import Awaitable, List, Optional, Union
+
+from typing_extensions import assert_type
+
+import wsfast
+from wsfast.http import Headers, Request
+from wsfast.pubsub import Hub, PublishResult
+
+hub = Hub(history=10)
+
+
+class Room(wsfast.WebSocketHandler):
+    def open(self, name: str) -> None:
+        hub.subscribe(name, self)
+
+    async def on_message(self, message: Union[str, bytes]) -> None:
+        result = await hub.publish(self.path_args[0] or "", message)
+        assert_type(result, PublishResult)
+        assert_type(result.accepted, bool)
+        assert_type(self.write_message({"sent": result.local.sent}), Awaitable[None])
+        assert_type(self.close_code, Optional[int])
+
+    def on_close(self) -> None:
+        hub.unsubscribe_all(self)
+
+
+class Page(wsfast.RequestHandler):
+    async def get(self) -> None:
+        assert_type(self.get_argument("name"), str)
+        assert_type(self.get_argument("token", None), Optional[str])
+        assert_type(self.get_query_arguments("tag"), List[str])
+        assert_type(self.get_cookie("session"), Optional[str])
+        assert_type(self.request, Request)
+        assert_type(self.request.headers, Headers)
+        assert_type(self.request.headers.get("Host"), Optional[str])
+        assert_type(self.request.remote_ip, Optional[str])
+        self.set_header("X-Count", 3)
+        self.write({"name": self.get_argument("name")})
+
+
+async def main() -> None:
+    app = wsfast.Application([(r"/", Page), (r"/room/([a-z]+)", Room)], websocket_ping_interval=10)
+    server = await app.listen(0, host="127.0.0.1")
+    assert_type(server, wsfast.Server)
+    assert_type(server.port, Optional[int])
+    result = wsfast.broadcast(hub.subscribers("a"), "hi")
+    assert_type(result.sent, int)
+    await server.stop()
+'''
+
+
+def test_a_strictly_typed_program_checks(tmp_path):
+    (tmp_path / "typed_program.py").write_text(TYPED_PROGRAM)
+    (tmp_path / "mypy.ini").write_text(
+        "[mypy]\nstrict = True\nfollow_imports = silent\n"
+        f"mypy_path = {ROOT}\n"
+        "[mypy-httptools.*,tornado.*,redis.*,icu]\nignore_missing_imports = True\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", os.path.join(CACHE, "typed-program"), "--config-file",
+         str(tmp_path / "mypy.ini"), str(tmp_path / "typed_program.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_stub_matches_the_compiled_module():
     if "cython" not in codec.AVAILABLE:
         pytest.skip("the Cython extension is not built")
