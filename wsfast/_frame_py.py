@@ -18,8 +18,13 @@ import codecs
 import os
 import threading
 from struct import Struct
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 from .exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (collections.abc.Buffer from Python 3.12)
 
 __all__ = [
     "OP_CONT",
@@ -59,23 +64,23 @@ _utf8_decode = codecs.utf_8_decode
 # wins below ~1 KiB, four strided bytes.translate passes win above (1.6 vs
 # 1.8 us at 512 B, 10.3 vs 15.5 us at 8 KiB, 1.7 vs 3.4 ms at 1 MiB).
 _TRANSLATE_THRESHOLD = 1024
-_tables = {}
+_tables: Dict[int, bytes] = {}
 
 
-def _table(key):
+def _table(key: int) -> bytes:
     table = _tables.get(key)
     if table is None:
         table = _tables[key] = bytes(b ^ key for b in range(256))
     return table
 
 
-def _as_bytes_like(data):
+def _as_bytes_like(data: "Buffer") -> Union[bytes, bytearray, memoryview]:
     if type(data) is bytes or type(data) is bytearray:
         return data
     return memoryview(data).cast("B")  # TypeError for str, non-contiguous
 
 
-def _mask_key(mask):
+def _mask_key(mask: "Buffer") -> bytes:
     mask = bytes(_as_bytes_like(mask))
     if len(mask) != 4:
         raise ValueError("mask must be 4 bytes")
@@ -87,12 +92,12 @@ def _mask_key(mask):
 _NUMPY_THRESHOLD = 2048
 _SCRATCH_MAX = 4 * 2**20  # the largest result buffer kept per thread
 _WINDOW_MAX = 2**20  # the per-thread buffer window() lends
-_np = None
+_np: Optional[ModuleType] = None
 _np_tried = False
 _local = threading.local()
 
 
-def load_numpy():
+def load_numpy() -> Optional[ModuleType]:
     """Import numpy for masking unless ``WSFAST_NO_NUMPY`` is set; returns
     the module or None. Called by the first FrameParser (and by wsfast.codec
     when this twin is the default), so that a server pays the import at start
@@ -104,12 +109,13 @@ def load_numpy():
             try:
                 import numpy
             except ImportError:
-                numpy = None
-            _np = numpy
+                pass
+            else:
+                _np = numpy
     return _np
 
 
-def _mask_numpy(np, data, mask, n):
+def _mask_numpy(np: Any, data: Union[bytes, bytearray, memoryview], mask: bytes, n: int) -> bytes:
     # XOR 8 bytes at a time into a per-thread result buffer (a fresh large
     # buffer per call costs its page faults: ~1 ms per MiB here), then copy
     # it out as bytes.
@@ -127,32 +133,33 @@ def _mask_numpy(np, data, mask, n):
     if words < n:
         np.bitwise_xor(src[words:], np.frombuffer(key, dtype=np.uint8)[: n - words],
                        out=out[words:])
-    return out.tobytes()
+    result: bytes = out.tobytes()
+    return result
 
 
-def apply_mask(data, mask):
+def apply_mask(data: "Buffer", mask: "Buffer") -> bytes:
     """Return ``data`` XOR-ed with the 4-byte masking key ``mask``, as bytes."""
-    data = _as_bytes_like(data)
-    mask = _mask_key(mask)
-    n = len(data)
+    src = _as_bytes_like(data)
+    key = _mask_key(mask)
+    n = len(src)
     if n >= _NUMPY_THRESHOLD:
         np = load_numpy()
         if np is not None:
-            return _mask_numpy(np, data, mask, n)
+            return _mask_numpy(np, src, key, n)
     if n < _TRANSLATE_THRESHOLD:
         if n == 0:
             return b""
-        key = (mask * ((n >> 2) + 1))[:n]
-        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        repeated = (key * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(src, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
             n, "little"
         )
-    out = bytearray(data)
+    out = bytearray(src)
     for i in range(4):
-        out[i::4] = out[i::4].translate(_table(mask[i]))
+        out[i::4] = out[i::4].translate(_table(key[i]))
     return bytes(out)
 
 
-def apply_mask_inplace(buf, mask):
+def apply_mask_inplace(buf: "Buffer", mask: "Buffer") -> None:
     """XOR the writable buffer ``buf`` with the 4-byte key ``mask`` in place."""
     view = memoryview(buf)
     if view.readonly:
@@ -169,18 +176,29 @@ class Frame:
 
     __slots__ = ("_opcode", "_fin", "_rsv1", "_payload")
 
-    def __init__(self, opcode, payload, fin=True, rsv1=False):
+    def __init__(self, opcode: int, payload: "Buffer", fin: bool = True, rsv1: bool = False) -> None:
         self._opcode = int(opcode)
         self._payload = bytes(payload)
         self._fin = bool(fin)
         self._rsv1 = bool(rsv1)
 
-    opcode = property(lambda self: self._opcode)
-    fin = property(lambda self: self._fin)
-    rsv1 = property(lambda self: self._rsv1)
-    payload = property(lambda self: self._payload)
+    @property
+    def opcode(self) -> int:
+        return self._opcode
 
-    def __eq__(self, other):
+    @property
+    def fin(self) -> bool:
+        return self._fin
+
+    @property
+    def rsv1(self) -> bool:
+        return self._rsv1
+
+    @property
+    def payload(self) -> bytes:
+        return self._payload
+
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frame):
             return NotImplemented
         return (
@@ -190,9 +208,9 @@ class Frame:
             and self._payload == other._payload
         )
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as the extension's Frame
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         payload = self._payload
         shown = repr(payload[:32]) + ("..." if len(payload) > 32 else "")
         return (
@@ -201,7 +219,7 @@ class Frame:
         )
 
 
-def _new_frame(opcode, fin, rsv1, payload):
+def _new_frame(opcode: int, fin: bool, rsv1: bool, payload: bytes) -> Frame:
     frame = Frame.__new__(Frame)
     frame._opcode = opcode
     frame._fin = fin
@@ -210,17 +228,19 @@ def _new_frame(opcode, fin, rsv1, payload):
     return frame
 
 
-def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
+def build_frame(opcode: int, payload: Union["Buffer", str], *, fin: bool = True, rsv1: bool = False,
+                mask_key: Optional["Buffer"] = None) -> bytes:
     """Return one frame, header and payload in one buffer; masked when a
     4-byte ``mask_key`` is given (client to server, RFC 6455 §5.3)."""
-    if type(payload) is str:
-        payload = payload.encode("utf-8")
+    data: Union[bytes, bytearray, memoryview]
+    if isinstance(payload, str):
+        data = payload.encode("utf-8")
     else:
-        payload = _as_bytes_like(payload)
+        data = _as_bytes_like(payload)
     if not 0 <= opcode <= 15:
         raise ValueError(f"opcode must be in range(0, 16), not {opcode}")
     b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
-    n = len(payload)
+    n = len(data)
     mask_bit = 0 if mask_key is None else 0x80
     if n < 126:
         header = bytes((b0, mask_bit | n))
@@ -229,12 +249,12 @@ def build_frame(opcode, payload, *, fin=True, rsv1=False, mask_key=None):
     else:
         header = _HDR64.pack(b0, mask_bit | 127, n)
     if mask_key is None:
-        return header + payload
-    mask_key = _mask_key(mask_key)
-    return header + mask_key + apply_mask(payload, mask_key)
+        return header + data
+    key = _mask_key(mask_key)
+    return header + key + apply_mask(data, key)
 
 
-def _release(view):
+def _release(view: memoryview) -> None:
     try:
         view.release()
     except BufferError:  # something still holds a buffer of it: a misuse
@@ -253,8 +273,9 @@ class FrameParser:
     than the message they carry); None: ``max_frame_size`` applies to them.
     """
 
-    def __init__(self, *, mask_required, max_frame_size=DEFAULT_MAX_FRAME_SIZE, allow_rsv1=False,
-                 max_rsv1_frame_size=None, reuse_buffer=False):
+    def __init__(self, *, mask_required: bool, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+                 allow_rsv1: bool = False, max_rsv1_frame_size: Optional[int] = None,
+                 reuse_buffer: bool = False) -> None:
         self.mask_required = bool(mask_required)
         # The extension reuses a large payload's storage once it is free;
         # here it is only recorded (payloads are copied out of _buf anyway).
@@ -262,13 +283,13 @@ class FrameParser:
         self.max_frame_size = max_frame_size
         self.max_rsv1_frame_size = max_rsv1_frame_size
         self.allow_rsv1 = allow_rsv1
-        self.error = None
+        self.error: Optional[ProtocolError] = None
         self._buf = bytearray()
-        self._win = None  # the view window() handed out, released by the next call
+        self._win: Optional[memoryview] = None  # the view window() handed out, released by the next call
         if not _np_tried:  # import the masking accelerator with the first parser, not mid-message
             load_numpy()
 
-    def feed(self, data):
+    def feed(self, data: "Buffer") -> List[Frame]:
         """Parse ``data``; return the list of frames it completed.
 
         On a violation, the frames completed before it in this call are
@@ -276,12 +297,12 @@ class FrameParser:
         ``feed(b"")`` flushes it); with no frame before it, it is raised now.
         """
         try:
-            return self._feed(data, False)
+            return self._feed(data, False)  # type: ignore[return-value]  # frames only, without convert
         except ProtocolError:
-            data = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
             raise
 
-    def feed_messages(self, data):
+    def feed_messages(self, data: "Buffer") -> List[Union[Frame, bytes, str]]:
         """Like :meth:`feed`, but until the first ``Frame`` it returns, a
         complete unfragmented frame (FIN set, RSV1 clear) comes as its
         message: a binary one as its payload (``bytes``), a text one that
@@ -292,10 +313,10 @@ class FrameParser:
         try:
             return self._feed(data, True)
         except ProtocolError:
-            data = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
             raise
 
-    def window(self, minimum=1):
+    def window(self, minimum: int = 1) -> Optional[memoryview]:
         """Where the rest of the unfinished frame's payload goes, for a
         caller that reads the socket straight into it: a writable memoryview,
         or None while no frame payload is in progress, when fewer than
@@ -329,7 +350,7 @@ class FrameParser:
         win = self._win = _local.lent = memoryview(scratch)[: min(missing, _WINDOW_MAX)]
         return win
 
-    def commit(self, nbytes):
+    def commit(self, nbytes: int) -> List[Frame]:
         """Take the ``nbytes`` written at the start of the last
         :meth:`window`; return the frames they completed, as :meth:`feed`
         does (here at most one)."""
@@ -341,21 +362,22 @@ class FrameParser:
             raise ValueError(f"commit({nbytes}) outside the window")
         self._buf += win[:nbytes]
         self._drop_window()
-        return self._feed(b"", False)
+        return self._feed(b"", False)  # type: ignore[return-value]  # frames only, without convert
 
-    def _drop_window(self):
+    def _drop_window(self) -> None:
         win = self._win
         if win is not None:
             self._win = None
             _release(win)
 
-    def _feed(self, data, convert):
+    def _feed(self, data: "Buffer", convert: bool) -> List[Union[Frame, bytes, str]]:
         if self._win is not None:
             self._drop_window()
         if self.error is not None:
-            data = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
             raise self.error
         buf = self._buf
+        src: Any  # (set to None below: the stored error's traceback keeps this frame)
         if buf:
             buf += data
             src = buf
@@ -363,7 +385,7 @@ class FrameParser:
         else:
             src = _as_bytes_like(data)
             began = 0
-        frames = []
+        frames: List[Union[Frame, bytes, str]] = []
         pos = 0
         end = len(src)
         try:
@@ -425,7 +447,8 @@ class FrameParser:
                 return frames
             if type(src) is memoryview:
                 src.release()
-            data = src = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
+            src = None
             raise
         else:
             if src is buf:
@@ -441,19 +464,19 @@ class FrameParser:
                 src.release()
 
     @property
-    def buffered(self):
+    def buffered(self) -> int:
         """Bytes held for an unfinished frame (0 when none): a cheap test of
         whether :meth:`partial` can have anything to say."""
         return len(self._buf)
 
     @property
-    def partial_opcode(self):
+    def partial_opcode(self) -> int:
         """The opcode of the unfinished frame once its header is complete,
         else -1: lets a caller skip :meth:`partial` (a copy) for frames it
         does not check, such as binary ones."""
         return -1 if self._unfinished_header() is None else self._buf[0] & 0x0F
 
-    def partial(self, start=0):
+    def partial(self, start: int = 0) -> Optional[Tuple[int, bytes]]:
         """The unfinished frame, for checks that cannot wait for its end
         (RFC 6455 §8.1: fail fast on invalid UTF-8 inside one long frame).
 
@@ -469,16 +492,14 @@ class FrameParser:
         opcode = buf[0] & 0x0F
         if start >= len(buf) - hlen:
             return opcode, b""
-        data = buf[hlen + start :]
+        rest = buf[hlen + start :]
         if buf[1] & 0x80:
             key = buf[hlen - 4 : hlen]
             shift = start & 3
-            data = apply_mask(data, key[shift:] + key[:shift])
-        else:
-            data = bytes(data)
-        return opcode, data
+            return opcode, apply_mask(rest, key[shift:] + key[:shift])
+        return opcode, bytes(rest)
 
-    def _unfinished_header(self):
+    def _unfinished_header(self) -> Optional[Tuple[int, int]]:
         """``(header length, payload length)`` of the unfinished frame once
         its header is complete; None before that, and after an error."""
         buf = self._buf
@@ -495,7 +516,7 @@ class FrameParser:
             length = _U64.unpack_from(buf, 2)[0]
         return hlen, length
 
-    def _check_header(self, b0, b1, opcode):
+    def _check_header(self, b0: int, b1: int, opcode: int) -> None:
         # The checks of docs/DESIGN.md, in that order, from the first two bytes.
         if 2 < opcode < 8 or opcode > 10:
             raise ProtocolError(1002, f"reserved opcode {opcode}")  # RFC 6455 §5.2
@@ -523,7 +544,7 @@ class FrameParser:
 # -- UTF-8 (RFC 3629; RFC 6455 §5.6, §8.1) -----------------------------------
 
 
-def _tail_error(tail):
+def _tail_error(tail: bytes) -> int:
     """Index of the first bad byte in an incomplete trailing sequence (at most
     3 bytes) that CPython's incremental decoder has not judged yet, or -1.
 
@@ -542,23 +563,23 @@ class Utf8Validator:
 
     __slots__ = ("_pending", "_error")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._pending = b""
-        self._error = None
+        self._error: Optional[InvalidUTF8] = None
 
-    def reset(self):
+    def reset(self) -> None:
         """Start over, for the next message."""
         self._pending = b""
         self._error = None
 
-    def feed(self, data, final=False):
+    def feed(self, data: "Buffer", final: bool = False) -> None:
         """Check the next piece of a message; ``final=True`` on its last piece
         also rejects a sequence truncated at the end."""
         if self._error is not None:
-            data = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
             raise self._error
         pending = self._pending
-        src = _as_bytes_like(data)
+        src: Any = _as_bytes_like(data)  # (set to None below, as data is deleted)
         if pending:
             src = pending + bytes(src)
         offset = len(pending)
@@ -570,7 +591,8 @@ class Utf8Validator:
             self._error = InvalidUTF8(f"invalid UTF-8 at byte {at - offset}")
             if type(src) is memoryview:
                 src.release()
-            data = src = None  # the traceback keeps this frame: hold no caller buffer
+            data = b""  # the traceback keeps this frame: hold no caller buffer
+            src = None
             raise self._error from None
         finally:
             if type(src) is memoryview:  # hold no view of the caller's buffer
@@ -583,11 +605,12 @@ class Utf8Validator:
         else:
             self._pending = tail
             return
-        data = src = None  # the traceback keeps this frame: hold no caller buffer
+        data = b""  # the traceback keeps this frame: hold no caller buffer
+        src = None
         raise self._error
 
 
-def validate_utf8(data):
+def validate_utf8(data: "Buffer") -> bool:
     """Return True when ``data`` is entirely valid UTF-8."""
     try:
         _utf8_decode(_as_bytes_like(data), "strict", True)
