@@ -597,6 +597,58 @@ def test_async_on_message_keeps_order_and_runs_in_a_task(loop, impl):
     run_in_loop(loop, main())
 
 
+class StepsAsync(wsfast.WebSocketHandler):
+    """First steps that finish, suspend, suspend and get a cancellation
+    thrown in (asyncio.timeout), and fail after a suspension."""
+
+    async def on_message(self, message):
+        if message == "sleep":
+            await asyncio.sleep(0.001)
+        elif message == "timeout":
+            try:
+                async with asyncio.timeout(0.001):
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                message += " timed out"
+        elif message == "fail":
+            await asyncio.sleep(0.001)
+            raise ValueError("after a suspension")
+        await self.write_message(message)
+        return "a return value nobody reads"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_first_steps_one_message_per_read(loop, impl, caplog):
+    """One message per read (request/response), each coroutine's first step
+    run in the read: done at once, suspended and continued by the consumer
+    task, a cancellation thrown in and caught, a failure after a suspension
+    (1011); a message after each is answered as before."""
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is Python 3.11+")
+
+    async def main():
+        app = wsfast.Application([(r"/", StepsAsync)], codec=impl)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            ws = await RawWebSocket.connect(server.port)
+            for name, answer in [("a", "a"), ("sleep", "sleep"), ("b", "b"), ("timeout", "timeout timed out"),
+                                 ("c", "c"), ("sleep", "sleep"), ("sleep", "sleep"), ("d", "d")]:
+                await ws.send(ws.frame(TEXT, name.encode()))
+                await ws.expect((TEXT, answer.encode()))
+            (protocol,) = await ws_protocols(server, 1)
+            assert protocol._backlog is None  # back in direct mode
+            await ws.send(ws.frame(TEXT, b"fail"))
+            await ws.expect_close(1011, eof=False)
+            await ws.send(ws.frame(CLOSE, close_payload(1011)))
+            await ws.expect_eof()
+        finally:
+            await app.stop(timeout=1)
+
+    with caplog.at_level("ERROR", logger="wsfast"):
+        run_in_loop(loop, main())
+    assert any("after a suspension" in str(r.exc_info and r.exc_info[1]) for r in caplog.records), caplog.text
+
+
 class TaskWriter(wsfast.WebSocketHandler):
     def open(self):
         asyncio.get_running_loop().create_task(self.burst())

@@ -311,11 +311,38 @@ _leave_task = asyncio.tasks._leave_task
 _TASK_CONTEXT = sys.version_info >= (3, 11)
 
 
+# What a step driver yields when the coroutine it ran has returned.
+_STEP_DONE = object()
+
+
+@types.coroutine
+def _step_driver():
+    """A generator that runs the coroutines sent to it, one after another,
+    each to its end or its first suspension: ``send(coro)`` returns
+    ``_STEP_DONE`` when ``coro`` returned without suspending, else what
+    ``coro`` yielded (the driver is then inside ``coro``: _Resume continues
+    it). Driving ``coro.send(None)`` directly would raise and catch a
+    StopIteration per message; ``yield from`` takes the return in C."""
+    coro = yield
+    while True:
+        yield from coro
+        coro = yield _STEP_DONE
+
+
+def _new_step():
+    """A primed step driver's ``send``."""
+    driver = _step_driver()
+    driver.send(None)
+    return driver.send
+
+
 class _Resume:
-    """Awaiting this continues ``coro``, whose first step ran outside the
-    awaiting task and yielded ``yielded``: what the coroutine yields goes up
-    to the task, what the task sends or throws goes down, as if the task had
-    awaited the coroutine from the start (a ``yield from`` by hand)."""
+    """Awaiting this continues a step driver (``_step_driver``) whose
+    coroutine suspended outside the awaiting task, having yielded
+    ``yielded``: what the coroutine yields goes up to the task, what the
+    task sends or throws goes down, as if the task had awaited the coroutine
+    from the start (a ``yield from`` by hand), until the driver reports the
+    coroutine done."""
 
     __slots__ = ("coro", "yielded")
 
@@ -333,15 +360,11 @@ class _Resume:
                 coro.close()
                 raise
             except BaseException as exc:  # thrown in by the task (a cancellation)
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
+                value = coro.throw(exc)
             else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+                value = coro.send(sent)
+            if value is _STEP_DONE:
+                return None
 
 
 class WebSocketProtocol(asyncio.BufferedProtocol):
@@ -368,7 +391,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
         "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap", "_shared",
-        "_consumer_context",
+        "_consumer_context", "_step",
     )  # many connections: no per-instance dict
 
     def __init__(self, side, options, owner):
@@ -402,6 +425,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._backlog = None  # a deque, once on_message returned a coroutine
         self._consumer = None
         self._consumer_context = None  # the consumer task's contextvars.Context
+        self._step = None  # a step driver's send (_new_step), between reads
         self._idle = None  # the consumer's wait for the next message
         self._ws_closed = False  # the handler was or will be told
         self._notified = False
@@ -864,20 +888,33 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                     # Its first step now, as the consumer task
                                     # (the section "async def on_message" below).
                                     if host is None:
-                                        host = self._enter_consumer()
+                                        host = self._consumer
+                                        if host is None or not _TASK_CONTEXT:
+                                            host = self._enter_consumer()
+                                        else:  # _enter_consumer's common case, inline
+                                            try:
+                                                _enter_task(self._loop, host)
+                                            except RuntimeError:
+                                                host = False
                                         if host:
                                             run_in_host = self._consumer_context.run
                                     if host:
+                                        # the driver is ours again only if the
+                                        # coroutine returns without suspending
+                                        step = self._step or _new_step()
+                                        self._step = None
                                         try:
-                                            yielded = run_in_host(result.send, None)
-                                        except StopIteration:
-                                            continue  # done without suspending
+                                            yielded = run_in_host(step, result)
                                         except ConnectionClosed:
                                             continue
                                         except (Exception, asyncio.CancelledError):
                                             self._handler_failed("on_message")
-                                        else:  # suspended: the consumer continues it
-                                            self._start_consumer(_Resume(result, yielded))
+                                        else:
+                                            if yielded is _STEP_DONE:  # done without suspending
+                                                self._step = step
+                                                continue
+                                            # suspended: the consumer continues it
+                                            self._start_consumer(_Resume(step.__self__, yielded))
                                     else:  # inside another task: the consumer runs it
                                         self._start_consumer(result)
                                 elif inspect.isawaitable(result):
