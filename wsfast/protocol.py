@@ -948,14 +948,24 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._hold_close()
             else:
                 out = conn.data_to_send()
-        else:
+            if out:
+                batch.append(out)
+            if batch and not self._lost:
+                _write_list(self.transport, batch)
+            if not self._close_held:
+                self._ws_finished()
+            return
+        # Open (or closing): the automatic replies (pongs, a close) queued,
+        # if any; data_to_send() without its call when none is.
+        if conn._out or conn._pending_close is not None:
             out = conn.data_to_send()
-        if out:
-            batch.append(out)
+            if out:
+                batch.append(out)
         if batch and not self._lost:
-            _write_list(self.transport, batch)
-        if conn.state is _CLOSED and not self._close_held:
-            self._ws_finished()
+            if len(batch) == 1:  # _write_list's common case, inline
+                self.transport.write(batch[0])
+            else:
+                _write_list(self.transport, batch)
 
     # -- the close of a read, held while earlier messages are unanswered ----------
     #
