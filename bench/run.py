@@ -126,6 +126,11 @@ SERVERS = {
 # ceiling: its name before it had two flavours; floor-py: the thinnest Python (uvloop BufferedProtocol)
 # echo that writes as it reads, which is what ceiling-perframe is
 ALIASES = {"ceiling": "ceiling-batched", "floor-py": "ceiling-perframe"}
+# --base COMMIT: these servers again as "<name>@base", wsfast exported at that commit (an A/B in one run)
+BASE_SERVERS = ["wsfast", "wsfast-async", "wsfast-python"]
+for _name in BASE_SERVERS:
+    _label, *_rest = SERVERS[_name]
+    SERVERS[_name + "@base"] = (_label + " @base", *_rest)
 ORDER = list(SERVERS)
 DEFAULT_SERVERS = ["wsfast", "wsfast-async", "picows", "picows-batched", "websockets", "aiohttp", "tornado",
                    "ceiling-batched", "ceiling-perframe", "floor-c"]
@@ -438,6 +443,8 @@ COMPARISONS = [
     ("wsfast ÷ floor-c", "wsfast", "floor-c"),
     ("floor-c ÷ picows", "floor-c", "picows"),
     ("ceiling-perframe ÷ picows", "ceiling-perframe", "picows"),
+    ("wsfast ÷ wsfast@base", "wsfast", "wsfast@base"),
+    ("wsfast async ÷ wsfast async@base", "wsfast-async", "wsfast-async@base"),
 ]
 
 
@@ -595,7 +602,8 @@ def write_tables(results, meta, servers, checks, path):
     w(f"Run {meta['started']} on {meta['machine']['cpu']} ({meta['machine']['cpus']} CPUs), "
       f"{meta['rounds']} interleaved rounds, profile `{meta['profile']}`, {meta.get('seconds', '?')} s; wsfast at "
       f"`{meta['wsfast_commit']}`{' (work tree with uncommitted changes)' if meta.get('wsfast_dirty') else ''}"
-      f"{', exported and built outside the checkout' if meta.get('exported') else ''}. "
+      f"{', exported and built outside the checkout' if meta.get('exported') else ''}"
+      f"{'; @base: wsfast at `' + meta['base_commit'] + '`' if meta.get('base_commit') else ''}. "
       f"Command: `{meta['command']}`. Load average (1, 5, 15 min) at the start "
       f"{', '.join(str(round(v, 2)) for v in la0)}, at the end {', '.join(str(round(v, 2)) for v in la1)}: "
       f"the machine is shared. Versions: {', '.join(f'{k} {v}' for k, v in meta['machine']['versions'].items() if v)}, "
@@ -850,6 +858,13 @@ def machine_info():
     }
 
 
+def server_env(name, env):
+    """The environment of server ``name``: "<name>@base" imports the --base tree."""
+    if name.endswith("@base"):
+        return dict(env, WSFAST_TREE=env["WSFAST_BASE_TREE"])
+    return env
+
+
 def available(name, env):
     """Whether the server's modules import where the servers run (wsfast
     from WSFAST_TREE or this checkout)."""
@@ -858,7 +873,7 @@ def available(name, env):
         return shutil.which("cc") is not None
     if not mods:
         return True
-    tree = at_commit.tree(env)
+    tree = at_commit.tree(server_env(name, env))
     code = f"import sys; sys.path.insert(0, {tree!r}); " + "; ".join(f"import {m}" for m in mods)
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=False).returncode == 0
 
@@ -905,6 +920,9 @@ def main(argv=None):
                         help=f"comma-separated, from {','.join(GROUPS)} (default {','.join(DEFAULT_GROUPS)})")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 3)")
     at_commit.add_option(parser)
+    parser.add_argument("--base", default=None,
+                        help="also build wsfast at this commit; servers named <name>@base (wsfast@base, "
+                             "wsfast-async@base, wsfast-python@base) run it, interleaved with the rest: an A/B")
     parser.add_argument("--out", default=None, help="directory for system.md/json/png (default bench/results)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
@@ -938,6 +956,11 @@ def main(argv=None):
     env, info = at_commit.prepare(args.commit, workdir)
     env["WSFAST_BENCH_WORKDIR"] = workdir  # where C servers are built
     commit, dirty = info["commit"], info["dirty"]
+    if args.base:
+        base_dir = os.path.join(workdir, "base")
+        os.makedirs(base_dir)
+        print(f"building wsfast at {args.base} (base) in {base_dir} ...", file=sys.stderr)
+        env["WSFAST_BASE_TREE"], _ = at_commit.wsfast_tree(args.base, base_dir)
     if args.smoke:
         servers = ["wsfast"] if available("wsfast", env) else ["wsfast-python"]
         groups = ["echo"]
@@ -950,6 +973,8 @@ def main(argv=None):
     for s in servers:
         if s not in SERVERS:
             parser.error(f"unknown server {s!r}")
+        if s.endswith("@base") and not args.base:
+            parser.error(f"{s} needs --base COMMIT")
     for g in groups:
         if g not in GROUPS:
             parser.error(f"unknown scenario {g!r}")
@@ -972,6 +997,7 @@ def main(argv=None):
                                             " " + " ".join(argv if argv is not None else sys.argv[1:])),
         "profile": profile, "rounds": rounds, "servers": servers, "scenarios": groups,
         "wsfast_commit": commit, "wsfast_dirty": dirty, "exported": bool(args.commit), "pinned": pinned,
+        "base_commit": git("rev-parse", args.base) if args.base else None,
         "server_cpu": server_cpu, "client_cpu": client_cpu, "conns_target": conns_target,
         "machine": machine_info(), "loadavg_start": os.getloadavg(), "banners": {}, "client": args.client,
     }
@@ -990,7 +1016,7 @@ def main(argv=None):
         with open(log_path, "w") as log:
             for r, group, server in plan:
                 try:
-                    proc, port, banner = start_server(server, server_cpu, env, log)
+                    proc, port, banner = start_server(server, server_cpu, server_env(server, env), log)
                 except RuntimeError as exc:
                     for case, _ in client_cases(group, profile, conns_target, args.client):
                         results.setdefault(case, {}).setdefault(server, []).append({"error": str(exc)})
