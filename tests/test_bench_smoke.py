@@ -118,3 +118,21 @@ def test_deploy_bench_smoke(tmp_path):
         if name.startswith(("nginx", "HAProxy")):
             assert path["proxy_us_per_rt"] > 0, name
     assert "| nginx → Unix socket |" in out.stdout
+
+
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="no C compiler")
+def test_floor_server_builds_and_echoes():
+    """bench/servers/floor_server.c (the floor: a C server doing only the
+    syscalls) builds with cc at run time and echoes what the load client
+    checks byte for byte, after an upgrade whose Sec-WebSocket-Accept it
+    checks too: small frames one in flight, and 16 MiB frames (a frame
+    bigger than its read buffer, and writes the kernel takes in parts)."""
+    out = subprocess.run([sys.executable, RUN, "--smoke", "--no-progress", "--servers", "floor-c",
+                          "--scenarios", "rr,single"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])["results"]
+    for case in ("rr16-64", "latency-64", f"large-{16 * 2**20}"):
+        (runs,) = results[case].values()
+        assert runs and "error" not in runs[0], (case, runs)
+        assert runs[0]["round_trips"] > 0, case
