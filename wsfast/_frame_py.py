@@ -19,7 +19,7 @@ import os
 import threading
 from struct import Struct
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union, cast
 
 from .exceptions import InvalidUTF8, PayloadTooBig, ProtocolError
 
@@ -233,10 +233,10 @@ def build_frame(opcode: int, payload: Union["Buffer", str], *, fin: bool = True,
     """Return one frame, header and payload in one buffer; masked when a
     4-byte ``mask_key`` is given (client to server, RFC 6455 §5.3)."""
     data: Union[bytes, bytearray, memoryview]
-    if isinstance(payload, str):
+    if type(payload) is str:  # (a str subclass is refused, as by the extension)
         data = payload.encode("utf-8")
     else:
-        data = _as_bytes_like(payload)
+        data = _as_bytes_like(cast("Buffer", payload))  # TypeError for a str subclass
     if not 0 <= opcode <= 15:
         raise ValueError(f"opcode must be in range(0, 16), not {opcode}")
     b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
