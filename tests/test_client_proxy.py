@@ -7,6 +7,7 @@ explicit ``proxy=`` and the environment variables.
 Every test runs on stdlib asyncio and on uvloop (``run``).
 """
 
+import asyncio
 import os
 import shutil
 import socket
@@ -474,5 +475,44 @@ def test_socks5_username_password(run, socks_auth_proxy, tls_contexts, scheme, c
             await echo_once(f"wss://localhost:{port}/ws", proxy=good, ssl=client_ctx, codec=codec)
             # socks5h: the proxy resolved the name; socks5: it got an address
             assert socks_auth_proxy.saw(port, "localhost" if scheme == "socks5h" else "127.0.0.1")
+
+    run(main())
+
+
+# -- the other client features through a proxy ----------------------------------------------
+
+
+def test_redirect_and_reconnect_through_a_proxy(run, http_proxies):
+    """A redirect to another server goes through the proxy too; reconnecting
+    through a proxy retries its 5xx (tinyproxy's answer while the server is
+    down) until the server is back."""
+    proxy, _ = http_proxies
+
+    async def main():
+        async with serving([(r"/ws", Echo)]) as target:
+            async with serving([(r"/old", wsfast.RedirectHandler,
+                                 {"url": f"ws://127.0.0.1:{target}/ws"})]) as first:
+                await echo_once(f"ws://127.0.0.1:{first}/old", proxy=proxy.uri)
+                assert proxy.saw(first) and proxy.saw(target)
+        port = free_port()
+        app = wsfast.Application([(r"/ws", Echo)])
+
+        async def start_later():
+            await asyncio.sleep(0.5)
+            await app.listen(port, host="127.0.0.1")
+
+        later = asyncio.ensure_future(start_later())
+        try:
+            with pytest.raises(wsfast.ProxyError) as info:  # down: the proxy answers 5xx
+                await wsfast.connect(f"ws://127.0.0.1:{port}/ws", proxy=proxy.uri)
+            assert info.value.status in wsfast.client.RETRY_STATUSES
+            async for ws in wsfast.connect(f"ws://127.0.0.1:{port}/ws", proxy=proxy.uri,
+                                           backoff_min=0.05, backoff_max=0.2):
+                await ws.send("back")
+                assert await ws.recv() == "back"
+                break
+            await later
+        finally:
+            await app.stop(timeout=1)
 
     run(main())
