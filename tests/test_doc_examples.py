@@ -372,8 +372,7 @@ def run_cli(page, block, args):
             assert wsfast.__version__ in out.stdout
         return
     assert args[0] in ("echo", "demo", "chat", "asgi"), f"{block}: python -m wsfast {args[0]}"
-    kind = args[0] if args[0] != "asgi" else "asgi"
-    run_server_command(page, block, [PYTHON, "-m", "wsfast"] + args, kind, args[1] if kind == "asgi" else None)
+    run_server_command(page, block, [PYTHON, "-m", "wsfast"] + args, args[0], args[1] if args[0] == "asgi" else None)
 
 
 def run_server_command(page, block, argv, kind, app=None):
@@ -488,9 +487,8 @@ def check_api_listing(block):
             check_params(block, getattr(target, m.group(1)), m.group(2))
             checked += 1
         m = re.match(r"\s*(?:\w+ = )?((?:\w+\.)+\w+)\((.*)\)\s*$", code)
-        if m and indent == 0 and m.group(1).split(".")[0] in ("wsfast",):
-            import importlib as il
-            obj = il.import_module("wsfast")
+        if m and indent == 0 and m.group(1).split(".")[0] == "wsfast":
+            obj = importlib.import_module("wsfast")
             for part in m.group(1).split(".")[1:]:
                 obj = getattr(obj, part)
             check_params(block, obj, m.group(2))
