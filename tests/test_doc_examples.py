@@ -6,7 +6,8 @@ Each page's fenced blocks run in order, in a fresh temporary directory:
 * ``python``: a script in a fresh process (code with top-level ``await`` runs
   inside a coroutine), which must exit 0. A block after ``<!-- server -->``
   is a server: it runs in the background until the page is done (then it
-  must stop cleanly on SIGTERM), and the next block starts once it listens.
+  must stop cleanly on SIGTERM, having printed what a ``# prints: ...``
+  comment says), and the next block starts once it listens.
 * ``sh``: each command runs where it can (servers are started, a real
   client talks to them, they are stopped with SIGTERM and must exit 0);
   the commands in ``NOT_RUN`` are checked instead (the file exists, the
@@ -247,6 +248,9 @@ class Page:
     def stop_servers(self):
         for script, proc, port in self.servers:
             stop(proc, f"the server example {script.name}")
+            printed = proc.stdout.read().decode(errors="replace") + proc.stderr.read().decode(errors="replace")
+            for expected in re.findall(r"# prints: (.*)", script.read_text(encoding="utf-8")):
+                assert expected.strip() in printed, f"{script.name} did not print {expected!r}: {printed}"
 
     def restart_servers(self):
         old, self.servers = self.servers, []
