@@ -1123,8 +1123,9 @@ def test_page_examples_run(page, tmp_path, request):
 
 
 def test_examples_type_check(tmp_path):
-    """mypy on the python blocks of docs/*.md, as a user's code (README.md's
-    and the guides' are checked by tests/test_typing.py). A fragment run by a
+    """mypy on the python blocks of docs/*.md and of the docstrings, as a
+    user's code (README.md's and the guides' are checked by
+    tests/test_typing.py). A fragment run by a
     harness uses names its page's prose defines (``routes``, ``handler``):
     they are left unknown (``name-defined`` off for it), everything else is
     checked."""
@@ -1149,7 +1150,24 @@ def test_examples_type_check(tmp_path):
                 name = re.sub(r"\W", "_", f"{page[:-3]}_{block.line}_{j}")
                 (package / f"{name}.py").write_text(code, encoding="utf-8")
                 count += 1
-    assert count >= 10
+    # the docstrings' examples, as fragments (their harnesses' names left unknown)
+    for key, code in docstring_blocks().items():
+        if key in DOCSTRING_NOT_PYTHON:
+            continue
+        if key == "wsfast.web.WebSocketHandler.get#0":  # a method
+            code = "import wsfast\n\n\nclass Guarded(wsfast.WebSocketHandler):\n" + textwrap.indent(code, "    ")
+        elif key == "wsfast.auth.asgi_authenticate#0":  # an endpoint's body
+            code = "async def endpoint(websocket):\n" + textwrap.indent(code, "    ")
+        elif has_top_level_await(code):
+            code = as_coroutine(code)
+        codes = [code]
+        if DOCSTRING_HARNESSES[key] is d_alternatives:
+            codes = [line + "\n" for line in code.splitlines() if line.strip()]
+        for j, code in enumerate(codes):
+            code = '# mypy: disable-error-code="name-defined"\n' + code
+            (package / (re.sub(r"\W", "_", key) + f"_{j}.py")).write_text(code, encoding="utf-8")
+            count += 1
+    assert count >= 20
     out = subprocess.run([PYTHON, "-m", "mypy", "--cache-dir", os.path.join(ROOT, ".mypy_cache"),
                           str(package)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
