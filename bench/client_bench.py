@@ -18,7 +18,10 @@ interleave the clients so that load changes hit them all alike.
 
 Clients (all on uvloop): wsfast (``connect()``, ``send``/``recv``), picows
 (its callback ``WSListener``), websockets (``websockets.asyncio.client``),
-aiohttp (``ClientSession.ws_connect``), and ``asyncio-floor``: an asyncio
+aiohttp (``ClientSession.ws_connect``), ``wsfast-callback``
+(``connect(uri, on_message=callback)``, the next send from the callback with
+``ws.write_message``: picows' structure behind wsfast's API; not in the
+default set until the callback is on main), and ``asyncio-floor``: an asyncio
 client that does the same awaits as wsfast's loop with no WebSocket work at
 all (a ``Protocol`` that echoes nothing but wakes a future per reply, and
 writes the bytes of a masked frame built once), the floor of any
@@ -67,6 +70,35 @@ async def wsfast_client(uri, conns, payload, state):
             await send(payload)
             await recv()
             state["n"] += 1
+        await ws.close()
+
+    await asyncio.gather(*(one() for _ in range(conns)))
+
+
+async def wsfast_callback_client(uri, conns, payload, state):
+    """wsfast's callback path: ``connect(uri, on_message=callback)`` (the
+    message, a memoryview for binary, handed over inside the read), the next
+    send from the callback with ``ws.write_message`` (no await): picows'
+    structure behind wsfast's API."""
+    import wsfast
+
+    loop = asyncio.get_running_loop()
+
+    async def one():
+        finished = loop.create_future()
+        ws = None
+
+        def on_message(message):
+            state["n"] += 1
+            if state["n"] >= state["limit"]:
+                if not finished.done():
+                    finished.set_result(None)
+                return
+            ws.write_message(payload)
+
+        ws = await wsfast.connect(uri, ping_interval=None, max_message_size=2**24, on_message=on_message)
+        ws.write_message(payload)
+        await finished
         await ws.close()
 
     await asyncio.gather(*(one() for _ in range(conns)))
@@ -203,6 +235,7 @@ async def floor_client(uri, conns, payload, state):
 
 CLIENT_FUNCS = {
     "wsfast": wsfast_client,
+    "wsfast-callback": wsfast_callback_client,
     "picows": picows_client,
     "websockets": websockets_client,
     "aiohttp": aiohttp_client,

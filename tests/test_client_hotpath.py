@@ -229,3 +229,23 @@ def test_send_after_close_raises(run, codec):
                 await ws.send("c")
 
     run(main())
+
+
+def test_write_message_sends_without_awaiting(run, codec):
+    """ClientConnection.write_message: the send of a plain function (what
+    an on_message callback can call), in order with send()."""
+
+    async def main():
+        async with serving([(r"/ws", Echo)]) as base:
+            async with wsfast.connect(base + "/ws", codec=codec) as ws:
+                done = ws.write_message(b"a")
+                ws.write_message("b")
+                ws.write_message({"c": 1})
+                await ws.send(b"d")
+                await done  # completed: nothing waits on an empty buffer
+                assert [await ws.recv() for _ in range(4)] == [b"a", "b", '{"c": 1}', b"d"]
+                await ws.close()
+                with pytest.raises(wsfast.ConnectionClosedOK):
+                    ws.write_message(b"e")
+
+    run(main())

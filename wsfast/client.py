@@ -362,6 +362,20 @@ class ClientConnection:
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
+    def write_message(self, message, binary=False, compress=True):
+        """Send ``message`` now, from a plain function that cannot await
+        (a callback; a loop that awaits uses :meth:`send`): as the server
+        handler's ``write_message``, ``str`` as text (UTF-8 binary if
+        ``binary``), bytes-like as binary, ``dict``/``list`` as JSON text.
+        Written with what else goes out in this loop turn (inside a read,
+        with that read's other writes: one syscall). Returns an awaitable
+        that is done unless the write buffer is above its high-water mark
+        (await it where you can, to slow a producer down). Raises
+        :class:`~wsfast.ConnectionClosed` once the connection is closing."""
+        if self._closed:
+            raise self._closed_error()
+        return self.protocol.write_message(message, binary, compress)
+
     async def ping(self, data=None):
         """Send a ping and wait for its pong; return the round-trip time in
         seconds. ``data``: the payload (≤ 125 bytes, random 4 bytes by default).
@@ -547,11 +561,17 @@ class ClientProtocol(WebSocketProtocol):
     ``on_message`` is not :meth:`ClientConnection.on_message` (a subclass's,
     a zero-copy callback), takes the generic path."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_client", "_slice", "_slice_len")
 
     def __init__(self, side, options, owner):
         super().__init__(side, options, owner)
         self._client = None  # the ClientConnection, while the fast path applies
+        # The last slice of the shared read buffer given to the parser, kept
+        # for the next read of the same length (a request/response loop's
+        # replies): making a memoryview slice costs more than parsing a
+        # small frame. The parser reads it during the call only.
+        self._slice = None
+        self._slice_len = -1
 
     def upgrade(self, handler, *args, **kwargs):
         upgraded = super().upgrade(handler, *args, **kwargs)
@@ -565,7 +585,12 @@ class ClientProtocol(WebSocketProtocol):
         if client is None or self._windowed or self._mode != _WS:
             return WebSocketProtocol.buffer_updated(self, nbytes)
         conn = self.connection
-        events = conn.receive_data(self._view[:nbytes])
+        if nbytes == self._slice_len:
+            data = self._slice
+        else:
+            data = self._slice = self._view[:nbytes]
+            self._slice_len = nbytes
+        events = conn.receive_data(data)
         if conn.state is not _OPEN or conn._out:  # a close, a failure, a pong to send
             return self._receive_ws(events)
         if not events:
