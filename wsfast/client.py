@@ -27,13 +27,20 @@ import collections
 import inspect
 import os
 import random
+import socket
 import ssl as _ssl
 import time
+from types import ModuleType, TracebackType
+from typing import (
+    TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Deque, Dict, Generator,
+    Iterable, List, Optional, Tuple, Type, Union,
+)
 from urllib.parse import unquote, urljoin, urlsplit
 
 from . import __version__ as _version
 from . import handshake as _hs
-from .connection import Side
+from .connection import Fragment, Side, State
+from .deflate import Compression, DeflateOptions, PerMessageDeflate
 from .deflate import client_offer as _client_offer
 from .deflate import compression_options as _compression_options
 from .exceptions import (
@@ -44,7 +51,7 @@ from .exceptions import (
     InvalidRedirect,
     ProxyError,
 )
-from .http import redact_uri
+from .http import HeadersLike, Response, _header_pairs, redact_uri
 from .protocol import (
     _BATCH_MAX,
     _JOIN_MAX,
@@ -57,12 +64,25 @@ from .protocol import (
 )
 from .proxy import check_proxy, is_tls_proxy, open_tls_tunnel, open_tunnel, proxy_from_environment
 
+if TYPE_CHECKING:
+    from .broadcast import Message
+
 __all__ = ["connect", "ClientConnection", "ClientProtocol"]
 
 USER_AGENT = f"wsfast/{_version}"
 
+#: What :meth:`ClientConnection.send` takes: text, bytes-like, a dict (JSON
+#: text), or an iterable or async iterable of str (or of bytes-like) pieces of
+#: one fragmented message.
+Sendable = Union[
+    str, bytes, bytearray, memoryview, Dict[str, Any],
+    Iterable[str], Iterable[bytes], AsyncIterable[str], AsyncIterable[bytes],
+]
+#: A message received: ``str`` (text) or ``bytes`` (binary).
+Data = Union[str, bytes]
 
-def parse_uri(uri):
+
+def parse_uri(uri: str) -> Tuple[bool, str, int, str, str]:
     """``(secure, host, port, resource, host_header)`` for a ws:// or wss:// URI."""
     parts = urlsplit(uri)
     if parts.scheme not in ("ws", "wss"):
@@ -82,7 +102,7 @@ def parse_uri(uri):
     return secure, host, port, resource, host_header
 
 
-def basic_auth(uri):
+def basic_auth(uri: str) -> Optional[str]:
     """The ``Authorization: Basic`` value for the user information of ``uri``
     (``ws://user:pass@host/``, percent-decoded; RFC 7617), or None."""
     parts = urlsplit(uri)
@@ -99,12 +119,12 @@ REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 RETRY_STATUSES = frozenset((500, 502, 503, 504))
 
 
-def _origin_of(uri):
+def _origin_of(uri: str) -> Tuple[Optional[str], int]:
     parts = urlsplit(uri)
     return parts.hostname, parts.port or (443 if parts.scheme == "wss" else 80)
 
 
-def redirect_target(uri, location):
+def redirect_target(uri: str, location: str) -> str:
     """The ws:// or wss:// URI a ``Location`` header sends ``uri`` to
     (relative references resolved, http(s):// mapped to ws(s)://)."""
     target = urljoin(uri, location.strip())
@@ -116,14 +136,14 @@ def redirect_target(uri, location):
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
-def _cancelling():
+def _cancelling() -> bool:
     """Is a cancellation of the current task pending (Python 3.11+)?"""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return bool(cancelling and cancelling())
 
 
-def retryable(exc):
+def retryable(exc: BaseException) -> bool:
     """Whether reconnecting after ``exc`` (raised by opening a connection)
     may succeed: the TCP connection failed, was refused, reset or timed out,
     the connection was lost during the handshake, or the server answered
@@ -152,24 +172,30 @@ class ClientConnection:
     once closed.
     """
 
-    def __init__(self, options, key, subprotocols, request, compression=None, on_message=None):
+    def __init__(self, options: Options, key: str, subprotocols: Optional[Iterable[str]],
+                 request: bytes, compression: Optional[DeflateOptions] = None,
+                 on_message: Optional[Callable[[Union[str, memoryview]], object]] = None) -> None:
         self.options = options
-        self.protocol = None
-        self.subprotocol = None
-        self.response = None
-        self.extensions = []
+        # set by connection_made(), before anything else uses it
+        self.protocol: WebSocketProtocol = None  # type: ignore[assignment]
+        self.subprotocol: Optional[str] = None
+        self.response: Optional[Response] = None
+        self.extensions: List[PerMessageDeflate] = []
         self._compression = compression  # the DeflateOptions offered, or None
         self._request = request
         self._key = key
         self._subprotocols = list(subprotocols or ())
-        self._messages = collections.deque()
-        self._chunks = collections.deque()  # Fragments of the message recv_streaming() reads
+        self._messages: Deque[Data] = collections.deque()
+        # Fragments of the message recv_streaming() reads
+        self._chunks: Deque[Fragment] = collections.deque()
         self._reading_stream = False  # recv_streaming() is reading a message
         self._dropping = False  # the rest of a message recv_streaming() left is dropped
-        self._waiter = None
+        self._waiter: Optional["asyncio.Future[None]"] = None
         self._replying = False  # recv() waited: the next send goes out at once (see send)
         self._closed = False
-        self._pings = collections.OrderedDict()  # payload -> (future, sent at)
+        # payload -> (future, sent at)
+        self._pings: "collections.OrderedDict[bytes, Tuple[asyncio.Future[float], float]]" = (
+            collections.OrderedDict())
         self._loop = asyncio.get_running_loop()
         self._handshake = self._loop.create_future()
         self._lost = self._loop.create_future()
@@ -180,11 +206,11 @@ class ClientConnection:
             # released when the callback returns, and the parser reuses a
             # large message's storage for the next (FrameParser.reuse_buffer).
             self.zero_copy = True
-            self.on_message = on_message
+            self.on_message = on_message  # type: ignore[assignment]  # the callback is the handler's on_message
 
     # -- the public API --------------------------------------------------------
 
-    async def send(self, message, compress=True):
+    async def send(self, message: Sendable, compress: bool = True) -> None:
         """Send a message: ``str`` as text, bytes-like as binary. Waits while
         the write buffer is above its high-water mark. ``compress=False``
         sends it uncompressed when permessage-deflate is on. Raises
@@ -237,17 +263,20 @@ class ClientConnection:
             hasattr(message, "__iter__") or hasattr(message, "__aiter__")
         ) and not isinstance(message, (str, dict)):
             try:
-                memoryview(message)  # bytearray, memoryview, array...: one binary message
+                memoryview(message)  # type: ignore[arg-type]  # bytearray, memoryview, array...: one binary message
             except TypeError:
-                await self._send_pieces(message, compress)
+                await self._send_pieces(message, compress)  # type: ignore[arg-type]  # (pieces)
                 return
-        await protocol.write_message(message, False, compress)
+        await protocol.write_message(message, False, compress)  # type: ignore[arg-type]  # (not pieces, by here)
 
-    async def _send_pieces(self, pieces, compress):
+    async def _send_pieces(
+        self, pieces: Union[Iterable[Union[str, bytes]], AsyncIterable[Union[str, bytes]]],
+        compress: bool,
+    ) -> None:
         protocol = self.protocol
-        empty = None  # the last frame's empty payload, once the first piece went
+        empty: Optional[Data] = None  # the last frame's empty payload, once the first piece went
         try:
-            if hasattr(pieces, "__aiter__"):
+            if isinstance(pieces, AsyncIterable):
                 async for piece in pieces:
                     await protocol.send_fragment(piece, False, compress)
                     if empty is None:
@@ -266,7 +295,7 @@ class ClientConnection:
         if empty is not None:
             await protocol.send_fragment(empty, True, compress)
 
-    async def recv_streaming(self):
+    async def recv_streaming(self) -> AsyncIterator[Data]:
         """The next message as its pieces arrive, without assembling it:
         ``async for chunk in ws.recv_streaming():`` yields ``str`` pieces for
         a text message (a character is never split) and ``bytes`` for a
@@ -326,7 +355,7 @@ class ClientConnection:
                 if self.protocol._read_paused:
                     self.protocol.resume_reading()
 
-    async def recv(self):
+    async def recv(self) -> Data:
         """The next message (``str`` or ``bytes``). Raises
         :class:`~wsfast.ConnectionClosedOK` after a normal close (1000/1001),
         :class:`~wsfast.ConnectionClosedError` otherwise, once every message
@@ -353,16 +382,17 @@ class ClientConnection:
             protocol.consumed()  # a close held behind this message may go now
         return message
 
-    def __aiter__(self):
+    def __aiter__(self) -> "ClientConnection":
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> Data:
         try:
             return await self.recv()
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
-    def write_message(self, message, binary=False, compress=True):
+    def write_message(self, message: "Message", binary: bool = False,
+                      compress: bool = True) -> Awaitable[None]:
         """Send ``message`` now, from a plain function that cannot await
         (a callback; a loop that awaits uses :meth:`send`): as the server
         handler's ``write_message``, ``str`` as text (UTF-8 binary if
@@ -376,34 +406,34 @@ class ClientConnection:
             raise self._closed_error()
         return self.protocol.write_message(message, binary, compress)
 
-    async def ping(self, data=None):
+    async def ping(self, data: Union[str, bytes, bytearray, memoryview, None] = None) -> float:
         """Send a ping and wait for its pong; return the round-trip time in
         seconds. ``data``: the payload (≤ 125 bytes, random 4 bytes by default).
         Raises ``ConnectionClosed`` if the connection closes first."""
         if self._closed:
             raise self._closed_error()
         if data is None:
-            data = os.urandom(4)
-            while data in self._pings:
-                data = os.urandom(4)
+            payload = os.urandom(4)
+            while payload in self._pings:
+                payload = os.urandom(4)
         elif isinstance(data, str):
-            data = data.encode("utf-8")
+            payload = data.encode("utf-8")
         else:
-            data = bytes(data)
-        if data in self._pings:
+            payload = bytes(data)
+        if payload in self._pings:
             raise ValueError("a ping with this payload is already waiting for its pong")
-        waiter = self._loop.create_future()
-        self._pings[data] = (waiter, time.monotonic())
-        self.protocol.send_ping(data)
+        waiter: "asyncio.Future[float]" = self._loop.create_future()
+        self._pings[payload] = (waiter, time.monotonic())
+        self.protocol.send_ping(payload)
         return await waiter
 
-    async def close(self, code=1000, reason=""):
+    async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` and ``reason``, and wait (bounded by the close
         timeout, twice: for the server's close frame, then for it to close TCP)."""
         self.protocol.close(code, reason)
         await self.wait_closed()
 
-    async def wait_closed(self):
+    async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
         timeout = self.options.close_timeout
         if timeout is None:
@@ -416,38 +446,42 @@ class ClientConnection:
             await asyncio.shield(self._lost)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True once the closing handshake is done (or the connection was lost)."""
         return self._closed
 
     @property
-    def state(self):
+    def state(self) -> Optional[State]:
         conn = self.protocol.connection
-        return conn.state if conn is not None else None
+        state: Optional[State] = conn.state if conn is not None else None
+        return state
 
     @property
-    def close_code(self):
+    def close_code(self) -> Optional[int]:
         conn = self.protocol.connection
-        return conn.close_code if conn is not None else None
+        code: Optional[int] = conn.close_code if conn is not None else None
+        return code
 
     @property
-    def close_reason(self):
+    def close_reason(self) -> Optional[str]:
         conn = self.protocol.connection
-        return conn.close_reason if conn is not None else None
+        reason: Optional[str] = conn.close_reason if conn is not None else None
+        return reason
 
     @property
-    def remote_address(self):
+    def remote_address(self) -> Any:
+        """The server's address (``getpeername()``), or None before the connection."""
         return self.protocol.remote_address
 
     @property
-    def local_address(self):
+    def local_address(self) -> Any:
         return self.protocol.local_address
 
-    def _closed_error(self):
+    def _closed_error(self) -> ConnectionClosed:
         return self.protocol.closed_error()
 
     @staticmethod
-    def _callback_mode():
+    def _callback_mode() -> RuntimeError:
         return RuntimeError(
             "messages go to the on_message callback given to connect(): "
             "recv() and recv_streaming() have none (await ws.wait_closed() to wait for the end)"
@@ -455,10 +489,10 @@ class ClientConnection:
 
     # -- handler interface (called by WebSocketProtocol) ----------------------------
 
-    def _unconsumed(self):
+    def _unconsumed(self) -> bool:
         return bool(self._messages) or bool(self._chunks)
 
-    def on_message(self, message):
+    def on_message(self, message: Data) -> None:
         messages = self._messages
         messages.append(message)
         waiter = self._waiter
@@ -467,7 +501,7 @@ class ClientConnection:
         if len(messages) >= self.options.max_queue:
             self.protocol.pause_reading()  # recv() lags: let TCP push back
 
-    def on_fragment(self, fragment):
+    def on_fragment(self, fragment: Fragment) -> None:
         """A piece of the message recv_streaming() reads (Connection.stream_next)."""
         if self._dropping:  # the rest of a message recv_streaming() left
             if fragment.fin:
@@ -481,10 +515,10 @@ class ClientConnection:
         if len(chunks) >= self.options.max_queue:
             self.protocol.pause_reading()  # the reader lags: let TCP push back
 
-    def on_ping(self, data):
+    def on_ping(self, data: bytes) -> None:
         pass
 
-    def on_pong(self, data):
+    def on_pong(self, data: bytes) -> None:
         pings = self._pings
         if data not in pings:
             return  # unsolicited
@@ -498,25 +532,25 @@ class ClientConnection:
             if payload == data:
                 break
 
-    def _ws_closed(self):
+    def _ws_closed(self) -> None:
         self._closed = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self._pings:
             error = self._closed_error()
-            for waiter, _ in self._pings.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
+            for pong_waiter, _ in self._pings.values():
+                if not pong_waiter.done():
+                    pong_waiter.set_exception(error)
             self._pings.clear()
 
     # -- owner interface (called by WebSocketProtocol) ---------------------------
 
-    def connection_made(self, protocol):
+    def connection_made(self, protocol: WebSocketProtocol) -> None:
         self.protocol = protocol
         protocol.write(self._request)
 
-    def handshake_response(self, protocol, response):
+    def handshake_response(self, protocol: WebSocketProtocol, response: Response) -> None:
         self.response = response
         try:
             compression = self._compression
@@ -534,11 +568,11 @@ class ClientConnection:
         if not self._handshake.done():
             self._handshake.set_result(None)
 
-    def handshake_failed(self, protocol, exc):
+    def handshake_failed(self, protocol: WebSocketProtocol, exc: BaseException) -> None:
         if not self._handshake.done():
             self._handshake.set_exception(exc)
 
-    def connection_lost(self, protocol, exc):
+    def connection_lost(self, protocol: WebSocketProtocol, exc: Optional[BaseException]) -> None:
         self._closed = True
         if not self._handshake.done():
             self._handshake.set_exception(
@@ -547,7 +581,7 @@ class ClientConnection:
         if not self._lost.done():
             self._lost.set_result(None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = self.state.name if self.state is not None else "CONNECTING"
         return f"<ClientConnection {state} {self.remote_address}>"
 
@@ -563,24 +597,25 @@ class ClientProtocol(WebSocketProtocol):
 
     __slots__ = ("_client", "_slice", "_slice_len")
 
-    def __init__(self, side, options, owner):
+    def __init__(self, side: Side, options: Options, owner: ClientConnection) -> None:
         super().__init__(side, options, owner)
-        self._client = None  # the ClientConnection, while the fast path applies
+        # the ClientConnection, while the fast path applies
+        self._client: Optional[ClientConnection] = None
         # The last slice of the shared read buffer given to the parser, kept
         # for the next read of the same length (a request/response loop's
         # replies): making a memoryview slice costs more than parsing a
         # small frame. The parser reads it during the call only.
-        self._slice = None
+        self._slice: Optional[memoryview] = None
         self._slice_len = -1
 
-    def upgrade(self, handler, *args, **kwargs):
-        upgraded = super().upgrade(handler, *args, **kwargs)
+    def upgrade(self, handler: Any, *args: Any, **kwargs: Any) -> bool:
+        upgraded: bool = super().upgrade(handler, *args, **kwargs)
         on_message = getattr(self._on_message, "__func__", None)
         if upgraded and on_message is ClientConnection.on_message and isinstance(handler, ClientConnection):
             self._client = handler
         return upgraded
 
-    def buffer_updated(self, nbytes):
+    def buffer_updated(self, nbytes: int) -> None:
         client = self._client
         if client is None or self._windowed or self._mode != _WS:
             return WebSocketProtocol.buffer_updated(self, nbytes)
@@ -686,45 +721,45 @@ class connect:
 
     #: The handler class of the connection (a front-end such as
     #: :mod:`wsfast.tornado` passes a subclass of :class:`ClientConnection`).
-    connection_class = ClientConnection
+    connection_class: Type[ClientConnection] = ClientConnection
     #: The protocol class (:class:`ClientProtocol`, or another
     #: :class:`~wsfast.protocol.WebSocketProtocol` subclass).
-    protocol_class = ClientProtocol
+    protocol_class: Type[WebSocketProtocol] = ClientProtocol
 
     def __init__(
         self,
-        uri,
+        uri: str,
         *,
-        subprotocols=None,
-        extra_headers=None,
-        additional_headers=None,
-        origin=None,
-        ssl=None,
-        server_hostname=None,
-        max_message_size=16 * 2**20,
-        open_timeout=10.0,
-        close_timeout=5.0,
-        ping_interval=20.0,
-        ping_timeout=20.0,
-        max_queue=32,
-        write_buffer_high=256 * 1024,
-        write_buffer_low=64 * 1024,
-        max_write_buffer=None,
-        codec=None,
-        compression=None,
-        user_agent=USER_AGENT,
-        host=None,
-        port=None,
-        sock=None,
-        max_redirects=10,
-        backoff_min=1.0,
-        backoff_max=60.0,
-        backoff_factor=1.618,
-        proxy=True,
-        proxy_ssl=None,
-        proxy_server_hostname=None,
-        on_message=None,
-    ):
+        subprotocols: Optional[Iterable[str]] = None,
+        extra_headers: Optional[HeadersLike] = None,
+        additional_headers: Optional[HeadersLike] = None,
+        origin: Optional[str] = None,
+        ssl: Union[_ssl.SSLContext, bool, None] = None,
+        server_hostname: Optional[str] = None,
+        max_message_size: int = 16 * 2**20,
+        open_timeout: Optional[float] = 10.0,
+        close_timeout: Optional[float] = 5.0,
+        ping_interval: Optional[float] = 20.0,
+        ping_timeout: Optional[float] = 20.0,
+        max_queue: int = 32,
+        write_buffer_high: int = 256 * 1024,
+        write_buffer_low: int = 64 * 1024,
+        max_write_buffer: Optional[int] = None,
+        codec: Union[str, ModuleType, None] = None,
+        compression: Compression = None,
+        user_agent: Optional[str] = USER_AGENT,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        sock: Optional[socket.socket] = None,
+        max_redirects: int = 10,
+        backoff_min: float = 1.0,
+        backoff_max: float = 60.0,
+        backoff_factor: float = 1.618,
+        proxy: Union[str, bool, None] = True,
+        proxy_ssl: Optional[_ssl.SSLContext] = None,
+        proxy_server_hostname: Optional[str] = None,
+        on_message: Optional[Callable[[Union[str, memoryview]], object]] = None,
+    ) -> None:
         self.uri = uri
         if on_message is not None:
             if not callable(on_message):
@@ -742,11 +777,11 @@ class connect:
         self._port_arg = port
         self._sock = sock
         self._subprotocols = list(subprotocols or ())
-        headers = []
+        headers: List[Tuple[str, str]] = []
         for extra in (extra_headers, additional_headers):
             if extra is None:
                 continue
-            headers.extend(extra.items() if hasattr(extra, "items") else extra)
+            headers.extend(_header_pairs(extra))
         if user_agent and not any(n.lower() == "user-agent" for n, _ in headers):
             headers.append(("User-Agent", user_agent))
         self._headers = headers
@@ -773,16 +808,18 @@ class connect:
             max_write_buffer=max_write_buffer,
             codec=codec,
         )
+        self._proxy: Union[str, bool]
         if proxy is True or proxy is None or proxy is False:
             self._proxy = proxy is True  # True: from the environment
         else:
             self._proxy = self._check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
         self._proxy_ssl = proxy_ssl
         self._proxy_server_hostname = proxy_server_hostname
-        self._ws = None
+        self._ws: Optional[ClientConnection] = None
 
     @staticmethod
-    def _check_proxy(proxy, proxy_ssl, proxy_server_hostname):
+    def _check_proxy(proxy: str, proxy_ssl: Optional[_ssl.SSLContext],
+                     proxy_server_hostname: Optional[str]) -> str:
         if (proxy_ssl is not None or proxy_server_hostname is not None) and not is_tls_proxy(proxy):
             raise ValueError(
                 "proxy_ssl and proxy_server_hostname are for an https:// proxy, not "
@@ -790,7 +827,7 @@ class connect:
             )
         return proxy
 
-    def _proxy_for(self, secure, host, port):
+    def _proxy_for(self, secure: bool, host: str, port: int) -> Optional[str]:
         if self._proxy is True:
             proxy = proxy_from_environment(secure, host, port)
             if proxy is None:
@@ -798,17 +835,18 @@ class connect:
             return self._check_proxy(check_proxy(proxy), self._proxy_ssl, self._proxy_server_hostname)
         return self._proxy or None
 
-    async def _open(self, uri, first, auth):
+    async def _open(self, uri: str, first: bool, auth: Optional[str]) -> ClientConnection:
         """One handshake with ``uri`` (``first``: the URI given, where
         ``host``/``port``/``sock`` apply; ``auth``: the Authorization value)."""
         loop = asyncio.get_running_loop()
         secure, uri_host, uri_port, resource, host_header = parse_uri(uri)
-        host, port, sock = uri_host, uri_port, None
+        host, port = uri_host, uri_port
+        sock: Optional[socket.socket] = None
         if first:
             host = self._host_arg if self._host_arg is not None else uri_host
             port = self._port_arg if self._port_arg is not None else uri_port
             sock = self._sock
-        ssl = None
+        ssl: Union[_ssl.SSLContext, bool, None] = None
         if secure:
             ssl = self._ssl_arg
             if ssl is None or ssl is False:
@@ -832,10 +870,10 @@ class connect:
             self.options, key, self._subprotocols, request, compression, **extra
         )
 
-        def factory():
+        def factory() -> WebSocketProtocol:
             return self.protocol_class(Side.CLIENT, self.options, client)
 
-        kwargs = {}
+        kwargs: Dict[str, Any] = {}
         if ssl is not None:
             kwargs["ssl"] = ssl
             if self._server_hostname is not None and first:
@@ -868,22 +906,26 @@ class connect:
             raise
         return client
 
-    async def _through_tls_proxy(self, proxy, host, port, factory, kwargs):
+    async def _through_tls_proxy(self, proxy: str, host: str, port: int,
+                                 factory: Callable[[], WebSocketProtocol],
+                                 kwargs: Dict[str, Any]) -> None:
         """Connect ``factory()``'s protocol through an https:// proxy: TLS to
         the proxy, CONNECT, and for wss:// TLS to the server inside it."""
-        transport = await open_tls_tunnel(
+        transport: asyncio.Transport = await open_tls_tunnel(
             proxy, host, port, self._proxy_ssl, self._proxy_server_hostname
         )
         try:
             ssl = kwargs.get("ssl")
             if ssl is not None:
                 loop = asyncio.get_running_loop()
-                transport = await loop.start_tls(
+                tls = await loop.start_tls(
                     transport,
                     transport.get_protocol(),
                     ssl,
                     server_hostname=kwargs["server_hostname"],
                 )
+                assert tls is not None  # (None only for a closing transport)
+                transport = tls
             protocol = factory()
             transport.set_protocol(protocol)
             protocol.connection_made(transport)
@@ -891,7 +933,7 @@ class connect:
             transport.abort()
             raise
 
-    async def _open_following(self):
+    async def _open_following(self) -> ClientConnection:
         """The handshake, following redirects (at most ``max_redirects``)."""
         uri = self.uri
         auth = basic_auth(uri)
@@ -914,7 +956,7 @@ class connect:
                     auth = basic_auth(target)
                 uri = target
 
-    def _redirect(self, uri, exc, redirects):
+    def _redirect(self, uri: str, exc: HandshakeError, redirects: int) -> str:
         status = exc.status
         locations = [v for n, v in exc.headers if n.lower() == "location"]
         if not locations:
@@ -940,7 +982,7 @@ class connect:
             )
         return target
 
-    async def _connect(self):
+    async def _connect(self) -> ClientConnection:
         if self.open_timeout is None:
             return await self._open_following()
         try:
@@ -955,17 +997,19 @@ class connect:
                 f"opening handshake with {redact_uri(self.uri)} took longer than {self.open_timeout} s"
             ) from None
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, ClientConnection]:
         return self._connect().__await__()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> ClientConnection:
         self._ws = await self._connect()
         return self._ws
 
-    async def __aexit__(self, *exc_info):
+    async def __aexit__(self, exc_type: Optional[Type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        assert self._ws is not None  # __aenter__ set it
         await self._ws.close()
 
-    async def __aiter__(self):
+    async def __aiter__(self) -> AsyncIterator[ClientConnection]:
         """Reconnect forever: ``async for ws in connect(uri):`` yields a new
         open connection each time round the loop (the previous one closed
         first). Opening is retried with exponential backoff and jitter

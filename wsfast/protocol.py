@@ -58,6 +58,10 @@ import logging
 import os
 import sys
 import types
+from typing import (
+    TYPE_CHECKING, Any, Awaitable, Callable, Dict, Generator, List, NoReturn, Optional,
+    Sequence, Union, cast,
+)
 
 from .connection import Connection, Fragment, Ping, Pong, Side, State
 from .exceptions import (
@@ -67,7 +71,11 @@ from .exceptions import (
     HandshakeError,
     WebSocketError,
 )
-from .http import RequestParser, ResponseParser, build_response
+from .http import Request, RequestParser, ResponseParser, build_response
+
+if TYPE_CHECKING:
+    from .broadcast import Message
+    from .handshake import Extension
 
 __all__ = ["Options", "WebSocketProtocol", "READ_BUFFER_SIZE"]
 
@@ -143,19 +151,19 @@ class Options:
 
     def __init__(
         self,
-        max_message_size=16 * 2**20,
-        ping_interval=20.0,
-        ping_timeout=20.0,
-        open_timeout=10.0,
-        close_timeout=5.0,
-        max_queue=32,
-        write_buffer_high=256 * 1024,
-        write_buffer_low=64 * 1024,
-        max_write_buffer=None,
-        max_header_size=64 * 1024,
-        max_body_size=1024 * 1024,
-        codec=None,
-    ):
+        max_message_size: int = 16 * 2**20,
+        ping_interval: Optional[float] = 20.0,
+        ping_timeout: Optional[float] = 20.0,
+        open_timeout: Optional[float] = 10.0,
+        close_timeout: Optional[float] = 5.0,
+        max_queue: int = 32,
+        write_buffer_high: int = 256 * 1024,
+        write_buffer_low: int = 64 * 1024,
+        max_write_buffer: Optional[int] = None,
+        max_header_size: int = 64 * 1024,
+        max_body_size: int = 1024 * 1024,
+        codec: Union[str, "types.ModuleType", None] = None,
+    ) -> None:
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -170,7 +178,7 @@ class Options:
         self.codec = codec
         self._check()
 
-    def _check(self):
+    def _check(self) -> None:
         cap = self.max_write_buffer
         if cap is not None and cap < self.write_buffer_high:
             raise ValueError(
@@ -179,12 +187,12 @@ class Options:
             )
 
     @property
-    def write_buffer_cap(self):
+    def write_buffer_cap(self) -> int:
         """``max_write_buffer``, or its default (4 × ``write_buffer_high``)."""
         cap = self.max_write_buffer
         return 4 * self.write_buffer_high if cap is None else cap
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "Options":
         """A copy with ``changes`` applied (unknown names raise TypeError)."""
         new = Options.__new__(Options)
         for name in Options.__slots__:
@@ -196,7 +204,7 @@ class Options:
         new._check()
         return new
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in Options.__slots__)
         return f"Options({fields})"
 
@@ -207,17 +215,17 @@ class _LoopShared:
 
     __slots__ = ("view", "done", "loop", "corked", "flush_pending")
 
-    def __init__(self, loop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.view = memoryview(bytearray(READ_BUFFER_SIZE))
         self.done = loop.create_future()
         self.done.set_result(None)
         self.loop = loop
         # Protocols whose writes wsfast.broadcast corked in this loop turn
         # (see WebSocketProtocol._cork), written by flush_corked soon after.
-        self.corked = []
+        self.corked: List[WebSocketProtocol] = []
         self.flush_pending = False
 
-    def flush_corked(self):
+    def flush_corked(self) -> None:
         corked = self.corked
         self.corked = []
         self.flush_pending = False
@@ -235,10 +243,10 @@ class _LoopShared:
 
 
 _SHARED_ATTR = "_wsfast_shared"
-_shared_fallback = {}  # loops that take no attributes (none known): id -> state
+_shared_fallback: Dict[int, _LoopShared] = {}  # loops that take no attributes (none known): id -> state
 
 
-def _loop_shared(loop):
+def _loop_shared(loop: asyncio.AbstractEventLoop) -> _LoopShared:
     # Kept on the loop itself, so it goes away with the loop (a weak-keyed
     # table would keep every loop alive: the done future refers to its loop).
     shared = getattr(loop, _SHARED_ATTR, None)
@@ -251,12 +259,12 @@ def _loop_shared(loop):
     return shared
 
 
-def _batch_bytes(batch):
+def _batch_bytes(batch: List[bytes]) -> int:
     """The bytes a batch holds."""
     return sum(map(len, batch))
 
 
-def _write_list(transport, batch):
+def _write_list(transport: asyncio.WriteTransport, batch: List[bytes]) -> None:
     """Write the frames of a batch (non-empty, in order) in one call. Small
     frames are joined: for uvloop one buffer costs less than several (about
     60 ns per extra buffer; joining costs a copy, cheaper below ~1 KiB).
@@ -270,7 +278,7 @@ def _write_list(transport, batch):
         transport.writelines(batch)
 
 
-def _zero_copy(on_message):
+def _zero_copy(on_message: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``on_message`` for a handler with ``zero_copy = True`` (picows'
     habit): a binary message comes as a ``memoryview`` valid until
     on_message returns, released then, so its storage serves the next large
@@ -280,7 +288,7 @@ def _zero_copy(on_message):
     if inspect.iscoroutinefunction(on_message):
         return on_message
 
-    def call(message):
+    def call(message: Any) -> Any:
         if type(message) is not bytes:
             return on_message(message)
         view = memoryview(message)
@@ -296,7 +304,7 @@ def _zero_copy(on_message):
     return call
 
 
-def _drop(message):  # on_message after the handler failed: ignore the rest
+def _drop(message: object) -> None:  # on_message after the handler failed: ignore the rest
     return None
 
 
@@ -316,7 +324,7 @@ _STEP_DONE = object()
 
 
 @types.coroutine
-def _step_driver():
+def _step_driver() -> Generator[Any, Any, None]:
     """A generator that runs the coroutines sent to it, one after another,
     each to its end or its first suspension: ``send(coro)`` returns
     ``_STEP_DONE`` when ``coro`` returned without suspending, else what
@@ -329,7 +337,7 @@ def _step_driver():
         coro = yield _STEP_DONE
 
 
-def _new_step():
+def _new_step() -> Any:
     """A primed step driver's ``send``."""
     driver = _step_driver()
     driver.send(None)
@@ -346,11 +354,11 @@ class _Resume:
 
     __slots__ = ("coro", "yielded")
 
-    def __init__(self, coro, yielded):
+    def __init__(self, coro: Any, yielded: Any) -> None:
         self.coro = coro
         self.yielded = yielded
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, Any, None]:
         coro, value = self.coro, self.yielded
         self.coro = self.yielded = None
         while True:
@@ -381,7 +389,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     #: The sans-IO class :meth:`upgrade` instantiates (a front-end such as
     #: :mod:`wsfast.tornado` may use a subclass: e.g. its close reasons).
-    connection_class = Connection
+    connection_class: Callable[..., Connection] = Connection
 
     __slots__ = (
         "side", "options", "owner", "transport", "connection", "handler",
@@ -394,68 +402,79 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_consumer_context", "_step",
     )  # many connections: no per-instance dict
 
-    def __init__(self, side, options, owner):
+    def __init__(self, side: Side, options: Options, owner: Any) -> None:
         self.side = side
         self.options = options
         self.owner = owner
-        self.transport = None
-        self.connection = None  # the sans-IO Connection, once upgraded
-        self.handler = None
-        self.remote_address = None
-        self.local_address = None
-        self._loop = None
-        self._view = None
-        self._done = None
-        self._shared = None
+        # Typed as what they are once set: the transport, loop and shared
+        # buffers by connection_made(), before any other call; the sans-IO
+        # Connection and on_message by upgrade(), before WebSocket mode
+        # (None before that: code that may run earlier checks).
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.connection: Connection = None  # type: ignore[assignment]
+        self.handler: Any = None  # the handler (server) or the ClientConnection
+        self.remote_address: Any = None  # getpeername(), once connected
+        self.local_address: Any = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._view: memoryview = None  # type: ignore[assignment]
+        self._done: "asyncio.Future[None]" = None  # type: ignore[assignment]
+        self._shared: _LoopShared = None  # type: ignore[assignment]
         self._mode = _HTTP
         self._server = side is Side.SERVER
 
         # HTTP
-        self._parser = None
-        self._requests = []  # rarely more than one: a list is 56 bytes, a deque 600
+        self._parser: Any = None  # a RequestParser (server) or ResponseParser
+        # rarely more than one: a list is 56 bytes, a deque 600
+        self._requests: List[Request] = []
         self._busy = False  # a request is being handled
         self._eof = False
         self._shutting_down = False
-        self._head_timer = None
+        self._head_timer: Optional[asyncio.TimerHandle] = None
         self._read_paused = False  # by us, for any reason; see pause_reading
-        self._pending_error = None  # a parse error behind pipelined requests
+        # a parse error behind pipelined requests
+        self._pending_error: Optional[HandshakeError] = None
 
         # WebSocket
-        self._on_message = None
-        self._backlog = None  # a deque, once on_message returned a coroutine
-        self._consumer = None
-        self._consumer_context = None  # the consumer task's contextvars.Context
-        self._step = None  # a step driver's send (_new_step), between reads
-        self._idle = None  # the consumer's wait for the next message
+        self._on_message: Callable[[Any], Any] = None  # type: ignore[assignment]
+        # a deque, once on_message returned a coroutine (None: "direct mode")
+        self._backlog: Any = None
+        self._consumer: Optional["asyncio.Task[None]"] = None
+        # the consumer task's contextvars.Context
+        self._consumer_context: Any = None
+        # a step driver's send (_new_step), between reads
+        self._step: Any = None
+        # the consumer's wait for the next message
+        self._idle: Optional["asyncio.Future[None]"] = None
         self._ws_closed = False  # the handler was or will be told
         self._notified = False
         self._lost = False
         self._write_paused = False
-        self._drain = None
-        self._batch = None  # a list while a read's messages are handled
-        self._close_timer = None
-        self._ping_timer = None
-        self._pong_timer = None
+        self._drain: Optional["asyncio.Future[None]"] = None
+        # a list while a read's messages are handled
+        self._batch: Optional[List[bytes]] = None
+        self._close_timer: Optional[asyncio.TimerHandle] = None
+        self._ping_timer: Optional[asyncio.TimerHandle] = None
+        self._pong_timer: Optional[asyncio.TimerHandle] = None
         # The close frame of a read is held back while the application still
         # has messages from before it to answer (see _hold_close).
         self._close_held = False
-        self._hold_timer = None
+        self._hold_timer: Optional[asyncio.TimerHandle] = None
         # The codec's build_frame on a server without extensions, where a
         # data frame is the bare frame (see write_message), else None.
-        self._bare_build = None
+        self._bare_build: Optional[Callable[..., bytes]] = None
         self._windowed = False  # get_buffer returned the connection's read_window
         self._write_cap = options.write_buffer_cap  # see Options.max_write_buffer
 
     # -- asyncio.BufferedProtocol ------------------------------------------------
 
-    def connection_made(self, transport):
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # (a stream transport)
         loop = self._loop = asyncio.get_running_loop()
         shared = self._shared = _loop_shared(loop)
         self._view = shared.view
         self._done = shared.done
         opts = self.options
-        transport.set_write_buffer_limits(high=opts.write_buffer_high, low=opts.write_buffer_low)
+        self.transport.set_write_buffer_limits(high=opts.write_buffer_high, low=opts.write_buffer_low)
         self.remote_address = transport.get_extra_info("peername")
         self.local_address = transport.get_extra_info("sockname")
         if self._server:
@@ -467,19 +486,19 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._parser = ResponseParser(max_header_size=opts.max_header_size)
         self.owner.connection_made(self)
 
-    def get_buffer(self, sizehint):
+    def get_buffer(self, sizehint: int) -> memoryview:
         # Event loops may ask again without reporting a read (libuv asks
         # before every read attempt; one that finds nothing is not reported):
         # whatever this returns, _windowed says so for the next buffer_updated.
         if self._mode == _WS and self.connection.in_frame:  # (a connection once in _WS)
-            window = self.connection.read_window(WINDOW_MIN)
+            window: Optional[memoryview] = self.connection.read_window(WINDOW_MIN)
             if window is not None:
                 self._windowed = True
                 return window
             self._windowed = False  # in_frame is now False: the next call skips all this
         return self._view
 
-    def buffer_updated(self, nbytes):
+    def buffer_updated(self, nbytes: int) -> None:
         if self._mode == _WS:
             if self._windowed:
                 self._windowed = False
@@ -493,7 +512,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._receive_response(self._view[:nbytes])
         # _DONE: the closing handshake is over; discard.
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         """Bytes read by someone else, processed as a read of ours: a server
         that parsed the request head itself hands it over this way (uvicorn,
         see :mod:`wsfast.asgi`) before it gives us the transport."""
@@ -506,7 +525,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._receive_response(data)
         # _DONE: the closing handshake is over; discard.
 
-    def eof_received(self):
+    def eof_received(self) -> Optional[bool]:
         self._eof = True
         if self._mode == _WS:
             if self._close_held:
@@ -529,7 +548,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return True
         return False
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._lost = True
         self._cancel_timers()
         if self._mode == _WS:
@@ -549,7 +568,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         else:
             owner.connection_lost(self, exc)
 
-    def pause_writing(self):
+    def pause_writing(self) -> None:
         # The write buffer is over its high-water mark: the peer reads
         # slower than we write. Stop reading what it sends (its pings, the
         # messages whose answers would grow the buffer): TCP pushes back on
@@ -561,7 +580,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if self._read_blocked_by_write() and not self._read_paused:
                 self.transport.pause_reading()
 
-    def resume_writing(self):
+    def resume_writing(self) -> None:
         self._write_paused = False
         conn = self.connection
         if self._mode == _WS:
@@ -577,7 +596,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if not drain.done():
                 drain.set_result(None)
 
-    def _read_blocked_by_write(self):
+    def _read_blocked_by_write(self) -> bool:
         """Is reading paused because the write buffer is full? Not once our
         close was sent: the peer's close reply must be read."""
         return (
@@ -588,13 +607,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             and not self._lost
         )
 
-    def _write_buffer_full(self):
+    def _write_buffer_full(self) -> bool:
         """Does the transport hold more than ``max_write_buffer`` unsent?
         (It may only when its writing is paused: the cap is at least the
         high-water mark.)"""
         return self._write_paused and self.transport.get_write_buffer_size() > self._write_cap
 
-    def _close_slow_consumer(self):
+    def _close_slow_consumer(self) -> bool:
         """Close a connection whose peer does not read what we send: 1008
         "slow consumer", counted in the owner's ``stats`` (if it has one).
         The close frame waits behind the full buffer; the close timer drops
@@ -613,14 +632,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             stats["slow_consumers"] += 1
         return True
 
-    def _refuse_write(self):
+    def _refuse_write(self) -> NoReturn:
         """A write to a peer over the cap: close it (once), then raise."""
         self._close_slow_consumer()
         raise self.closed_error()
 
     # -- reading control ---------------------------------------------------------
 
-    def pause_reading(self):
+    def pause_reading(self) -> None:
         """Stop reading from the socket (the application lags); idempotent.
         Not once our close was sent: the peer's close reply must be read
         (RFC 6455 §7.1.1), or the closing handshake waits out its timeout."""
@@ -632,7 +651,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if not self._lost and not self._eof and not self._read_blocked_by_write():
                 self.transport.pause_reading()
 
-    def resume_reading(self):
+    def resume_reading(self) -> None:
         """Read again after :meth:`pause_reading` (unless the write buffer
         is full: then once it drains); idempotent."""
         self._read_paused = False
@@ -648,23 +667,23 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- HTTP, server side ---------------------------------------------------------
 
-    def _arm_head_timer(self):
+    def _arm_head_timer(self) -> None:
         timeout = self.options.open_timeout
         if timeout is not None:
             self._head_timer = self._loop.call_later(timeout, self._head_timed_out)
 
-    def _cancel_head_timer(self):
+    def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self):
+    def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._mode == _HTTP and not self._busy:
             log.debug("%s: no request within the opening handshake timeout", self.remote_address)
             self.transport.abort()
 
-    def _receive_request(self, data):
+    def _receive_request(self, data: Union[bytes, bytearray, memoryview]) -> None:
         try:
             requests = self._parser.feed(data)
         except HandshakeError as exc:
@@ -688,7 +707,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # was, by an owner's start_request: then the mode is no longer HTTP).
             self.pause_reading()
 
-    def _next_request(self):
+    def _next_request(self) -> None:
         if self._busy or self._mode != _HTTP:
             return
         if not self._requests:
@@ -709,7 +728,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return
         self._loop.create_task(self._run_request(request))
 
-    async def _run_request(self, request):
+    async def _run_request(self, request: Request) -> None:
         try:
             await self.owner.handle_request(self, request)
         except Exception:
@@ -717,12 +736,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if self._busy and self._mode == _HTTP and not self._lost:
                 self.finish_http(build_response(500, [("Connection", "close")], b""), False)
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         """Write raw bytes (HTTP mode: a response, or part of one)."""
         if not self._lost:
             self.transport.write(data)
 
-    def finish_http(self, data, keep_alive):
+    def finish_http(self, data: bytes, keep_alive: bool) -> None:
         """Write the answer ``data`` to the current request; then serve the
         next one if ``keep_alive``, else close the connection."""
         if self._lost:
@@ -740,7 +759,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.resume_reading()
             self._arm_head_timer()
 
-    def _http_error(self, exc):
+    def _http_error(self, exc: HandshakeError) -> None:
         """Answer a request we cannot parse or accept, then close."""
         headers = list(exc.headers) + [("Connection", "close"), ("Content-Type", "text/plain")]
         body = (exc.reason + "\n").encode("utf-8", "replace")
@@ -750,7 +769,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self.transport.write(build_response(exc.status, headers, body))
         self._close_gracefully()
 
-    def _close_gracefully(self):
+    def _close_gracefully(self) -> None:
         """Half-close (so that the peer reads all we wrote, even if it is still
         sending), then drop the connection after ``close_timeout``."""
         self._mode = _DONE
@@ -766,7 +785,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         else:
             transport.close()
 
-    def _half_close(self, transport):
+    def _half_close(self, transport: asyncio.WriteTransport) -> None:
         """Shut our side (the peer reads all we wrote), then drop TCP if the
         peer has not closed its side within ``close_timeout``. A peer already
         gone makes shutdown() fail (ENOTCONN): then there is nothing to wait for."""
@@ -779,7 +798,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- HTTP, client side ------------------------------------------------------
 
-    def _receive_response(self, data):
+    def _receive_response(self, data: Union[bytes, bytearray, memoryview]) -> None:
         try:
             response = self._parser.feed(data)
         except HandshakeError as exc:
@@ -793,7 +812,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- the switch to WebSocket -------------------------------------------------
 
-    def upgrade(self, handler, response=b"", options=None, extensions=(), on_open=None):
+    def upgrade(self, handler: Any, response: bytes = b"", options: Optional[Options] = None,
+                extensions: Sequence["Extension"] = (),
+                on_open: Optional[Callable[[], Optional[Awaitable[None]]]] = None) -> bool:
         """Switch to WebSocket: write ``response`` (the server's 101), create
         the Connection with ``options``, call ``on_open()`` (the handler's
         ``open``; if it returns a coroutine, messages wait for it), then
@@ -845,13 +866,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self.resume_reading()
         return True
 
-    def refuse(self, exc):
+    def refuse(self, exc: HandshakeError) -> None:
         """Server: answer the upgrade request with ``exc`` (a HandshakeError) and close."""
         self._http_error(exc)
 
     # -- WebSocket: receiving ----------------------------------------------------
 
-    def _receive_ws(self, events):
+    def _receive_ws(self, events: List[Any]) -> None:
         conn = self.connection
         # Frames corked by a broadcast earlier in this loop turn go first.
         batch = self._batch
@@ -860,8 +881,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # transport write (one syscall for a read full of messages).
             if batch is None:
                 batch = self._batch = []
-            host = None  # the consumer task, entered for on_message coroutines
-            run_in_host = None  # its context's run()
+            host: Any = None  # the consumer task, entered for on_message coroutines
+            run_in_host: Any = None  # its context's run()
             coroutine = _COROUTINE
             try:
                 # on_message while messages go straight to it (no consumer
@@ -977,7 +998,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # close waits until it has taken those messages (and had a turn to
     # answer), or for at most _HOLD_LIMIT seconds (close_timeout if shorter).
 
-    def _unconsumed(self):
+    def _unconsumed(self) -> bool:
         """Messages received but not yet handled by an async consumer?"""
         backlog = self._backlog
         if backlog is not None:  # async def on_message: busy, or messages queued
@@ -985,13 +1006,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         pending = getattr(self.handler, "_unconsumed", None)  # the client's recv() queue
         return pending is not None and pending()
 
-    def _hold_close(self):
+    def _hold_close(self) -> None:
         self._close_held = True
         limit = self.options.close_timeout
         limit = _HOLD_LIMIT if limit is None else min(limit, _HOLD_LIMIT)
         self._hold_timer = self._loop.call_later(limit, self._release_close)
 
-    def _release_close(self):
+    def _release_close(self) -> None:
         """Send the held close frame and finish (called outside any batch)."""
         if not self._close_held:
             return
@@ -1009,7 +1030,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if conn.state is _CLOSED:
             self._ws_finished()
 
-    def consumed(self):
+    def consumed(self) -> None:
         """The async consumer took the last queued message: let the held
         close go after its current turn (so a reply it sends first still
         precedes the close)."""
@@ -1027,14 +1048,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # read of that connection writes the batch itself; _ws_finished flushes
     # it before the half-close.
 
-    def cork(self):
+    def cork(self) -> None:
         """Batch what is written from now to the end of this loop turn into
         one transport write (a front-end that answers several queued
         messages in one turn: wsfast.asgi). A no-op while a batch is open."""
         if self._batch is None:
             self._cork(None)
 
-    def _cork(self, data):
+    def _cork(self, data: Optional[bytes]) -> None:
         """Open a batch holding ``data`` (None: empty); it is written at the end of this loop turn."""
         self._batch = [data] if data is not None else []
         shared = self._shared
@@ -1043,7 +1064,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             shared.flush_pending = True
             self._loop.call_soon(shared.flush_corked)
 
-    def _flush_batch(self):
+    def _flush_batch(self) -> None:
         """Write the open batch now and close it."""
         batch = self._batch
         if batch is None:
@@ -1052,15 +1073,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if batch and not self._lost:
             _write_list(self.transport, batch)
 
-    def _write_batch(self):
+    def _write_batch(self) -> None:
         """Write what the open batch holds now, keeping it open (a read that
         owns it may still append)."""
         batch = self._batch
         if batch and not self._lost:
             _write_list(self.transport, batch)
-        del batch[:]
+        del batch[:]  # type: ignore[union-attr]  # (open: not None)
 
-    def _send(self, data):
+    def _send(self, data: bytes) -> None:
         """Write ``data`` after whatever is batched (see ``_receive_ws``)."""
         batch = self._batch
         if batch is not None:
@@ -1068,7 +1089,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         elif data and not self._lost:
             self.transport.write(data)
 
-    def _send_parts(self, parts):
+    def _send_parts(self, parts: Sequence[Union[bytes, memoryview]]) -> None:
         """Write ``parts`` (a tuple of buffers, large ones among them) now,
         in one call after whatever is batched, none of them copied. An open
         batch stays open, emptied (its owner may still append)."""
@@ -1079,7 +1100,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if not self._lost:
             self.transport.writelines(parts)
 
-    def _call_handler(self, method, arg):
+    def _call_handler(self, method: Callable[[Any], Any], arg: Any) -> None:
         try:
             result = method(arg)
         except Exception:
@@ -1088,7 +1109,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if result is not None and asyncio.iscoroutine(result):
             self._loop.create_task(result)
 
-    def _enqueue(self, message):
+    def _enqueue(self, message: Any) -> None:
         backlog = self._backlog
         backlog.append(message)
         if len(backlog) >= self.options.max_queue:
@@ -1110,7 +1131,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # is empty (and a held close sent), the task sets _backlog to None
     # ("direct mode") and waits for the next suspended coroutine.
 
-    def _enter_consumer(self):
+    def _enter_consumer(self) -> Any:
         """Make the consumer task (created if need be) the current task, as
         Task.__step does around a step; the caller leaves it (_leave_task)
         at the end of its read. False inside another task (the frames that
@@ -1126,7 +1147,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return False
         return host
 
-    def _new_consumer(self):
+    def _new_consumer(self) -> "asyncio.Task[None]":
         if _TASK_CONTEXT:
             context = self._consumer_context = contextvars.copy_context()
             task = self._loop.create_task(self._consume(), context=context)
@@ -1135,7 +1156,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._consumer = task
         return task
 
-    def _start_consumer(self, first):
+    def _start_consumer(self, first: Any) -> None:
         """Queued mode: the consumer task awaits ``first`` (a suspended
         on_message, an ``async def open``, a pending write awaitable), and
         the messages that follow wait behind it."""
@@ -1150,7 +1171,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if not idle.done():
                 idle.set_result(None)
 
-    async def _consume(self):
+    async def _consume(self) -> None:
         """The consumer task of a connection whose handler is async: awaits,
         in order, what waits in the backlog (see above)."""
         low = max(self.options.max_queue // 2, 0)
@@ -1197,7 +1218,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             if self._ws_closed:
                 self._notify_closed()
 
-    def _handler_failed(self, where):
+    def _handler_failed(self, where: str) -> None:
         log.exception("error in %s of %r; closing the connection with 1011", where, self.handler)
         self._on_message = _drop
         if self._backlog is not None:
@@ -1207,7 +1228,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- WebSocket: sending --------------------------------------------------------
 
-    def write_message(self, message, binary=False, compress=True):
+    def write_message(self, message: "Message", binary: bool = False,
+                      compress: bool = True) -> Awaitable[None]:
         """Send a message: ``str`` as text (or as UTF-8 binary if ``binary``),
         bytes-like as binary, ``dict``/``list`` as JSON text. ``compress=False``
         sends this one uncompressed when permessage-deflate was negotiated
@@ -1250,7 +1272,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             data = self._encode_uncompressed(conn, message, kind, binary)
         elif kind is str:
             if binary:
-                data = conn.send_binary(message.encode())
+                data = conn.send_binary(cast(str, message).encode())
             elif build is not None and conn._can_send and not conn._out:
                 data = build(1, message)
             else:
@@ -1285,16 +1307,20 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return drain
 
     @staticmethod
-    def _encode_uncompressed(conn, message, kind, binary):
+    def _encode_uncompressed(conn: Connection, message: Any, kind: type, binary: bool) -> bytes:
+        data: bytes
         if kind is str:
             if binary:
-                return conn.send_binary(message.encode(), compress=False)
-            return conn.send_text(message, compress=False)
-        if kind is dict or kind is list:
-            return conn.send_text(json.dumps(message), compress=False)
-        return conn.send_binary(message, compress=False)
+                data = conn.send_binary(message.encode(), compress=False)
+            else:
+                data = conn.send_text(message, compress=False)
+        elif kind is dict or kind is list:
+            data = conn.send_text(json.dumps(message), compress=False)
+        else:
+            data = conn.send_binary(message, compress=False)
+        return data
 
-    def drained(self):
+    def drained(self) -> Awaitable[None]:
         """An awaitable that completes when the write buffer is below its
         low-water mark (at once if it is). Raises ``ConnectionClosed`` once
         the transport is closing or lost."""
@@ -1307,24 +1333,25 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             drain = self._drain = self._loop.create_future()
         return drain
 
-    def send_fragment(self, data, fin=False, compress=True):
+    def send_fragment(self, data: Union[str, bytes, bytearray, memoryview], fin: bool = False,
+                      compress: bool = True) -> Awaitable[None]:
         """Send the next piece of a message sent in pieces
         (``Connection.send_fragment``: the first piece's type makes it text
         or binary, ``fin=True`` ends it); returns :meth:`drained`."""
         self._send(self._open_connection().send_fragment(data, fin, compress))
         return self.drained()
 
-    def send_ping(self, data=b""):
+    def send_ping(self, data: Union[str, bytes] = b"") -> None:
         """Send a ping (``data``: at most 125 bytes). Raises
         ``ConnectionClosed`` once the connection is closed or its transport
         is closing."""
         self._send(self._open_connection().send_ping(data))
 
-    def send_pong(self, data=b""):
+    def send_pong(self, data: Union[str, bytes] = b"") -> None:
         """Send an unsolicited pong (a heartbeat, RFC 6455 §5.5.3)."""
         self._send(self._open_connection().send_pong(data))
 
-    def _open_connection(self):
+    def _open_connection(self) -> Any:
         conn = self.connection
         if conn is None:
             raise WebSocketError("the WebSocket connection is not open yet")
@@ -1336,7 +1363,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- keepalive ---------------------------------------------------------------
 
-    def _keepalive(self):
+    def _keepalive(self) -> None:
         self._ping_timer = None
         conn = self.connection
         if self._mode != _WS or conn.state is not _OPEN:
@@ -1345,9 +1372,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._send(conn.send_ping(os.urandom(4)))
         if opts.ping_timeout is not None and self._pong_timer is None:
             self._pong_timer = self._loop.call_later(opts.ping_timeout, self._pong_timed_out)
-        self._ping_timer = self._loop.call_later(opts.ping_interval, self._keepalive)
+        interval = opts.ping_interval
+        assert interval is not None  # (armed only with one)
+        self._ping_timer = self._loop.call_later(interval, self._keepalive)
 
-    def _pong_timed_out(self):
+    def _pong_timed_out(self) -> None:
         self._pong_timer = None
         if self._mode == _WS:
             log.debug("%s: no pong within the ping timeout", self.remote_address)
@@ -1355,7 +1384,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
 
     # -- closing -------------------------------------------------------------------
 
-    def close(self, code=1000, reason=""):
+    def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake (RFC 6455 §7.1.2); the connection ends
         when the peer answers, or after ``close_timeout``. Before the upgrade,
         closes TCP. Does nothing if a close was sent already."""
@@ -1378,7 +1407,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._cancel_keepalive()
         self._arm_close_timer(abort=True)
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Server shutdown: close WebSocket connections with 1001, idle HTTP
         connections at once, busy ones after their answer."""
         self._shutting_down = True
@@ -1390,7 +1419,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._cancel_head_timer()
             self.transport.close()
 
-    def close_transport(self):
+    def close_transport(self) -> None:
         """Close TCP once everything written so far has gone out, what is
         corked for the end of this loop turn included (``transport.close()``
         alone would drop that). No closing handshake: see :meth:`close`."""
@@ -1398,12 +1427,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if not self._lost:
             self.transport.close()
 
-    def abort(self):
+    def abort(self) -> None:
         """Drop the TCP connection at once."""
         if not self._lost:
             self.transport.abort()
 
-    def _arm_close_timer(self, abort):
+    def _arm_close_timer(self, abort: bool) -> None:
         if self._close_timer is not None:
             self._close_timer.cancel()
         timeout = self.options.close_timeout
@@ -1412,7 +1441,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         callback = self.transport.abort if abort else self.transport.close
         self._close_timer = self._loop.call_later(timeout, callback)
 
-    def _ws_finished(self):
+    def _ws_finished(self) -> None:
         """The Connection is CLOSED (closing handshake done, failure, or EOF)."""
         if self._mode != _WS:
             return
@@ -1437,7 +1466,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._arm_close_timer(abort=False)
         self._notify_closed()
 
-    def _notify_closed(self):
+    def _notify_closed(self) -> None:
         """Tell the handler once, after the messages it was given."""
         self._ws_closed = True
         if self._notified:
@@ -1456,7 +1485,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         except Exception:
             log.exception("error in on_close of %r", self.handler)
 
-    def _cancel_keepalive(self):
+    def _cancel_keepalive(self) -> None:
         if self._ping_timer is not None:
             self._ping_timer.cancel()
             self._ping_timer = None
@@ -1464,7 +1493,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._pong_timer.cancel()
             self._pong_timer = None
 
-    def _cancel_timers(self):
+    def _cancel_timers(self) -> None:
         self._cancel_head_timer()
         self._cancel_keepalive()
         if self._hold_timer is not None:
@@ -1477,14 +1506,14 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     # -- introspection -------------------------------------------------------------
 
     @property
-    def is_websocket(self):
+    def is_websocket(self) -> bool:
         return self.connection is not None
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._mode == _DONE or self._lost
 
-    def closed_error(self):
+    def closed_error(self) -> ConnectionClosed:
         """The ``ConnectionClosed`` exception that tells how the connection
         ended (or is ending: the code of the close we sent)."""
         conn = self.connection
@@ -1498,6 +1527,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         cls = ConnectionClosedOK if code in (1000, 1001) else ConnectionClosedError
         return cls(code, reason)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         mode = {_HTTP: "HTTP", _WS: "WebSocket", _DONE: "closed"}[self._mode]
         return f"<WebSocketProtocol {self.side.name} {mode} {self.remote_address}>"

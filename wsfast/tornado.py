@@ -882,7 +882,7 @@ class _ClientProtocol:
                  ping_interval: Optional[float], ping_timeout: Optional[float]) -> None:
         self._owner = owner
         self._client = client
-        self._wsfast: _ClientWireProtocol = client.protocol
+        self._wsfast = cast(_ClientWireProtocol, client.protocol)
         self.selected_subprotocol: Optional[str] = client.subprotocol
         self._message_bytes_in = 0
         self._message_bytes_out = 0
@@ -1233,10 +1233,12 @@ async def _connect_tornado(
         # (tornado.httpclient has no HTTPTimeoutError: this raised AttributeError)
         raise tornado.simple_httpclient.HTTPTimeoutError(str(exc)) from None
     response_headers = tornado.httputil.HTTPHeaders()
+    assert client.response is not None  # (the handshake's)
     for name, value in client.response.headers.items():
         response_headers.add(name, value)
     return WebSocketClientConnection(
-        client, response_headers, on_message_callback, ping_interval, ping_timeout
+        cast(_ClientHandler, client), response_headers, on_message_callback, ping_interval,
+        ping_timeout,
     )
 
 

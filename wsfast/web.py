@@ -94,7 +94,7 @@ from ssl import SSLContext
 from types import TracebackType
 from typing import (
     TYPE_CHECKING, Any, Awaitable, Callable, Counter, Dict, FrozenSet, Generator, Iterable, List,
-    Optional, Pattern, Sequence, Set, Tuple, Type, TypeVar, Union, overload,
+    Optional, Pattern, Sequence, Set, Tuple, Type, TypeVar, Union, cast, overload,
 )
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -299,8 +299,8 @@ class RequestHandler:
         self._headers = Headers()
         self._write_buffer: List[bytes] = []
         self._finished = False
-        self.path_args: Tuple[Optional[str], ...] = ()
-        self.path_kwargs: Dict[str, Optional[str]] = {}
+        self.path_args: Tuple[str, ...] = ()
+        self.path_kwargs: Dict[str, str] = {}
         self.initialize(**kwargs)
 
     def _initialize(self, **kwargs: Any) -> None:
@@ -548,8 +548,8 @@ class RequestHandler:
 
     # -- running ----------------------------------------------------------------------
 
-    async def _execute(self, path_args: Tuple[Optional[str], ...],
-                       path_kwargs: Dict[str, Optional[str]]) -> None:
+    async def _execute(self, path_args: Tuple[str, ...],
+                       path_kwargs: Dict[str, str]) -> None:
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         try:
@@ -785,7 +785,7 @@ class WebSocketHandler(RequestHandler):
         protocol = self.ws_connection
         if protocol is None:
             raise WebSocketClosedError(1006, "the WebSocket connection is not open")
-        return protocol.write_message(message, binary, compress)  # type: ignore[no-any-return]  # protocol: not annotated yet
+        return protocol.write_message(message, binary, compress)
 
     def ping(self, data: Union[str, bytes] = b"") -> None:
         """Send a ping; ``on_pong`` gets the answer."""
@@ -810,8 +810,8 @@ class WebSocketHandler(RequestHandler):
 
     # -- running -------------------------------------------------------------------
 
-    async def _execute(self, path_args: Tuple[Optional[str], ...],
-                       path_kwargs: Dict[str, Optional[str]]) -> None:
+    async def _execute(self, path_args: Tuple[str, ...],
+                       path_kwargs: Dict[str, str]) -> None:
         self.path_args = path_args
         self.path_kwargs = path_kwargs
         request = self.request
@@ -1123,9 +1123,10 @@ class Application:
             self.add_route(*spec)
 
     def find_handler(self, path: str) -> Tuple[Type[RequestHandler], Dict[str, Any],
-                                               Tuple[Optional[str], ...], Dict[str, Optional[str]]]:
+                                               Tuple[str, ...], Dict[str, str]]:
         """``(handler_class, kwargs, path_args, path_kwargs)`` for ``path``
-        (404 handler if nothing matches)."""
+        (404 handler if nothing matches). A group that did not match is
+        None (typed str, as Tornado types its path arguments)."""
         for route in self._routes:
             match = route.regex.fullmatch(path)
             if match is None:
@@ -1133,9 +1134,9 @@ class Application:
             if route.regex.groupindex:
                 path_kwargs = {k: unquote(v) if v is not None else None
                                for k, v in match.groupdict().items()}
-                return route.handler_class, route.kwargs, (), path_kwargs
+                return route.handler_class, route.kwargs, (), cast(Dict[str, str], path_kwargs)
             path_args = tuple(unquote(g) if g is not None else None for g in match.groups())
-            return route.handler_class, route.kwargs, path_args, {}
+            return route.handler_class, route.kwargs, cast(Tuple[str, ...], path_args), {}
         default = self.settings.get("default_handler_class")
         if default is not None:
             return default, self.settings.get("default_handler_args") or {}, (), {}
@@ -1303,13 +1304,13 @@ class _ProxyHeaderProtocol(WebSocketProtocol):
     __slots__ = ("_proxy_head",)
 
     def __init__(self, side: Side, options: Options, owner: "Server") -> None:
-        super().__init__(side, options, owner)  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+        super().__init__(side, options, owner)
         self._proxy_head: Optional[bytearray] = bytearray()
 
     def buffer_updated(self, nbytes: int) -> None:
         head = self._proxy_head
         if head is None:
-            super().buffer_updated(nbytes)  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+            super().buffer_updated(nbytes)
             return
         head += self._view[:nbytes]
         try:
@@ -1317,7 +1318,7 @@ class _ProxyHeaderProtocol(WebSocketProtocol):
         except ValueError as exc:
             self._proxy_head = None
             log.debug("%s: %s; dropped", self.remote_address, exc)
-            self.abort()  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+            self.abort()
             return None
         if result is None:
             return None  # incomplete
@@ -1326,7 +1327,7 @@ class _ProxyHeaderProtocol(WebSocketProtocol):
         if address is not None:
             self.remote_address = address
         if len(head) > consumed:
-            self._receive_request(bytes(head[consumed:]))  # type: ignore[no-untyped-call]  # protocol: not annotated yet
+            self._receive_request(bytes(head[consumed:]))
         return None
 
 
