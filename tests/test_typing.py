@@ -118,6 +118,16 @@ async def main() -> None:
     assert_type(server.port, Optional[int])
     result = wsfast.broadcast(hub.subscribers("a"), "hi")
     assert_type(result.sent, int)
+    async with wsfast.connect(f"ws://127.0.0.1:{server.port}/room/a", compression="deflate") as ws:
+        assert_type(ws, wsfast.ClientConnection)
+        await ws.send("hello")
+        await ws.send(piece for piece in (b"a", b"b"))
+        assert_type(await ws.recv(), Union[str, bytes])
+        assert_type(await ws.ping(), float)
+        assert_type(ws.subprotocol, Optional[str])
+        assert_type(ws.close_code, Optional[int])
+        async for chunk in ws.recv_streaming():
+            assert_type(chunk, Union[str, bytes])
     await server.stop()
 '''
 
