@@ -58,6 +58,9 @@ import asyncio
 import collections
 import logging
 import weakref
+from typing import (
+    TYPE_CHECKING, Any, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union, cast,
+)
 from urllib.parse import unquote
 
 from .connection import Side, State
@@ -70,14 +73,20 @@ from .handshake import (
     parse_extensions,
     parse_subprotocols,
 )
-from .http import build_response
+from .http import Request, build_response
 from .protocol import Options, WebSocketProtocol
+
+if TYPE_CHECKING:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from .handshake import Extension
 
 try:  # the exception uvicorn's own classes raise; Starlette turns any OSError into a disconnect
     from uvicorn.protocols.utils import ClientDisconnected
 except ImportError:  # pragma: no cover - uvicorn is the point of this module
 
-    class ClientDisconnected(OSError):
+    class ClientDisconnected(OSError):  # type: ignore[no-redef]  # (uvicorn's, when installed)
         """The client is gone: the message cannot be sent."""
 
 
@@ -103,10 +112,16 @@ _ENDED = 3  # closing or closed, response sent, or connection lost
 
 _INTERNAL_ERROR = b"Internal Server Error"
 
-_options_cache = weakref.WeakKeyDictionary()  # uvicorn Config -> Options
+#: An ASGI event (what ``receive()`` returns and ``send()`` takes) and scope.
+Event = Dict[str, Any]
+Scope = Dict[str, Any]
+
+# uvicorn Config -> {codec: Options}
+_options_cache: "weakref.WeakKeyDictionary[Config, Dict[Optional[str], Options]]" = (
+    weakref.WeakKeyDictionary())
 
 
-def _options_for(config, codec):
+def _options_for(config: "Config", codec: Optional[str]) -> Options:
     """The adapter's Options for a uvicorn Config (one per Config and codec)."""
     try:
         return _options_cache[config][codec]
@@ -131,7 +146,7 @@ def _options_for(config, codec):
     return options
 
 
-def _address(info):
+def _address(info: Any) -> Optional[Tuple[str, Optional[int]]]:
     if isinstance(info, (tuple, list)) and len(info) >= 2:
         return (str(info[0]), int(info[1]))
     if isinstance(info, str):
@@ -146,22 +161,22 @@ class _Minimal:
 
     __slots__ = ("_t",)
 
-    def __init__(self, transport):
+    def __init__(self, transport: Any) -> None:
         self._t = transport
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._t, name)
 
-    def set_write_buffer_limits(self, high=None, low=None):
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         pass
 
-    def writelines(self, parts):
+    def writelines(self, parts: Iterable[bytes]) -> None:
         self._t.write(b"".join(parts))
 
-    def can_write_eof(self):
+    def can_write_eof(self) -> bool:
         return False
 
-    def abort(self):
+    def abort(self) -> None:
         self._t.close()
 
 
@@ -173,16 +188,16 @@ class _Owner:
 
     __slots__ = ()
 
-    def connection_made(self, protocol):
+    def connection_made(self, protocol: "WSFastProtocol") -> None:
         protocol._connections.add(protocol)
 
-    def connection_lost(self, protocol):
+    def connection_lost(self, protocol: "WSFastProtocol") -> None:
         protocol._connections.discard(protocol)
         session = protocol.session
         if session is not None and protocol.connection is None:
             session._lost_before_accept()
 
-    def start_request(self, protocol, request):
+    def start_request(self, protocol: "WSFastProtocol", request: Request) -> None:
         protocol._start_session(request)
 
 
@@ -204,31 +219,32 @@ class WSFastProtocol(WebSocketProtocol):
 
     #: The frame codec: None for the fastest available, or "cython"/"python"
     #: (a subclass that sets it is a class to give uvicorn, like this one).
-    codec = None
+    codec: Optional[str] = None
 
-    def __init__(self, config, server_state, app_state, _loop=None):
+    def __init__(self, config: "Config", server_state: "ServerState", app_state: Dict[str, Any],
+                 _loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         if not config.loaded:
             config.load()
         super().__init__(Side.SERVER, _options_for(config, self.codec), _OWNER)
         self.config = config
         self.app_state = app_state
-        self.session = None
-        self._connections = server_state.connections
-        self._tasks = server_state.tasks
-        self._default_headers = server_state.default_headers
+        self.session: Optional[ASGISession] = None
+        self._connections: Set[Any] = server_state.connections
+        self._tasks: Set["asyncio.Task[None]"] = server_state.tasks
+        self._default_headers: List[Tuple[bytes, bytes]] = server_state.default_headers
 
     # -- what uvicorn (and its tests) read and set ------------------------------
 
     @property
-    def close_timeout(self):
+    def close_timeout(self) -> Optional[float]:
         return self.options.close_timeout
 
     @close_timeout.setter
-    def close_timeout(self, value):
+    def close_timeout(self, value: Optional[float]) -> None:
         self.options = self.options.replace(close_timeout=value)
 
     @property
-    def close_timer(self):
+    def close_timer(self) -> Optional[asyncio.TimerHandle]:
         """The timer bounding the wait for the peer's close reply, or None
         when no close of ours waits for one."""
         conn = self.connection
@@ -237,18 +253,18 @@ class WSFastProtocol(WebSocketProtocol):
         return self._close_timer
 
     @property
-    def ping_timer(self):
+    def ping_timer(self) -> Optional[asyncio.TimerHandle]:
         """The keepalive timer (None when keepalive is off)."""
         return self._ping_timer
 
     # -- asyncio ---------------------------------------------------------------
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not all(hasattr(transport, name) for name in _NEEDED):
-            transport = _Minimal(transport)
+            transport = cast(asyncio.BaseTransport, _Minimal(transport))
         super().connection_made(transport)
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Server shutdown (uvicorn calls it on every connection): an open
         WebSocket is closed with 1012 (the application gets its disconnect
         now; the peer's close reply is awaited, bounded by ``close_timeout``);
@@ -258,6 +274,7 @@ class WSFastProtocol(WebSocketProtocol):
         conn = self.connection
         if conn is not None:
             if conn.state is _OPEN:
+                assert session is not None  # (upgraded by it)
                 session._disconnected(1012)
                 self.close(1012)
             elif not self.closed and not self.transport.is_closing():
@@ -268,7 +285,7 @@ class WSFastProtocol(WebSocketProtocol):
         else:
             session._shutdown_before_accept()
 
-    def _pong_timed_out(self):
+    def _pong_timed_out(self) -> None:
         # No pong within ws_ping_timeout: the peer is gone or stuck, so fail
         # the connection (close frame 1011, then TCP) as uvicorn's own classes
         # do, rather than wait close_timeout for a close reply that will not
@@ -282,7 +299,7 @@ class WSFastProtocol(WebSocketProtocol):
 
     # -- the handshake -----------------------------------------------------------
 
-    def _start_session(self, request):
+    def _start_session(self, request: Request) -> None:
         try:
             key = check_request(request)
         except HandshakeError as exc:
@@ -296,14 +313,14 @@ class WSFastProtocol(WebSocketProtocol):
         task.add_done_callback(tasks.discard)
 
 
-def _client(protocol):
+def _client(protocol: WebSocketProtocol) -> str:
     address = _address(protocol.remote_address)
     if address is None:
         return ""
     return f"{address[0]}:{address[1]}"
 
 
-def _latin1(pairs):
+def _latin1(pairs: Iterable[Tuple[bytes, bytes]]) -> List[Tuple[str, str]]:
     return [(bytes(n).decode("latin-1"), bytes(v).decode("latin-1")) for n, v in pairs]
 
 
@@ -317,24 +334,28 @@ class ASGISession:
         "_handed", "_disconnect", "_response", "_chunked", "_direct",
     )
 
-    def __init__(self, protocol, request, key):
+    def __init__(self, protocol: WSFastProtocol, request: Request, key: str) -> None:
         self.protocol = protocol
         self._key = key
-        self._request = request
+        # the request, until accepted
+        self._request: Request = request
         self._state = _CONNECTING
         self._app_closed = False  # the application sent websocket.close (or a response)
-        self._queue = collections.deque(({"type": "websocket.connect"},))
-        self._waiter = None  # the future a receive() waits on
+        self._queue: Deque[Event] = collections.deque(({"type": "websocket.connect"},))
+        # the future a receive() waits on
+        self._waiter: Optional["asyncio.Future[Event]"] = None
         self._handed = False  # a message went straight to a waiting receive()
-        self._disconnect = None  # the websocket.disconnect event, once known
-        self._response = None  # (status, headers) of a denial response not started yet
+        # the websocket.disconnect event, once known
+        self._disconnect: Optional[Event] = None
+        # (status, headers) of a denial response not started yet
+        self._response: Optional[Tuple[int, List[Tuple[str, str]]]] = None
         self._chunked = False
         self._direct = False  # the next send may write at once (see send())
         config = protocol.config
         transport = protocol.transport
         root_path = config.root_path
         raw_path = request.path
-        self.scope = {
+        self.scope: Scope = {
             "type": "websocket",
             "asgi": {"version": config.asgi_version, "spec_version": "2.4"},
             "http_version": "1.1",
@@ -356,7 +377,7 @@ class ASGISession:
 
     # -- the application task ------------------------------------------------------
 
-    async def run_asgi(self):
+    async def run_asgi(self) -> None:
         protocol = self.protocol
         try:
             result = await protocol.config.loaded_app(self.scope, self.receive, self.send)
@@ -379,7 +400,7 @@ class ASGISession:
                 log.error("ASGI callable should return None, but returned '%s'.", result)
         self._end_abruptly()
 
-    def _end_abruptly(self):
+    def _end_abruptly(self) -> None:
         """The application is done: end what it left open. A WebSocket it
         did not close is dropped without a close frame (the peer sees 1006),
         as uvicorn's own classes do; an unfinished response is cut."""
@@ -393,7 +414,7 @@ class ASGISession:
         if conn is not None and conn.state is _OPEN and not protocol.transport.is_closing():
             protocol.close_transport()  # after the replies still corked
 
-    def _respond_500(self):
+    def _respond_500(self) -> None:
         self._state = _ENDED
         headers = [*_latin1(self.protocol._default_headers),
                    ("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
@@ -401,7 +422,7 @@ class ASGISession:
 
     # -- receive ---------------------------------------------------------------
 
-    async def receive(self):
+    async def receive(self) -> Event:
         """The next event: websocket.connect, websocket.receive (text or
         bytes), then websocket.disconnect (again on every later call)."""
         self._direct = True
@@ -429,9 +450,10 @@ class ASGISession:
         waiter = self._waiter = self.protocol._loop.create_future()
         return await waiter
 
-    def on_message(self, message):
+    def on_message(self, message: Union[str, bytes]) -> None:
         if self._state is not _ACCEPTED:
             return  # the application sent its close: what crosses it is dropped
+        event: Event
         if type(message) is str:
             event = {"type": "websocket.receive", "text": message}
         else:
@@ -449,18 +471,18 @@ class ASGISession:
         if not self._handed or len(queue) >= self.protocol.options.max_queue:
             self.protocol.pause_reading()
 
-    def on_ping(self, data):
+    def on_ping(self, data: bytes) -> None:
         pass  # the adapter answers
 
-    def on_pong(self, data):
+    def on_pong(self, data: bytes) -> None:
         pass  # the adapter's keepalive watches pongs
 
-    def _unconsumed(self):
+    def _unconsumed(self) -> bool:
         """Messages the application has not taken, or not yet had a turn to
         answer (the adapter holds a close behind them)."""
         return self._handed or bool(self._queue)
 
-    def _ws_closed(self):
+    def _ws_closed(self) -> None:
         """The adapter: the WebSocket is over (closing handshake, failure, or TCP lost)."""
         conn = self.protocol.connection
         self._state = _ENDED
@@ -468,14 +490,14 @@ class ASGISession:
             {"type": "websocket.disconnect", "code": conn.close_code, "reason": conn.close_reason or ""}
         )
 
-    def _disconnected(self, code, reason=None):
+    def _disconnected(self, code: int, reason: Optional[str] = None) -> None:
         self._state = _ENDED
-        event = {"type": "websocket.disconnect", "code": code}
+        event: Event = {"type": "websocket.disconnect", "code": code}
         if reason is not None:
             event["reason"] = reason
         self._set_disconnect(event)
 
-    def _set_disconnect(self, event):
+    def _set_disconnect(self, event: Event) -> None:
         if self._disconnect is not None:
             return
         self._disconnect = event
@@ -484,10 +506,10 @@ class ASGISession:
             self._waiter = None
             waiter.set_result(event)
 
-    def _lost_before_accept(self):
+    def _lost_before_accept(self) -> None:
         self._disconnected(1006)
 
-    def _shutdown_before_accept(self):
+    def _shutdown_before_accept(self) -> None:
         if self._state is _CONNECTING:
             self._respond_500()
         elif not self.protocol.closed:
@@ -496,7 +518,7 @@ class ASGISession:
 
     # -- send --------------------------------------------------------------------
 
-    async def send(self, message):
+    async def send(self, message: Event) -> None:
         """Carry out one ASGI message; raises ClientDisconnected (an OSError)
         once the client is gone, RuntimeError for a message out of turn."""
         protocol = self.protocol
@@ -575,7 +597,7 @@ class ASGISession:
         else:
             raise ClientDisconnected()
 
-    def _accept(self, message):
+    def _accept(self, message: Event) -> None:
         protocol = self.protocol
         if protocol.closed:
             raise ClientDisconnected()
@@ -588,20 +610,21 @@ class ASGISession:
             )
         headers = _latin1(protocol._default_headers)
         headers += _latin1(message.get("headers") or ())
-        ext_header, extensions = None, ()
+        ext_header: Optional[str] = None
+        extensions: "Sequence[Extension]" = ()
         if protocol.config.ws_per_message_deflate and "Sec-WebSocket-Extensions" in request.headers:
             ext_header, extensions = negotiate_extensions(
                 parse_extensions(request.headers), (_DEFLATE,)
             )
         response = build_accept_response(self._key, subprotocol, ext_header, headers)
-        self._request = None  # not needed for the life of the connection
+        self._request = None  # type: ignore[assignment]  # not needed for the life of the connection
         self._state = _ACCEPTED
         log.info('%s - "WebSocket %s" [accepted]', _client(protocol), request.log_uri)
         if not protocol.upgrade(self, response, None, extensions):
             self._state = _ENDED
             raise ClientDisconnected()
 
-    def _deny_403(self):
+    def _deny_403(self) -> None:
         protocol = self.protocol
         log.info('%s - "WebSocket %s" 403', _client(protocol), self._request.log_uri)
         self._app_closed = True
@@ -611,7 +634,7 @@ class ASGISession:
 
     # -- websocket.http.response ---------------------------------------------------
 
-    def _response_start(self, message):
+    def _response_start(self, message: Event) -> None:
         status = message["status"]
         if not isinstance(status, int) or not 100 <= status < 600:
             raise RuntimeError(f"Invalid HTTP status code '{status}' in response.")
@@ -628,7 +651,7 @@ class ASGISession:
         else:
             self._response = (status, headers)  # the length comes with the body
 
-    def _response_body(self, message):
+    def _response_body(self, message: Event) -> None:
         protocol = self.protocol
         body = message.get("body", b"")
         more = message.get("more_body", False)
@@ -655,7 +678,7 @@ class ASGISession:
         elif body:
             protocol.write(body)
 
-    def _finish_response(self, data):
+    def _finish_response(self, data: bytes) -> None:
         self._state = _ENDED
         self._app_closed = True
         self._disconnected(1006)
