@@ -123,6 +123,9 @@ def broadcast(
     cork = len(frame) <= _CORK_FRAME_MAX
     skip = slow == "skip"
     sent = skipped = closed = queued = 0
+    # Corking inline (WebSocketProtocol._cork without a call per connection):
+    # the connections of `shared`'s loop whose batch this call opens.
+    shared = opened = None
     for handler in connections:
         protocol = handler.ws_connection
         if protocol is None or protocol._mode != _WS:
@@ -154,8 +157,20 @@ def broadcast(
             batch.append(data)
             if len(batch) >= _CORK_ENTRIES:
                 protocol._write_batch()
-        elif cork:
-            protocol._cork(data)  # written at the end of this loop turn
+        elif cork:  # written at the end of this loop turn (_LoopShared.flush_corked)
+            if protocol._shared is shared:
+                protocol._batch = [data]
+                opened.append(protocol)
+            elif shared is None:
+                shared = protocol._shared
+                opened = shared.corked
+                protocol._batch = [data]
+                opened.append(protocol)
+                if not shared.flush_pending:
+                    shared.flush_pending = True
+                    protocol._loop.call_soon(shared.flush_corked)
+            else:  # another loop's connection (a broadcast across threads is the caller's bug)
+                protocol._cork(data)
         else:
             protocol.transport.write(data)
     return BroadcastResult(sent, skipped, closed, queued)
@@ -163,7 +178,7 @@ def broadcast(
 
 # The protocol attributes read above; fail at import, not in production,
 # if they are renamed.
-assert {"_mode", "_write_paused", "_batch", "connection", "transport", "_loop"} <= set(
+assert {"_mode", "_write_paused", "_batch", "connection", "transport", "_loop", "_shared"} <= set(
     WebSocketProtocol.__slots__
 )
 assert callable(WebSocketProtocol._write_buffer_full)
