@@ -442,6 +442,31 @@ def test_broadcasts_in_one_loop_turn_cost_one_write_per_connection(run, codec):
     run(main())
 
 
+def test_counts_when_some_connections_are_corked_already(run, codec):
+    """BroadcastResult.sent counts every connection written to, whether its
+    batch was open already (a write outside a read corked it) or this call
+    opened it, and leaves out the closing one; the order on the wire holds."""
+    members = []
+
+    async def main():
+        async with serving([(r"/ws", Room, {"members": members})], codec=codec) as server:
+            clients = [await wsfast.connect(ws_url(server), codec=codec) for _ in range(4)]
+            await until(lambda: len(members) == 4)
+            members[2].write_message("first")  # outside a read: corked, the loop's list not empty
+            assert wsfast.broadcast(members, "a") == (4, 0, 0, 0)
+            members[3].close(4000, "bye")
+            assert wsfast.broadcast(members, "b") == (3, 0, 0, 0)
+            assert wsfast.broadcast(members[:2], "c") == (2, 0, 0, 0)
+            for i, ws in enumerate(clients[:3]):
+                expected = (["first"] if i == 2 else []) + ["a", "b"] + (["c"] if i < 2 else [])
+                assert [await ws.recv() for _ in expected] == expected
+            assert await clients[3].recv() == "a"
+            for ws in clients:
+                await ws.close()
+
+    run(main())
+
+
 def test_corked_frames_are_bounded_and_large_frames_are_not_corked(run):
     members = []
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, List, NamedTuple, Optiona
 
 from . import codec as _codec
 from .exceptions import WebSocketError
+from .connection import Connection as _Connection
 from .protocol import _WS, WebSocketProtocol
 
 if TYPE_CHECKING:
@@ -122,14 +123,19 @@ def broadcast(
     # write per connection. A large frame is worth its own syscall.
     cork = len(frame) <= _CORK_FRAME_MAX
     skip = slow == "skip"
-    sent = skipped = closed = queued = 0
+    skipped = closed = queued = 0
+    others = 0  # frames that went elsewhere than into a batch this call opened
     # Corking inline (WebSocketProtocol._cork without a call per connection):
-    # the connections of `shared`'s loop whose batch this call opens.
-    shared = opened = None
+    # the connections of `shared`'s loop whose batch this call opens are
+    # appended to `opened` (shared.corked) from index `start` on.
+    shared = None
+    opened: List[WebSocketProtocol] = []
+    start = 0
     for handler in connections:
         protocol = handler.ws_connection
         if protocol is None or protocol._mode != _WS:
             continue
+        conn = protocol.connection
         if protocol._write_paused:  # a slow consumer
             if skip:
                 skipped += 1
@@ -139,18 +145,20 @@ def broadcast(
                     closed += 1
                 continue
             try:
-                data = protocol.connection.send_prepared(frame)
+                data = conn.send_prepared(frame)
             except WebSocketError:  # closing: left out
                 continue
             queued += 1
+        elif conn._can_send and not conn._out and not conn._client:
+            data = frame  # what send_prepared returns then, without a call per connection
         else:
             try:
-                data = protocol.connection.send_prepared(frame)
+                data = conn.send_prepared(frame)
             except WebSocketError:
                 continue
-            sent += 1
         batch = protocol._batch
         if batch is not None:  # inside this connection's read, or corked: keep the order
+            others += 1
             if not cork:  # a large frame goes now, after the batch, not joined into it
                 protocol._send_parts((data,))
                 continue
@@ -164,22 +172,28 @@ def broadcast(
             elif shared is None:
                 shared = protocol._shared
                 opened = shared.corked
+                start = len(opened)
                 protocol._batch = [data]
                 opened.append(protocol)
                 if not shared.flush_pending:
                     shared.flush_pending = True
                     protocol._loop.call_soon(shared.flush_corked)
             else:  # another loop's connection (a broadcast across threads is the caller's bug)
+                others += 1
                 protocol._cork(data)
         else:
+            others += 1
             protocol.transport.write(data)
+    # counted here, not per connection (an int above 256 is a new object each time)
+    sent = len(opened) - start + others - queued
     return BroadcastResult(sent, skipped, closed, queued)
 
 
-# The protocol attributes read above; fail at import, not in production,
-# if they are renamed.
+# The protocol and Connection attributes read above; fail at import, not in
+# production, if they are renamed.
 assert {"_mode", "_write_paused", "_batch", "connection", "transport", "_loop", "_shared"} <= set(
     WebSocketProtocol.__slots__
 )
+assert all(hasattr(_Connection, name) for name in ("_can_send", "_out", "_client", "send_prepared"))
 assert callable(WebSocketProtocol._write_buffer_full)
 assert callable(WebSocketProtocol._close_slow_consumer)

@@ -83,6 +83,8 @@ def main():
         p.add_argument("--pure-python", action="store_true")
         p.add_argument("--no-numpy", action="store_true")
         p.add_argument("--async", dest="use_async", action="store_true", help="async def on_message")
+        p.add_argument("--no-ping", action="store_true",
+                       help="no keepalive pings (runs slowed down past 20 s: bench/fanout_instr.py)")
 
     args = _common.parse_args(__doc__, options)
     _common.raise_nofile()
@@ -90,6 +92,7 @@ def main():
         [(r"/.*", AsyncBench if args.use_async else ZeroCopyBench if args.zero_copy else Bench)],
         codec="python" if args.pure_python else None,
         websocket_max_message_size=64 * 2**20,
+        **({"websocket_ping_interval": 0} if args.no_ping else {}),
     )
     wsfast.run(app, host=args.host, port=args.port, use_uvloop=True, backlog=4096,
                on_start=lambda server: print(
