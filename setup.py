@@ -1,7 +1,14 @@
-"""Build wsfast, with the optional Cython extension ``wsfast._frame``.
+"""Build wsfast, with its optional Cython extensions:
 
-The extension is optional: without Cython or a C compiler the install still
-succeeds, with the pure-Python twin ``wsfast._frame_py``, and says so once.
+* ``wsfast._frame``, the frame codec, from ``wsfast/_frame.pyx`` (its twin is
+  ``wsfast/_frame_py.py``);
+* ``wsfast._connection``, the sans-IO ``Connection``, compiled from the
+  pure-Python source ``wsfast/_connection_py.py`` itself (Cython's pure-Python
+  mode, declarations in ``wsfast/_connection.pxd``): one source, two builds.
+  Another module can join the same way: add it to ``COMPILED_PYTHON``.
+
+The extensions are optional: without Cython or a C compiler the install still
+succeeds, with the pure-Python twins, and says so once per extension.
 Set ``WSFAST_REQUIRE_EXTENSIONS=1`` to make a failed build an error instead,
 or ``WSFAST_NO_EXTENSIONS=1`` to skip building it.
 """
@@ -19,9 +26,15 @@ def _flag(name):
 
 REQUIRE = _flag("WSFAST_REQUIRE_EXTENSIONS")
 FALLBACK_NOTE = (
-    "wsfast: the Cython extension wsfast._frame was not built ({why}); "
-    "installing the pure-Python codec instead (same behaviour, slower)."
+    "wsfast: the Cython extension {name} was not built ({why}); "
+    "installing its pure-Python twin instead (same behaviour, slower)."
 )
+# Pure-Python modules compiled as they are, under another name:
+# (extension name, source). The source stays importable as the twin; the
+# extension's declarations are in the .pxd named after the extension.
+COMPILED_PYTHON = [
+    ("wsfast._connection", os.path.join("wsfast", "_connection_py.py")),
+]
 
 
 class optional_build_ext(build_ext):
@@ -31,51 +44,67 @@ class optional_build_ext(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, missing headers, ...
-            self._fallback(exc)
+            for ext in self.extensions:
+                self._fallback(ext, exc)
 
     def build_extension(self, ext):
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self._fallback(exc)
+            self._fallback(ext, exc)
 
-    def _fallback(self, exc):
+    def _fallback(self, ext, exc):
         if REQUIRE:
             raise
-        print(FALLBACK_NOTE.format(why=exc), file=sys.stderr)
+        if ext.name in _noted:
+            return
+        _noted.add(ext.name)
+        print(FALLBACK_NOTE.format(name=ext.name, why=exc), file=sys.stderr)
+
+
+_noted = set()  # extensions whose fallback note was printed
 
 
 def extensions():
+    names = ["wsfast._frame"] + [name for name, _ in COMPILED_PYTHON]
     if _flag("WSFAST_NO_EXTENSIONS"):
-        print(FALLBACK_NOTE.format(why="WSFAST_NO_EXTENSIONS is set"), file=sys.stderr)
+        for name in names:
+            print(FALLBACK_NOTE.format(name=name, why="WSFAST_NO_EXTENSIONS is set"), file=sys.stderr)
         return []
     here = os.path.dirname(os.path.abspath(__file__))
-    pyx = os.path.join("wsfast", "_frame.pyx")
-    c_file = os.path.join("wsfast", "_frame.c")
+    # (name, Cython source, its generated C file, extra options)
+    sources = [("wsfast._frame", os.path.join("wsfast", "_frame.pyx"),
+                dict(include_dirs=["wsfast"], depends=[os.path.join("wsfast", "_wsfast_simd.h")]))]
+    for name, source in COMPILED_PYTHON:
+        pxd = os.path.join(*name.split(".")) + ".pxd"
+        sources.append((name, source, dict(depends=[pxd])))
     try:
         from Cython.Build import cythonize
     except ImportError:
-        if os.path.exists(os.path.join(here, c_file)):  # sdist with generated C
-            sources = [c_file]
-            cythonize = None
-        else:
-            if REQUIRE:
-                raise
-            print(FALLBACK_NOTE.format(why="Cython is not installed"), file=sys.stderr)
-            return []
-    else:
-        sources = [pyx]
-    ext = Extension(
-        "wsfast._frame",
-        sources=sources,
-        include_dirs=["wsfast"],
-        extra_compile_args=["-O3"] if os.name != "nt" else [],
-        depends=[os.path.join("wsfast", "_wsfast_simd.h")],
-    )
+        cythonize = None
+    exts = []
+    for name, source, options in sources:
+        if cythonize is None:
+            c_file = os.path.splitext(source)[0] + ".c"
+            if not os.path.exists(os.path.join(here, c_file)):  # not an sdist with generated C
+                if REQUIRE:
+                    raise ImportError("Cython is not installed")
+                print(FALLBACK_NOTE.format(name=name, why="Cython is not installed"), file=sys.stderr)
+                continue
+            source = c_file
+        exts.append(Extension(
+            name,
+            sources=[source],
+            extra_compile_args=["-O3"] if os.name != "nt" else [],
+            **options,
+        ))
     if cythonize is None:
-        return [ext]
+        return exts
+    # The codec is Cython code written for C speed; the compiled Python
+    # modules keep Python's semantics (negative indexes, bounds checks,
+    # Python division): only the language level is set for them.
     return cythonize(
-        [ext],
+        [ext for ext in exts if ext.name == "wsfast._frame"],
         compiler_directives={
             "language_level": "3",
             "boundscheck": False,
@@ -83,6 +112,10 @@ def extensions():
             "cdivision": True,
             "initializedcheck": False,
         },
+        quiet=True,
+    ) + cythonize(
+        [ext for ext in exts if ext.name != "wsfast._frame"],
+        compiler_directives={"language_level": "3"},
         quiet=True,
     )
 

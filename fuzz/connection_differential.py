@@ -1,7 +1,8 @@
 """``Connection`` (wsfast/connection.py), server and client side, with and
 without permessage-deflate (wsfast/deflate.py), differential: one Connection
-on the Cython codec and one on the Python twin get the same calls and must
-return the same events, bytes, states and errors.
+on the Cython codec (the compiled build of Connection, wsfast._connection)
+and one on the Python twin (the pure-Python build, wsfast/_connection_py.py)
+get the same calls and must return the same events, bytes, states and errors.
 
 The input is a little program. Its steps feed raw bytes (``receive_data``,
 or ``read_window``/``receive_window`` as the asyncio adapter reads), feed
@@ -23,7 +24,7 @@ within ``max_message_size`` arrives whole.
 from _common import Reader, CY, PY, Disagreement, agree, described, main
 
 from wsfast import connection as _connection
-from wsfast.connection import Close, Connection, Ping, Pong, Side, State
+from wsfast.connection import Close, Connection, Ping, Pong, Side, State, get_connection_class
 
 Fragment = getattr(_connection, "Fragment", None)  # trees before streaming receive lack it
 from wsfast.deflate import PerMessageDeflate
@@ -141,8 +142,8 @@ def test_one_input(data):
     if fragments is not None:
         limits["max_fragments"] = fragments
     twins = [
-        Connection(side, max_message_size=max_size, codec=impl,
-                   extensions=[PerMessageDeflate(**deflate)] if deflate else (), **limits)
+        get_connection_class(impl)(side, max_message_size=max_size, codec=impl,
+                                   extensions=[PerMessageDeflate(**deflate)] if deflate else (), **limits)
         for impl in (PY, CY)
     ]
     max_fragments = getattr(twins[0], "max_fragments", 1 << 62)

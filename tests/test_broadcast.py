@@ -18,7 +18,7 @@ import wsfast
 from wsfast import _frame_py
 from wsfast import codec as _codec_module
 from wsfast.broadcast import encode
-from wsfast.connection import Connection, Side
+from wsfast.connection import Side, get_connection_class
 
 N_CLIENTS = 12
 
@@ -124,7 +124,7 @@ def test_bad_policy_is_refused():
 
 def test_send_prepared_follows_the_state_rules(codec):
     frame = encode("x")
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     assert conn.send_prepared(frame) is frame  # the same object, no copy
     # A queued pong goes first, as with send_text.
     ping = _frame_py.build_frame(9, b"p", mask_key=b"abcd")
@@ -133,7 +133,7 @@ def test_send_prepared_follows_the_state_rules(codec):
     conn.send_close()
     with pytest.raises(wsfast.ConnectionClosedOK):
         conn.send_prepared(frame)
-    client = Connection(Side.CLIENT, codec=codec)
+    client = get_connection_class(codec)(Side.CLIENT, codec=codec)
     with pytest.raises(ValueError):
         client.send_prepared(frame)  # client frames must be masked
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wsfast.connection import Close, Connection, Ping, Pong, Side, State
+from wsfast.connection import Close, Connection, Ping, Pong, Side, State, get_connection_class
 from wsfast.exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -107,7 +107,7 @@ def feed(conn, data, chunking):
 def run(codec, side, chunking, frames, **kwargs):
     """Feed a wire case; return (connection, events, written frames), with the
     trailing ping of the "next" chunking checked and removed."""
-    conn = Connection(side, codec=codec, **kwargs)
+    conn = get_connection_class(codec)(side, codec=codec, **kwargs)
     data = wire(codec, side, frames)
     if chunking == "next":
         data += peer_frame(codec, side, PING, b"next")
@@ -325,7 +325,7 @@ def test_max_message_size(codec, side, chunking, frames, events, fail):
 
 def test_too_big_header_fails_before_payload(codec, side):
     # The header alone says the frame is too big: fail before its payload.
-    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=1000)
     data = peer_frame(codec, side, BINARY, bytes(70000))
     header = data[: 10 + (4 if side is Side.SERVER else 0)]
     assert conn.receive_data(header) == []
@@ -334,13 +334,13 @@ def test_too_big_header_fails_before_payload(codec, side):
 
 
 def test_too_big_fragment_header_fails_before_payload(codec, side):
-    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=1000)
     assert conn.receive_data(peer_frame(codec, side, BINARY, bytes(600), fin=False)) == []
     data = peer_frame(codec, side, CONT, bytes(500))
     assert conn.receive_data(data[:4]) == []
     assert isinstance(conn.failed, PayloadTooBig)
     # Once the message is over, the whole limit applies again.
-    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=1000)
     conn.receive_data(peer_frame(codec, side, BINARY, bytes(600), fin=False))
     conn.receive_data(peer_frame(codec, side, CONT, bytes(400)))
     assert conn.receive_data(peer_frame(codec, side, TEXT, "x" * 1000)) == ["x" * 1000]
@@ -355,7 +355,7 @@ def test_small_message_limit_keeps_control_frames(codec, side, chunking):
 
 
 def test_fragments_dropped_after_failure(codec, side):
-    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=1000)
     conn.receive_data(peer_frame(codec, side, BINARY, bytes(900), fin=False))
     conn.receive_data(peer_frame(codec, side, CONT, bytes(200), fin=False))
     assert conn.failed.code == 1009
@@ -398,17 +398,17 @@ def _feed_traced(conn, data, chunk=4096):
 def test_fragment_count_limit_default(codec, side):
     # max(1024, max_message_size // 64) frames per message: a message at the
     # limit in 64-byte fragments passes, one frame more fails with 1009.
-    assert Connection(side, codec=codec).max_fragments == 2**18
-    assert Connection(side, codec=codec, max_message_size=1000).max_fragments == 1024
+    assert get_connection_class(codec)(side, codec=codec).max_fragments == 2**18
+    assert get_connection_class(codec)(side, codec=codec, max_message_size=1000).max_fragments == 1024
     size = 2**17
-    conn = Connection(side, codec=codec, max_message_size=size)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=size)
     assert conn.max_fragments == 2048
     data = bytes(range(64)) * (size // 64)
     chunks = [data[i : i + 64] for i in range(0, size, 64)]
     wire_ = _fragmented_wire(codec, side, chunks[0], chunks[1:-1], chunks[-1])
     assert conn.receive_data(wire_) == [data]
     assert conn.failed is None
-    conn = Connection(side, codec=codec, max_message_size=size)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=size)
     wire_ = _fragmented_wire(codec, side, chunks[0], chunks[1:-1] + [b""], chunks[-1])
     assert conn.receive_data(wire_) == []
     assert isinstance(conn.failed, PayloadTooBig)
@@ -420,7 +420,7 @@ def test_fragment_count_limit_default(codec, side):
 def test_empty_continuation_frames_are_limited(codec, side, kind):
     # Issue 11: 35 M empty continuation frames grew one connection to 305 MB
     # and it stayed OPEN. Now: 1009 at frame max_fragments + 1, memory flat.
-    conn = Connection(side, codec=codec, max_message_size=2**16)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=2**16)
     op = TEXT if kind == "text" else BINARY
     data = _fragmented_wire(codec, side, b"x", [b""] * 100_000, op=op)
     events, peak = _feed_traced(conn, data)
@@ -437,7 +437,7 @@ def test_one_byte_fragments_hold_their_payload_only(codec, side):
     # is about the message's size, however it is cut up (here 16,384
     # fragments, the most a 1 MiB limit allows).
     size = 2**14
-    conn = Connection(side, codec=codec, max_message_size=2**20)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=2**20)
     data = _fragmented_wire(codec, side, b"a", [b"b"] * (size - 2), b"c")
     events, peak = _feed_traced(conn, data)
     assert events == [b"a" + b"b" * (size - 2) + b"c"]
@@ -450,7 +450,7 @@ def test_one_byte_fragments_hold_their_payload_only(codec, side):
 def test_fragmented_text_still_fails_fast(codec, side):
     # One bytearray for the message does not delay the UTF-8 check: the
     # fragment with the bad byte fails the connection.
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.receive_data(peer_frame(codec, side, TEXT, "é".encode()[:1], fin=False))
     conn.receive_data(peer_frame(codec, side, CONT, b"\xa9", fin=False))
     assert conn.failed is None
@@ -459,14 +459,14 @@ def test_fragmented_text_still_fails_fast(codec, side):
 
 
 def test_max_fragments_setting(codec, side):
-    conn = Connection(side, codec=codec, max_fragments=3)
+    conn = get_connection_class(codec)(side, codec=codec, max_fragments=3)
     data = _fragmented_wire(codec, side, b"a", [b"b"], b"c")
     assert conn.receive_data(data) == [b"abc"]
     assert conn.receive_data(_fragmented_wire(codec, side, b"a", [b"b", b"c"], b"d")) == []
     assert conn.failed.reason == "message in more than 3 fragments"
     for bad in (0, -1, 1.5, "3"):
         with pytest.raises(ValueError):
-            Connection(side, codec=codec, max_fragments=bad)
+            get_connection_class(codec)(side, codec=codec, max_fragments=bad)
 
 
 def _feed_rss(conn, data, chunk=65536):
@@ -497,7 +497,7 @@ def test_one_byte_fragments_16_mib(codec):
     # count limit lifted, holds about the message (plus one read's frames).
     # (4 MiB on the twin: 16 M frames through its Python parser take minutes.)
     size = 16 * 2**20 if codec.__name__.endswith("_frame") else 4 * 2**20
-    conn = Connection(Side.CLIENT, codec=codec, max_fragments=size)
+    conn = get_connection_class(codec)(Side.CLIENT, codec=codec, max_fragments=size)
     data = _fragmented_wire(codec, Side.CLIENT, b"a", [b"b"] * (size - 2), b"c")
     events, growth = _feed_rss(conn, data)
     assert conn.failed is None and len(events) == 1 and len(events[0]) == size
@@ -510,7 +510,7 @@ def test_one_byte_fragments_16_mib(codec):
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux peak-RSS reset")
 def test_millions_of_empty_continuation_frames(codec):
     # Default limits: 1009 after 262,144 frames; nothing held meanwhile.
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     data = _fragmented_wire(codec, Side.SERVER, b"x", [b""] * 2_000_000)
     events, growth = _feed_rss(conn, data)
     assert conn.failed.code == 1009 and events == []
@@ -537,7 +537,7 @@ FAIL_FAST = [
 
 @pytest.mark.parametrize("fragments, bad", FAIL_FAST)
 def test_utf8_fail_fast(codec, side, fragments, bad):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     last = len(fragments) - 1
     for i, fragment in enumerate(fragments):
         frame = peer_frame(codec, side, TEXT if i == 0 else CONT, fragment, fin=i == last)
@@ -555,7 +555,7 @@ def test_utf8_fail_fast(codec, side, fragments, bad):
 
 
 def test_send_server_unmasked(codec):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     assert conn.send_text("héllo") == codec.build_frame(TEXT, "héllo".encode())
     assert conn.send_binary(b"\x00" * 200) == codec.build_frame(BINARY, b"\x00" * 200)
     assert conn.send_binary(bytearray(b"ab")) == codec.build_frame(BINARY, b"ab")
@@ -566,7 +566,7 @@ def test_send_server_unmasked(codec):
 
 
 def test_send_client_masked(codec):
-    conn = Connection(Side.CLIENT, codec=codec)
+    conn = get_connection_class(codec)(Side.CLIENT, codec=codec)
     sizes = [0, 1, 125, 126, 65536]
     data = b"".join(conn.send_binary(bytes([n % 256]) * n) for n in sizes)
     data += conn.send_text("é" * 3)
@@ -577,13 +577,13 @@ def test_send_client_masked(codec):
 
 
 def test_client_mask_keys_fresh(codec):
-    conn = Connection(Side.CLIENT, codec=codec)
+    conn = get_connection_class(codec)(Side.CLIENT, codec=codec)
     keys = {conn.send_binary(b"x")[2:6] for _ in range(3000)}  # crosses the 4 KiB pool
     assert len(keys) > 2990
 
 
 def test_send_after_close_sent(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     assert conn.state is State.OPEN and conn.close_code is None
     data = conn.send_close(1000, "bye")
     assert written(codec, side, data) == [(CLOSE, close_payload(1000, b"bye"))]
@@ -610,26 +610,26 @@ def test_send_after_close_sent(codec, side):
 
 
 def test_send_close_codes(codec):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     assert conn.send_close(1005) == codec.build_frame(CLOSE, b"")  # no status
     for code in (999, 1004, 1006, 1015, 2000, 5000):
         with pytest.raises(ValueError):
-            Connection(Side.SERVER, codec=codec).send_close(code)
-    conn = Connection(Side.SERVER, codec=codec)
+            get_connection_class(codec)(Side.SERVER, codec=codec).send_close(code)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     with pytest.raises(ValueError):
         conn.send_close(1015)
     assert conn.state is State.OPEN  # nothing changed
 
 
 def test_send_close_going_away_error_class(codec):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     conn.send_close(4001)
     with pytest.raises(ConnectionClosedError):
         conn.send_text("x")
 
 
 def test_send_control_too_long(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     with pytest.raises(ValueError):
         conn.send_ping(b"x" * 126)
     with pytest.raises(ValueError):
@@ -639,7 +639,7 @@ def test_send_control_too_long(codec, side):
 
 def test_queued_replies_come_first(codec, side):
     # A pong queued by receive_data is written before the next message.
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     assert conn.receive_data(peer_frame(codec, side, PING, b"p")) == [Ping(b"p")]
     data = conn.send_text("after")
     assert written(codec, side, data) == [(PONG, b"p"), (TEXT, b"after")]
@@ -647,7 +647,7 @@ def test_queued_replies_come_first(codec, side):
 
 
 def test_receive_eof(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.receive_data(peer_frame(codec, side, TEXT, "a", fin=False))
     conn.receive_eof()
     assert conn.state is State.CLOSED
@@ -661,14 +661,14 @@ def test_receive_eof(codec, side):
 
 
 def test_receive_eof_after_close(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.receive_data(peer_frame(codec, side, CLOSE, close_payload(1001)))
     conn.receive_eof()
     assert (conn.close_code, conn.state) == (1001, State.CLOSED)
 
 
 def test_fail(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.receive_data(peer_frame(codec, side, PING, b"p"))
     data = conn.fail(1011, "é" * 100)  # 200 bytes: cut to 61 characters (122 bytes)
     sent = written(codec, side, data)
@@ -685,22 +685,143 @@ def test_fail(codec, side):
 
 
 def test_fail_after_close_sent(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.send_close()
     assert conn.fail(1002, "x") == b""
     assert conn.state is State.CLOSED and conn.failed.code == 1002
 
 
-def test_no_asyncio_or_socket():
+@pytest.mark.parametrize("name", ["connection", "_connection_py", "_events"])
+def test_no_asyncio_or_socket(name):
     import ast
-    import wsfast.connection as module
+    import importlib
 
+    module = importlib.import_module(f"wsfast.{name}")
     tree = ast.parse(open(module.__file__, encoding="utf-8").read())
     names = {alias.name.split(".")[0] for node in ast.walk(tree)
              if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
     names |= {node.module.split(".")[0] for node in ast.walk(tree)
               if isinstance(node, ast.ImportFrom) and node.module}
     assert not names & {"asyncio", "socket", "selectors"}
+
+
+# -- the two builds of Connection -------------------------------------------------
+
+
+def test_each_codec_gets_its_build_of_connection(codec):
+    """The pure-Python codec goes with the pure-Python Connection (the source
+    as it is), the compiled codec with the compiled one (the same source,
+    built by Cython): the tests of both codecs run both builds."""
+    import wsfast._connection_py
+    from wsfast import connection as module
+
+    cls = get_connection_class(codec)
+    if codec.__name__ == "wsfast._frame_py":
+        assert cls is wsfast._connection_py.Connection is module.AVAILABLE["python"]
+        assert type(cls.receive_data).__name__ == "function"  # not compiled
+    else:
+        assert cls is module.Connection
+        if module.IMPLEMENTATION == "cython":
+            import wsfast._connection
+
+            assert issubclass(cls, wsfast._connection.Connection)
+            assert type(cls.receive_data).__name__ != "function"  # compiled
+    assert cls.__name__ == "Connection"
+    import inspect
+
+    assert inspect.signature(cls) == inspect.signature(module.AVAILABLE["python"])
+    assert "max_fragments" in str(inspect.signature(cls))
+    conn = cls(Side.SERVER, codec=codec)
+    assert conn.codec is codec and isinstance(conn, cls)
+
+
+def test_the_builds_share_their_events(codec):
+    """Both builds make the same event classes (an adapter tests ``type(e) is
+    Ping``), from one module."""
+    import wsfast._connection_py
+    from wsfast import _events
+
+    for cls in (Ping, Pong, Close, Side, State):
+        assert cls is getattr(_events, cls.__name__) is getattr(wsfast._connection_py, cls.__name__)
+    conn = get_connection_class(codec)(Side.CLIENT, codec=codec)
+    assert conn.state is State.OPEN
+    events = conn.receive_data(codec.build_frame(PING, b"p") + codec.build_frame(CLOSE, b"\x03\xe8"))
+    assert [type(e) for e in events] == [Ping, Close]
+    assert conn.state is State.CLOSED
+
+
+def test_a_connection_class_can_be_patched_and_subclassed(codec):
+    """What wsfast.tornado and the tests do with the class, on both builds:
+    override a method that the class's own code calls (``_fail``), reach
+    the original through ``super()``, patch a method on the class, keep
+    ``__slots__`` (no per-instance dict)."""
+    base = get_connection_class(codec)
+    seen = []
+
+    class Sub(base):
+        __slots__ = ()
+
+        def _fail(self, exc):
+            seen.append(exc.code)
+            super()._fail(exc)
+
+    conn = Sub(Side.SERVER, codec=codec)
+    assert not hasattr(conn, "__dict__")
+    conn.receive_data(b"\x8f\x80" + MASK)  # opcode 15: reserved
+    assert seen == [1002] and conn.state is State.CLOSED and conn.failed.code == 1002
+    calls = []
+    original = base.send_text
+
+    def counting(self, text, compress=True):
+        calls.append(text)
+        return original(self, text, compress)
+
+    patched = type("Patched", (base,), {"__slots__": ()})
+    patched.send_text = counting  # a class made at run time, patched
+    assert written(codec, Side.SERVER, patched(Side.SERVER, codec=codec).send_text("hi")) == [(TEXT, b"hi")]
+    assert calls == ["hi"]
+
+
+def test_connection_build_selection_by_environment(tmp_path):
+    """WSFAST_NO_EXTENSIONS=1 picks the pure-Python build (with the pure
+    codec); without it the compiled one when it is importable;
+    WSFAST_REQUIRE_EXTENSIONS=1 turns a missing one into an ImportError."""
+    import subprocess
+    import sys
+
+    from wsfast import connection as module
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    probe = ("import wsfast.connection as c, wsfast.codec as k; "
+             "print(c.IMPLEMENTATION, k.IMPLEMENTATION, c.Connection.__module__)")
+
+    def run_probe(**env):
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("WSFAST_")}
+        environ.update(env)
+        return subprocess.run([sys.executable, "-c", probe], cwd=root, env=environ,
+                              capture_output=True, text=True, timeout=60)
+
+    out = run_probe(WSFAST_NO_EXTENSIONS="1")
+    assert out.stdout.split() == ["python", "python", "wsfast._connection_py"], out.stderr
+    if "cython" not in module.AVAILABLE:
+        pytest.skip("the compiled Connection is not built (python setup.py build_ext --inplace)")
+    out = run_probe()
+    assert out.stdout.split() == ["cython", "cython", "wsfast.connection"], out.stderr
+    # a build without the compiled Connection: a copy of the package without it
+    import shutil
+
+    package = os.path.dirname(module.__file__)
+    copy = tmp_path / "wsfast"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("_connection.*.so", "_connection.*.pyd",
+                                                                 "__pycache__"))
+    probe_copy = dict(cwd=str(tmp_path))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WSFAST_")}
+    out = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True,
+                         timeout=60, **probe_copy)
+    assert out.stdout.split() == ["python", "cython", "wsfast._connection_py"], out.stderr
+    out = subprocess.run([sys.executable, "-c", probe], env=dict(environ, WSFAST_REQUIRE_EXTENSIONS="1"),
+                         capture_output=True, text=True, timeout=60, **probe_copy)
+    assert out.returncode != 0 and "wsfast._connection" in out.stderr
 
 
 def test_codec_by_name():
@@ -772,7 +893,7 @@ class Reverser:
 
 def test_extension_hook(codec, side):
     ext = Reverser(codec)
-    conn = Connection(side, codec=codec, extensions=[ext], max_message_size=100)
+    conn = get_connection_class(codec)(side, codec=codec, extensions=[ext], max_message_size=100)
     assert conn._parser.allow_rsv1
     data = wire(codec, side, [(TEXT, "olleh", True, True), (BINARY, b"plain"),
                               (TEXT, "ba", False, True), (PING, b"p"), (CONT, "dc", True)])
@@ -786,7 +907,7 @@ def test_extension_hook(codec, side):
 
 
 def test_no_extension_rejects_rsv1(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     assert not conn._parser.allow_rsv1
 
 
@@ -823,7 +944,7 @@ def test_random_fragmentation_and_chunking(codec, msgs, cuts, client):
                     pongs.append((PONG, ping))
         if len(pieces) > 1:
             expected.append(message)
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     events, out, pos = [], b"", 0
     for cut in cuts + [len(data)]:
         events += conn.receive_data(data[pos : pos + cut])
@@ -865,7 +986,7 @@ utf8ish = st.lists(
 def test_utf8_fail_fast_property(codec, fragments):
     # The connection fails in the first fragment after which the text so far
     # cannot begin valid UTF-8 (or, on the last one, is not valid UTF-8).
-    conn = Connection(Side.CLIENT, codec=codec)
+    conn = get_connection_class(codec)(Side.CLIENT, codec=codec)
     so_far = b""
     last = len(fragments) - 1
     for i, fragment in enumerate(fragments):
@@ -907,7 +1028,7 @@ def test_echo_before_close_of_the_same_read(codec, side, tail, code):
     """A message and a close (or a violation) in one read: the application's
     reply to the message still goes out, before the close frame (RFC 6455
     §5.5.1 lets an endpoint finish its current message first)."""
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     events = conn.receive_data(peer_frame(codec, side, TEXT, b"hello") + tail(codec, side))
     assert events[0] == "hello"
     assert conn.state is State.CLOSED
@@ -922,7 +1043,7 @@ def test_echo_before_close_of_the_same_read(codec, side, tail, code):
 
 
 def test_fail_returns_the_close_at_once(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     out = conn.fail(1011, "oops")
     assert written(codec, side, out) == [(CLOSE, close_payload(1011, b"oops"))]
     with pytest.raises(ConnectionClosed):
@@ -939,7 +1060,7 @@ def test_utf8_fail_fast_inside_a_frame(codec, side, fragmented):
     good = "κόσμε".encode("utf-8")
     bad = b"\xf4\x90\x80\x80"  # above U+10FFFF
     payload = good + bad + b"edited" * 100
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     data = b""
     if fragmented:
         data = peer_frame(codec, side, TEXT, b"ok ", fin=False)
@@ -961,7 +1082,7 @@ def test_valid_text_in_chops(codec, side, chop):
     delivered once, whole and right."""
     text = "aé€😀 " * 500
     for fragmented in (False, True):
-        conn = Connection(side, codec=codec)
+        conn = get_connection_class(codec)(side, codec=codec)
         if fragmented:
             data = peer_frame(codec, side, TEXT, b"", fin=False) + peer_frame(
                 codec, side, CONT, text.encode("utf-8"))
@@ -978,23 +1099,23 @@ def test_valid_text_in_chops(codec, side, chop):
 
 @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536, 200_000])
 def test_send_binary_parts_is_send_binary_without_the_copy(codec, n):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     payload = bytes(range(256)) * (n // 256) + bytes(n % 256)
     head, data = conn.send_binary_parts(payload)
     assert data is payload  # the same object: no copy
-    assert head + data == Connection(Side.SERVER, codec=codec).send_binary(payload)
+    assert head + data == get_connection_class(codec)(Side.SERVER, codec=codec).send_binary(payload)
     assert written(codec, Side.SERVER, head + data) == [(BINARY, payload)]
 
 
 def test_send_binary_parts_after_a_queued_reply_and_the_rules(codec):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     conn.receive_data(peer_frame(codec, Side.SERVER, PING, b"p"))  # its pong is queued
     head, data = conn.send_binary_parts(b"x" * 70000)
     assert written(codec, Side.SERVER, head + data) == [(PONG, b"p"), (BINARY, b"x" * 70000)]
     with pytest.raises(TypeError):
         conn.send_binary_parts(bytearray(10))  # mutable: it could change once queued
     with pytest.raises(ValueError):
-        Connection(Side.CLIENT, codec=codec).send_binary_parts(b"x")  # a client masks
+        get_connection_class(codec)(Side.CLIENT, codec=codec).send_binary_parts(b"x")  # a client masks
     conn.send_close()
     with pytest.raises(ConnectionClosed):
         conn.send_binary_parts(b"x")
@@ -1004,7 +1125,7 @@ def test_send_binary_parts_after_a_queued_reply_and_the_rules(codec):
 
 
 def test_read_window_takes_a_large_message(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     payload = os.urandom(300_000)
     data = peer_frame(codec, side, BINARY, payload) + peer_frame(codec, side, PING, b"p")
     assert conn.in_frame is False and conn.read_window() is None
@@ -1030,7 +1151,7 @@ def test_read_window_takes_a_large_message(codec, side):
 
 def test_receive_window_fails_fast_on_invalid_utf8(codec, side):
     """RFC 6455 §8.1: the read that brings the bad byte fails the connection."""
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     text = ("ab" * 100_000).encode()
     bad = text[:150_000] + b"\xff" + text[150_001:]
     data = peer_frame(codec, side, TEXT, bad)
@@ -1048,7 +1169,7 @@ def test_receive_window_fails_fast_on_invalid_utf8(codec, side):
 
 
 def test_read_window_respects_the_message_limit_across_fragments(codec, side):
-    conn = Connection(side, codec=codec, max_message_size=100_000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=100_000)
     first = peer_frame(codec, side, BINARY, bytes(60_000), fin=False)
     second = peer_frame(codec, side, CONT, bytes(60_000))  # 120,000 in all: too big
     assert conn.receive_data(first + second[:20]) == []

@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from wsfast import deflate
-from wsfast.connection import Connection, Side, State
+from wsfast.connection import Side, State, get_connection_class
 from wsfast.deflate import (
     DeflateOptions,
     NegotiationError,
@@ -504,10 +504,10 @@ def pair(codec, client_options=None, server_options=None, max_message_size=16 * 
     header, server_ext = negotiate_server([client_offer(client_options)], server_options)
     assert server_ext is not None
     client_ext = accept_client(header, client_options)
-    server = Connection(
+    server = get_connection_class(codec)(
         Side.SERVER, codec=codec, extensions=[server_ext], max_message_size=max_message_size
     )
-    client = Connection(
+    client = get_connection_class(codec)(
         Side.CLIENT, codec=codec, extensions=[client_ext], max_message_size=max_message_size
     )
     return server, client
@@ -750,7 +750,7 @@ def test_opt_out(codec):
 
 
 def test_opt_out_without_extensions_is_a_no_op(codec):
-    conn = Connection(Side.SERVER, codec=codec)
+    conn = get_connection_class(codec)(Side.SERVER, codec=codec)
     assert conn.send_text("hi", compress=False) == conn.send_text("hi")
     assert conn.send_binary(b"hi", compress=False) == codec.build_frame(2, b"hi")
 
@@ -995,7 +995,7 @@ def test_rsv1_on_control_frame(codec):
 
 
 def test_rsv1_without_negotiation(codec):
-    server = Connection(Side.SERVER, codec=codec)
+    server = get_connection_class(codec)(Side.SERVER, codec=codec)
     assert (
         server.receive_data(
             codec.build_frame(1, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv1=True, mask_key=MASK)

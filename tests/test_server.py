@@ -670,16 +670,17 @@ def test_large_frames_are_read_straight_into_their_storage(run, codec, monkeypat
     """The rest of a long frame is read into the frame itself
     (Connection.read_window), and what arrives that way is checked as it
     arrives: a bad UTF-8 byte fails in the read that brings it (RFC 6455 §8.1)."""
-    from wsfast.connection import Connection
+    from wsfast.connection import get_connection_class
 
+    connection_class = get_connection_class(codec)  # the build the server uses
     windowed = []
-    receive_window = Connection.receive_window
+    receive_window = connection_class.receive_window
 
     def counting(self, nbytes):
         windowed.append(nbytes)
         return receive_window(self, nbytes)
 
-    monkeypatch.setattr(Connection, "receive_window", counting)
+    monkeypatch.setattr(connection_class, "receive_window", counting)
     text = "wörld " * 200_000  # 1.4 MB
     wire = _frame_py.build_frame(1, text, mask_key=os.urandom(4))
 

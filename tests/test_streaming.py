@@ -6,7 +6,7 @@ permessage-deflate."""
 
 import pytest
 
-from wsfast.connection import Close, Connection, Fragment, Ping, Side, State
+from wsfast.connection import Close, Fragment, Ping, Side, State, get_connection_class
 from wsfast.deflate import accept_client, client_offer, negotiate_server
 from wsfast.exceptions import ConnectionClosed, InvalidUTF8, PayloadTooBig
 
@@ -42,8 +42,8 @@ def peer_frame(codec, side, op, payload=b"", fin=True, rsv1=False):
 def deflate_pair(codec, **kwargs):
     header, server_ext = negotiate_server([client_offer()])
     client_ext = accept_client(header)
-    return (Connection(Side.SERVER, codec=codec, extensions=[server_ext], **kwargs),
-            Connection(Side.CLIENT, codec=codec, extensions=[client_ext], **kwargs))
+    return (get_connection_class(codec)(Side.SERVER, codec=codec, extensions=[server_ext], **kwargs),
+            get_connection_class(codec)(Side.CLIENT, codec=codec, extensions=[client_ext], **kwargs))
 
 
 # -- sending ------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def deflate_pair(codec, **kwargs):
 
 @pytest.mark.parametrize("kind", ["text", "binary"])
 def test_send_fragment(codec, side, kind):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     pieces = ["hé", "", "llo"] if kind == "text" else [b"\x00", b"", bytearray(b"\xff"), memoryview(b"z")]
     out = b""
     for piece in pieces:
@@ -65,20 +65,20 @@ def test_send_fragment(codec, side, kind):
         [(op, raw[0], False)] + [(CONT, p, False) for p in raw[1:]] + [(CONT, b"", True)]
     )
     # The peer gets it whole.
-    peer = Connection(other(side), codec=codec)
+    peer = get_connection_class(codec)(other(side), codec=codec)
     assert peer.receive_data(out) == [pieces[0][:0].join(pieces) if kind == "text" else b"".join(raw)]
     # Then whole messages again.
     assert frames_of(codec, side, conn.send_text("next")) == [(TEXT, b"next", True)]
 
 
 def test_send_fragment_one_piece_with_fin(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     assert frames_of(codec, side, conn.send_fragment(b"all", fin=True)) == [(BINARY, b"all", True)]
     assert not conn.sending_fragments
 
 
 def test_no_interleaving_control_frames_between(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     out = conn.send_fragment("a")
     with pytest.raises(RuntimeError, match="fragmented message is being sent"):
         conn.send_text("b")
@@ -102,15 +102,15 @@ def test_no_interleaving_control_frames_between(codec, side):
 
 
 def test_pieces_keep_the_type_of_the_first(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.send_fragment("text")
     with pytest.raises(TypeError, match="str pieces"):
         conn.send_fragment(b"bytes")
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.send_fragment(b"bytes")
     with pytest.raises(TypeError, match="bytes-like pieces"):
         conn.send_fragment("text")
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     with pytest.raises(TypeError):
         conn.send_fragment(12)
     assert not conn.sending_fragments
@@ -118,7 +118,7 @@ def test_pieces_keep_the_type_of_the_first(codec, side):
 
 
 def test_close_between_pieces(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.send_fragment(b"a")
     assert conn.send_close(1000)
     with pytest.raises(ConnectionClosed):
@@ -130,7 +130,7 @@ def test_close_between_pieces(codec, side):
 def test_peer_close_between_pieces(codec, side):
     # The peer's close arrives while we send pieces: until its reply is
     # taken, the pieces may still go (as whole messages may); then not.
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.send_fragment(b"a")
     assert conn.receive_data(peer_frame(codec, side, CLOSE, b"\x03\xe8")) == [Close(1000, "")]
     assert conn.send_fragment(b"b")
@@ -159,7 +159,7 @@ def test_send_fragment_compressed(codec, kind):
 
 
 def test_streaming_binary(codec, side):
-    conn = Connection(side, codec=codec, max_message_size=1000)
+    conn = get_connection_class(codec)(side, codec=codec, max_message_size=1000)
     conn.streaming = True
     data = (peer_frame(codec, side, BINARY, b"ab", fin=False) + peer_frame(codec, side, PING, b"p")
             + peer_frame(codec, side, CONT, b"", fin=False) + peer_frame(codec, side, CONT, b"c"))
@@ -183,7 +183,7 @@ def test_streaming_binary(codec, side):
 
 
 def test_streaming_text_never_splits_a_character(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.streaming = True
     euro = "€".encode()
     data = (peer_frame(codec, side, TEXT, b"a" + euro[:1], fin=False)
@@ -193,20 +193,20 @@ def test_streaming_text_never_splits_a_character(codec, side):
 
 
 def test_streaming_text_fails_fast(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.streaming = True
     assert conn.receive_data(peer_frame(codec, side, TEXT, b"ok", fin=False)) == [Fragment("ok", False)]
     assert conn.receive_data(peer_frame(codec, side, CONT, b"\xed\xa0", fin=False)) == []
     assert isinstance(conn.failed, InvalidUTF8)
     # Truncated at the end of the message.
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.streaming = True
     conn.receive_data(peer_frame(codec, side, TEXT, b"x\xe2\x82", fin=False))
     assert conn.failed is None
     conn.receive_data(peer_frame(codec, side, CONT, b"", fin=True))
     assert isinstance(conn.failed, InvalidUTF8)
     # Inside one long frame, before it ends (RFC 6455 §8.1).
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.streaming = True
     data = peer_frame(codec, side, TEXT, b"abc\xff" + bytes(1000))
     conn.receive_data(data[:20])
@@ -214,7 +214,7 @@ def test_streaming_text_fails_fast(codec, side):
 
 
 def test_stream_next_is_one_message(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     # The first piece of a message arrives and is assembled, then the
     # application asks for it as a stream: the part so far comes first.
     assert conn.receive_data(peer_frame(codec, side, TEXT, "dé".encode()[:2], fin=False)) == []
@@ -231,7 +231,7 @@ def test_stream_next_is_one_message(codec, side):
 
 
 def test_streaming_off_mid_message(codec, side):
-    conn = Connection(side, codec=codec)
+    conn = get_connection_class(codec)(side, codec=codec)
     conn.streaming = True
     assert conn.receive_data(peer_frame(codec, side, BINARY, b"a", fin=False)) == [Fragment(b"a", False)]
     conn.streaming = False  # the message in progress goes on as fragments

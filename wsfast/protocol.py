@@ -63,7 +63,7 @@ from typing import (
     Sequence, Union, cast,
 )
 
-from .connection import Connection, Fragment, Ping, Pong, Side, State
+from .connection import Connection, Fragment, Ping, Pong, Side, State, get_connection_class
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -388,8 +388,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     """
 
     #: The sans-IO class :meth:`upgrade` instantiates (a front-end such as
-    #: :mod:`wsfast.tornado` may use a subclass: e.g. its close reasons).
-    connection_class: Callable[..., Connection] = Connection
+    #: :mod:`wsfast.tornado` may use a subclass: e.g. its close reasons);
+    #: None: the build of :class:`~wsfast.connection.Connection` that goes
+    #: with the codec (``get_connection_class``: compiled, or pure Python
+    #: with the pure-Python codec).
+    connection_class: Optional[Callable[..., Connection]] = None
 
     __slots__ = (
         "side", "options", "owner", "transport", "connection", "handler",
@@ -835,7 +838,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._busy = False
         self.handler = handler
         self._on_message = handler.on_message
-        self.connection = self.connection_class(
+        connection_class = self.connection_class or get_connection_class(opts.codec)
+        self.connection = connection_class(
             self.side,
             max_message_size=opts.max_message_size,
             codec=opts.codec,

@@ -41,7 +41,7 @@ from .client import (
     parse_uri,
     redirect_target,
 )
-from .connection import Close, Connection, Fragment, Ping, Pong, Side, State
+from .connection import Close, Fragment, Ping, Pong, Side, State, get_connection_class
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
 from .http import HeadersLike, Response, ResponseParser, _header_pairs, redact_uri
 from .proxy import (
@@ -405,7 +405,7 @@ def _open(uri: str, given: Optional[socket.socket], subprotocols: List[str],
                 raise ConnectionClosedError(1006, "connection lost during the opening handshake")
             response = parser.feed(data)
         subprotocol = _hs.check_response(response, key, subprotocols, False)
-        connection = Connection(Side.CLIENT, max_message_size=max_message_size, codec=codec)
+        connection = get_connection_class(codec)(Side.CLIENT, max_message_size=max_message_size, codec=codec)
         sock.settimeout(None)
         return ClientConnection(sock, connection, response, subprotocol, close_timeout,
                                 parser.trailing)

@@ -1,0 +1,19 @@
+# Declarations for the compiled build of wsfast/_connection_py.py (Cython's
+# pure-Python mode: setup.py compiles that file into wsfast._connection, and
+# Cython reads this file, named after the module, beside it).
+#
+# Connection becomes an extension type: its attributes are C struct fields
+# instead of slots found through the type. All are ``public object``, so
+# that Python code reads and writes them as on the twin and stores exactly
+# what it is given (a typed field would convert or reject values the twin
+# keeps as they are: no behaviour may differ between the builds).
+
+cdef class Connection:
+    cdef public object side, codec, max_message_size, extensions, state
+    cdef public object close_sent, close_received, failed
+    cdef public object _max_frame_size, _parser, _build_frame, _utf8, _out
+    cdef public object _pending_close, _partial_checked, _input_closed, _can_send
+    cdef public object _client, _mask_pool, _mask_pos, _frag_opcode, _frag_buf, _frag_size
+    cdef public object max_fragments, _frag_count, _frag_wire, _encoded_bound
+    cdef public object _fast_base, _fast, in_frame, defer_pongs, _deferred_pong
+    cdef public object _sending, _stream, _streaming, _stream_decoder
