@@ -102,7 +102,9 @@ def extensions():
         return exts
     # The codec is Cython code written for C speed; the compiled Python
     # modules keep Python's semantics (negative indexes, bounds checks,
-    # Python division): only the language level is set for them.
+    # Python division), and their annotations stay annotations (Cython 3
+    # would otherwise turn `x: int` into a type check the twin does not
+    # make): their C declarations are in their .pxd files only.
     return cythonize(
         [ext for ext in exts if ext.name == "wsfast._frame"],
         compiler_directives={
@@ -115,7 +117,7 @@ def extensions():
         quiet=True,
     ) + cythonize(
         [ext for ext in exts if ext.name != "wsfast._frame"],
-        compiler_directives={"language_level": "3"},
+        compiler_directives={"language_level": "3", "annotation_typing": False},
         quiet=True,
     )
 

@@ -8,9 +8,9 @@ compiled by Cython, from this very file, into ``wsfast._connection``
 attributes are C struct fields; the private helpers marked there are C
 functions). So there is one source and one behaviour; ``wsfast.connection``
 picks the build (as ``wsfast.codec`` picks the frame codec) and the tests run
-both. Keep this file free of annotations: Cython 3 would turn them into
-type checks, which the twin does not make (docs/DESIGN.md, "Compiled
-Python").
+both. Annotations here are for mypy only (setup.py compiles with
+``annotation_typing=False``): C declarations go into the .pxd
+(docs/DESIGN.md, "Compiled Python").
 """
 
 import codecs
