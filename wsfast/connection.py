@@ -101,9 +101,13 @@ if _compiled is not None:
         __slots__ = ()
         __doc__ = _connection_py.Connection.__doc__
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+        # An extension type's __init__ shows no signature (help(), the docs).
+        __init__.__signature__ = inspect.signature(_connection_py.Connection.__init__)  # type: ignore[attr-defined]
+
     _CompiledConnection.__name__ = _CompiledConnection.__qualname__ = "Connection"
-    # An extension type's __init__ has no signature to show (help(), docs).
-    _CompiledConnection.__signature__ = inspect.signature(_connection_py.Connection)  # type: ignore[attr-defined]
     AVAILABLE["cython"] = _CompiledConnection
 
 #: "cython" or "python": the build :class:`Connection` names.
