@@ -1218,7 +1218,7 @@ DOCSTRING_NOT_PYTHON = {
     "wsfast.chat#0": "the chat's wire protocol: JSON messages the page sends",
     "wsfast.chat#1": "the chat's wire protocol: JSON messages the page gets (field names only)",
     "wsfast.connection#0": "a state diagram",
-    "wsfast.connection.Connection._decode_extensions#0": "an interface listing (attributes and "
+    "wsfast._connection_py.Connection._decode_extensions#0": "an interface listing (attributes and "
                                                          "methods an extension provides)",
 }
 
