@@ -60,7 +60,7 @@ are the same classes for both builds.
 import inspect
 import os
 from types import ModuleType
-from typing import Dict, Optional, Union
+from typing import TYPE_CHECKING, Dict, Optional, Union
 
 from . import _connection_py, _frame_py
 from . import codec as _codec_module
@@ -90,7 +90,7 @@ if _compiled is None and _flag("WSFAST_REQUIRE_EXTENSIONS"):
     )
 
 #: The importable builds of :class:`Connection`, by name ("cython", "python").
-AVAILABLE: Dict[str, type] = {"python": _connection_py.Connection}
+AVAILABLE: "Dict[str, type[Connection]]" = {"python": _connection_py.Connection}
 
 if _compiled is not None:
 
@@ -116,11 +116,14 @@ if "cython" in AVAILABLE and not _flag("WSFAST_NO_EXTENSIONS"):
     IMPLEMENTATION = "cython"
 else:
     IMPLEMENTATION = "python"
-#: One open WebSocket endpoint, sans I/O: the build :data:`IMPLEMENTATION` names.
-Connection = AVAILABLE[IMPLEMENTATION]
+if TYPE_CHECKING:  # both builds have the source's API: type checkers read it there
+    from ._connection_py import Connection
+else:
+    #: One open WebSocket endpoint, sans I/O: the build :data:`IMPLEMENTATION` names.
+    Connection = AVAILABLE[IMPLEMENTATION]
 
 
-def get_connection_class(codec: Union[str, ModuleType, None] = None) -> type:
+def get_connection_class(codec: Union[str, ModuleType, None] = None) -> "type[Connection]":
     """The :class:`Connection` build that goes with a frame codec (a module
     or its name, as ``Connection(codec=...)`` takes): the pure-Python one
     for the pure-Python codec, :class:`Connection` otherwise. Raises

@@ -41,7 +41,7 @@ from .client import (
     parse_uri,
     redirect_target,
 )
-from .connection import Close, Fragment, Ping, Pong, Side, State, get_connection_class
+from .connection import Close, Connection, Fragment, Ping, Pong, Side, State, get_connection_class
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
 from .http import HeadersLike, Response, ResponseParser, _header_pairs, redact_uri
 from .proxy import (
