@@ -699,8 +699,8 @@ class connect:
     valid until the callback returns (released then: a view used later
     raises ``ValueError``; copy what you keep with ``bytes(view)``). The
     compiled codec then reads the next large message into the same storage
-    (``FrameParser.reuse_buffer``, as for a server handler with
-    ``zero_copy = True``). ``recv()`` and ``recv_streaming()`` raise
+    once the previous one was handled (``FrameParser.reuse_buffer``, as for
+    a server handler with ``zero_copy = True``). ``recv()`` and ``recv_streaming()`` raise
     ``RuntimeError`` on such a connection (``wait_closed()`` waits for its
     end); an exception in the callback is logged and closes with 1011.
 
