@@ -9,9 +9,10 @@ and machines through Redis (:class:`RedisHub`). Same API for both::
 
     class Room(wsfast.WebSocketHandler):
         def open(self, name):
+            self.room = name
             hub.subscribe(name, self)               # returns an awaitable: live on every worker
         async def on_message(self, message):
-            await hub.publish(self.path_args[0], message)
+            await hub.publish(self.room, message)
         def on_close(self):
             hub.unsubscribe_all(self)
 
