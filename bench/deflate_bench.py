@@ -4,6 +4,7 @@ beside websockets' and aiohttp's defaults, on a JSON-like corpus.
 
     python bench/deflate_bench.py                  # writes bench/results/deflate.md
     python bench/deflate_bench.py --connections 200 --rounds 1 --out -   # quick, to stdout
+    python bench/deflate_bench.py --commit HEAD   # wsfast as committed (git archive, built outside the tree)
 
 Each server is an echo server in a subprocess on 127.0.0.1 (stdlib asyncio
 loop for all, so the libraries are compared, not the loops). The client is
@@ -32,15 +33,22 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
+
+SERVER_ENV = None  # the servers' environment (at_commit.prepare's); None: this process's
 
 # -- the corpus (docs/deflate.md) --------------------------------------------------
 
@@ -139,9 +147,11 @@ def free_port():
 class ServerProcess:
     def __init__(self, source):
         self.port = free_port()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen([sys.executable, "-c", source, str(self.port)], env=env,
+        env = dict(os.environ if SERVER_ENV is None else SERVER_ENV)
+        tree = at_commit.tree(env)
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+        # -c puts the working directory first on sys.path: the wsfast there runs
+        self.proc = subprocess.Popen([sys.executable, "-c", source, str(self.port)], env=env, cwd=tree,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.proc.stdout.readline()
         if b"ready" not in line:
@@ -324,8 +334,15 @@ def main():
     parser.add_argument("--only", default=None, help="run the servers whose name contains this")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "deflate.md"),
                         help="markdown file to write ('-': stdout)")
+    at_commit.add_option(parser)
     args = parser.parse_args()
-    results = asyncio.run(main_async(args))
+    global SERVER_ENV
+    workdir = tempfile.mkdtemp(prefix="wsfast-deflate-bench-")
+    SERVER_ENV, info = at_commit.prepare(args.commit, workdir)
+    try:
+        results = asyncio.run(main_async(args))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     import aiohttp
     import websockets
@@ -336,7 +353,7 @@ def main():
         f" --{k} {v}" for k, v in (("rounds", args.rounds), ("connections", args.connections),
                                     ("repeats", args.repeats))
         if v != parser.get_default(k)
-    )
+    ) + (f" --commit {args.commit}" if args.commit else "")
     intro = (
         f"Measured with `{command}` (bench/deflate_bench.py; its docstring says exactly what "
         f"is measured). Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -348,7 +365,7 @@ def main():
         f"CPU: the least of {args.repeats} such runs); "
         "the client (websockets) offers `permessage-deflate; client_max_window_bits`, as "
         "browsers do, and compresses what it sends when the server accepts. Memory: "
-        f"{args.connections} connections."
+        f"{args.connections} connections. Server: {at_commit.describe(info)}."
     )
     doc = "# permessage-deflate: wsfast beside websockets and aiohttp\n\n"
     doc += textwrap.fill(intro, 88) + "\n\n"
