@@ -57,7 +57,7 @@ from typing import (
 from .broadcast import BroadcastResult, broadcast
 
 if TYPE_CHECKING:
-    from .web import WebSocketHandler
+    from . import web
 
 __all__ = ["BroadcastResult", "Hub", "PublishResult", "RedisHub"]
 
@@ -115,8 +115,8 @@ class Hub:
         self.slow = slow
         self.worker_id = worker_id or _new_worker_id()
         # topic -> {handler: None}, an ordered set
-        self._topics: Dict[str, Dict["WebSocketHandler", None]] = {}
-        self._handler_topics: Dict["WebSocketHandler", Set[str]] = {}
+        self._topics: Dict[str, Dict["web.WebSocketHandler", None]] = {}
+        self._handler_topics: Dict["web.WebSocketHandler", Set[str]] = {}
         self._history: Dict[str, Deque[Union[str, bytes]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -144,7 +144,7 @@ class Hub:
 
     # -- subscriptions -------------------------------------------------------------
 
-    def subscribe(self, topic: str, handler: "WebSocketHandler") -> Awaitable[None]:
+    def subscribe(self, topic: str, handler: "web.WebSocketHandler") -> Awaitable[None]:
         """Deliver ``topic``'s messages to ``handler`` (a WebSocketHandler).
         Returns an awaitable, done once the topic is live on every worker
         (at once for Hub, and for RedisHub while Redis is down); ignoring it
@@ -157,7 +157,7 @@ class Hub:
         self._handler_topics.setdefault(handler, set()).add(topic)
         return self._topic_added(topic) if new_topic else self._topic_ready(topic)
 
-    def unsubscribe(self, topic: str, handler: "WebSocketHandler") -> None:
+    def unsubscribe(self, topic: str, handler: "web.WebSocketHandler") -> None:
         """Stop delivering ``topic`` to ``handler`` (no error if it was not subscribed)."""
         subscribers = self._topics.get(topic)
         if subscribers is None or handler not in subscribers:
@@ -172,12 +172,12 @@ class Hub:
             del self._topics[topic]
             self._topic_removed(topic)
 
-    def unsubscribe_all(self, handler: "WebSocketHandler") -> None:
+    def unsubscribe_all(self, handler: "web.WebSocketHandler") -> None:
         """Unsubscribe ``handler`` from every topic (call it in ``on_close``)."""
         for topic in list(self._handler_topics.get(handler, ())):
             self.unsubscribe(topic, handler)
 
-    def subscribers(self, topic: str) -> List["WebSocketHandler"]:
+    def subscribers(self, topic: str) -> List["web.WebSocketHandler"]:
         """This process's subscribers of ``topic`` (a list)."""
         return list(self._topics.get(topic, ()))
 
