@@ -17,6 +17,7 @@ reports)::
     python bench/fragments_rss.py fill --size 16MiB --fragment 64
     python bench/fragments_rss.py empty --count 35000000
     python bench/fragments_rss.py fill --size 16MiB --pure-python
+    python bench/fragments_rss.py fill --size 16MiB --commit HEAD   # wsfast as committed, built outside the tree
 
 ``--deflate`` negotiates permessage-deflate and compresses the message (each
 fragment a sync-flushed piece of one deflate stream, RFC 7692 §7.2.1).
@@ -25,14 +26,19 @@ fragment a sync-flushed piece of one deflate stream, RFC 7692 §7.2.1).
 import argparse
 import base64
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import at_commit  # noqa: E402  (bench/at_commit.py: --commit, wsfast built outside the checkout)
 MASK = b"\x11\x22\x33\x44"
 
 
@@ -202,16 +208,21 @@ def main():
     ap.add_argument("--max-message-size", default="16MiB")
     ap.add_argument("--pure-python", action="store_true")
     ap.add_argument("--deflate", action="store_true")
+    at_commit.add_option(ap)
     args = ap.parse_args()
 
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    workdir = tempfile.mkdtemp(prefix="wsfast-fragments-rss-")
+    env, info = at_commit.prepare(args.commit, workdir)
+    tree = at_commit.tree(env)
+    env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "wsfast", "echo", "--port", "0", "--no-uvloop",
            "--max-message-size", args.max_message_size]
     if args.pure_python:
         cmd.append("--pure-python")
     if args.deflate:
         cmd.append("--deflate")
-    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    # -m puts the working directory first on sys.path: the wsfast there runs
+    server = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE)
     try:
         line = server.stdout.readline().decode()
         port = int(line.split("ws://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
@@ -239,11 +250,12 @@ def main():
             f"{', deflate' if args.deflate else ''}, max {args.max_message_size}): "
             f"sent {sent / 2**20:.1f} MiB{' (cut by the server)' if cut else ''} in {elapsed:.1f} s; "
             f"server peak RSS {before / 2**20:.0f} -> {after / 2**20:.0f} MiB; "
-            f"ended: {outcome}; normal client served: {served}"
+            f"ended: {outcome}; normal client served: {served}; {at_commit.describe(info)}"
         )
     finally:
         server.terminate()
         server.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
