@@ -215,7 +215,8 @@ class WSFastProtocol(WebSocketProtocol):
     close reply, or None) and ``ping_timer``.
     """
 
-    __slots__ = ("config", "app_state", "session", "_connections", "_tasks", "_default_headers")
+    __slots__ = ("config", "app_state", "session", "_connections", "_tasks", "_default_headers",
+                 "_write_now")
 
     #: The frame codec: None for the fastest available, or "cython"/"python"
     #: (a subclass that sets it is a class to give uvicorn, like this one).
@@ -232,6 +233,7 @@ class WSFastProtocol(WebSocketProtocol):
         self._connections: Set[Any] = server_state.connections
         self._tasks: Set["asyncio.Task[None]"] = server_state.tasks
         self._default_headers: List[Tuple[bytes, bytes]] = server_state.default_headers
+        self._write_now = False  # ASGISession.send(): write_message writes at once (see _cork)
 
     # -- what uvicorn (and its tests) read and set ------------------------------
 
@@ -285,6 +287,16 @@ class WSFastProtocol(WebSocketProtocol):
         else:
             session._shutdown_before_accept()
 
+    def _cork(self, data: Optional[bytes]) -> None:
+        # write_message outside a read corks its frame to the end of the loop
+        # turn (several sends, one write); the answer to a message the
+        # application waited for goes at once instead (ASGISession.send()).
+        if self._write_now and data is not None:
+            self._write_now = False
+            self.transport.write(data)
+        else:
+            WebSocketProtocol._cork(self, data)
+
     def _pong_timed_out(self) -> None:
         # No pong within ws_ping_timeout: the peer is gone or stuck, so fail
         # the connection (close frame 1011, then TCP) as uvicorn's own classes
@@ -331,7 +343,7 @@ class ASGISession:
 
     __slots__ = (
         "protocol", "scope", "_key", "_request", "_state", "_app_closed", "_queue", "_waiter",
-        "_handed", "_disconnect", "_response", "_chunked", "_direct",
+        "_handed", "_disconnect", "_response", "_chunked", "_direct", "_new_future",
     )
 
     def __init__(self, protocol: WSFastProtocol, request: Request, key: str) -> None:
@@ -351,6 +363,7 @@ class ASGISession:
         self._response: Optional[Tuple[int, List[Tuple[str, str]]]] = None
         self._chunked = False
         self._direct = False  # the next send may write at once (see send())
+        self._new_future = protocol._loop.create_future
         config = protocol.config
         transport = protocol.transport
         root_path = config.root_path
@@ -447,7 +460,7 @@ class ASGISession:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("receive() called while another receive() of this connection waits")
-        waiter = self._waiter = self.protocol._loop.create_future()
+        waiter = self._waiter = self._new_future()
         return await waiter
 
     def on_message(self, message: Union[str, bytes]) -> None:
@@ -542,26 +555,22 @@ class ASGISession:
                     # More messages to answer in this loop turn (a pipelining
                     # peer): their replies go out in one write at its end.
                     protocol.cork()
-                elif self._direct and protocol._batch is None:
+                elif self._direct:
                     # The first send since a receive() with nothing queued
                     # behind it (one message in flight: the answer): written
-                    # now. Corked, it would cost a callback at the turn's end
-                    # and so another loop iteration (an epoll_wait) per
-                    # message. Further sends before the next receive() are
-                    # corked (a burst: one write).
+                    # now (unless a batch is open). Corked, it would cost a
+                    # callback at the turn's end and so another loop
+                    # iteration (an epoll_wait) per message. Further sends
+                    # before the next receive() are corked (a burst: one
+                    # write).
                     self._direct = False
-                    protocol._batch = []  # write_message's frame lands here ...
-                    try:
-                        protocol.write_message(data)
-                    except WebSocketError:
-                        raise ClientDisconnected() from None
-                    finally:
-                        protocol._flush_batch()  # ... and goes out now
-                    return
+                    protocol._write_now = True
                 try:
                     protocol.write_message(data)
                 except WebSocketError:
                     raise ClientDisconnected() from None
+                finally:
+                    protocol._write_now = False
             elif kind == "websocket.close":
                 code = message.get("code") or 1000
                 reason = message.get("reason") or ""
