@@ -612,10 +612,11 @@ def write_tables(results, meta, servers, checks, path):
     w("Server pinned to CPU {0}, load client to CPU {1}. Each cell: median over the rounds. "
       "**‡**: client-bound (the load client used ≥ 95 % of its core; the server may be faster than the "
       "number says); such cells are left out of every ratio.\n".format(meta.get("server_cpu"), meta.get("client_cpu")))
-    w("## Summary (the README table): rate · server CPU µs per round trip (fan-out: per delivery)\n")
-    w(summary_table(results, servers))
-    w("\nThe ratio columns are server CPU per round trip (per delivery), medians, ‡ cells left out; "
-      "< 1: wsfast is cheaper.\n")
+    if any(s in servers for s in SUMMARY_SERVERS):  # (not in a run of other servers only: the ASGI one)
+        w("## Summary (the README table): rate · server CPU µs per round trip (fan-out: per delivery)\n")
+        w(summary_table(results, servers))
+        w("\nThe ratio columns are server CPU per round trip (per delivery), medians, ‡ cells left out; "
+          "< 1: wsfast is cheaper.\n")
     w("## Targets (ratios of medians in this run)\n")
     w("| target | measured | |\n|---|---|---|")
     for target, detail, status in checks:
