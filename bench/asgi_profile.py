@@ -109,27 +109,39 @@ def start(cmd, env, log, marker=None, port=None, timeout=600):
     raise RuntimeError("server did not start")
 
 
+def children(proc):
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return []
+
+
 def stop(proc, child=False):
     """SIGINT to the server (``child``: to the process under strace, whose
     exit makes strace write its summary), then harder if need be."""
-    if child:
+    pids = children(proc) if child else []
+    for pid in pids or [proc.pid]:
         try:
-            with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                for pid in f.read().split():
-                    os.kill(int(pid), signal.SIGINT)
+            os.kill(pid, signal.SIGINT)
         except OSError:
-            proc.send_signal(signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGINT)
+            pass
+    try:
+        proc.wait(60)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()
+        proc.wait()
 
 
 def load(port, pid, size, count=None, connections=1, seconds=None, pin=None):
