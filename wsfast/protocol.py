@@ -213,10 +213,17 @@ class _LoopShared:
     """What all connections of one event loop share: the read buffer and the
     completed future that ``write_message`` returns when nothing waits."""
 
-    __slots__ = ("view", "done", "loop", "corked", "flush_pending")
+    __slots__ = ("view", "done", "loop", "corked", "flush_pending", "slice", "slice_len")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        # The last slice of the view handed to a parser (view[:slice_len]),
+        # kept for the next read of the same length, whichever connection
+        # makes it (request/response: every read is one frame of one size).
+        # Making a memoryview slice costs more than parsing a small frame;
+        # the parsers read it during the call only, as they read the view.
+        self.slice = None
+        self.slice_len = -1
         self.done = loop.create_future()
         self.done.set_result(None)
         self.loop = loop
@@ -507,7 +514,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 self._windowed = False
                 self._receive_ws(self.connection.receive_window(nbytes))
             else:
-                self._receive_ws(self.connection.receive_data(self._view[:nbytes]))
+                shared = self._shared
+                if nbytes == shared.slice_len:
+                    data = shared.slice
+                else:
+                    data = shared.slice = self._view[:nbytes]
+                    shared.slice_len = nbytes
+                self._receive_ws(self.connection.receive_data(data))
         elif self._mode == _HTTP:
             if self._server:
                 self._receive_request(self._view[:nbytes])
