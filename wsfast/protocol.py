@@ -222,7 +222,7 @@ class _LoopShared:
         # makes it (request/response: every read is one frame of one size).
         # Making a memoryview slice costs more than parsing a small frame;
         # the parsers read it during the call only, as they read the view.
-        self.slice = None
+        self.slice: Optional[memoryview] = None
         self.slice_len = -1
         self.done = loop.create_future()
         self.done.set_result(None)
