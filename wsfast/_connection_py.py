@@ -16,10 +16,13 @@ both. Annotations here are for mypy only (setup.py compiles with
 import codecs
 import os
 import struct
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Tuple, Union
 
 from . import codec as _codec_module
 from ._events import Close, Fragment, Ping, Pong, Side, State, _close_to_send
 from .exceptions import (
+    ConnectionClosed,
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidUTF8,
@@ -27,7 +30,15 @@ from .exceptions import (
     ProtocolError,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # (collections.abc.Buffer from Python 3.12)
+
+    from .handshake import Extension
+
 __all__ = ["Connection"]
+
+#: What :meth:`Connection.receive_data` returns, in order.
+Event = Union[str, bytes, Ping, Pong, Close, Fragment]
 
 # -- the connection -------------------------------------------------------------
 
@@ -77,8 +88,10 @@ class Connection:
         "_sending", "_stream", "_streaming", "_stream_decoder",
     )
 
-    def __init__(self, side, *, max_message_size=16 * 2**20, codec=None, extensions=(),
-                 max_fragments=None):
+    def __init__(self, side: Side, *, max_message_size: int = 16 * 2**20,
+                 codec: Union[str, ModuleType, None] = None,
+                 extensions: Iterable["Extension"] = (),
+                 max_fragments: Optional[int] = None) -> None:
         if not isinstance(side, Side):
             raise TypeError(f"side must be a Side, not {side!r}")
         if max_fragments is None:
@@ -92,9 +105,9 @@ class Connection:
         self.max_fragments = max_fragments
         self.extensions = list(extensions)
         self.state = State.OPEN
-        self.close_sent = None
-        self.close_received = None
-        self.failed = None
+        self.close_sent = None  # type: Optional[Close]
+        self.close_received = None  # type: Optional[Close]
+        self.failed = None  # type: Optional[ProtocolError]
 
         # Control frames are at most 125 bytes anyway; a frame bigger than the
         # message limit fails in the parser, before its payload arrives.
@@ -110,15 +123,15 @@ class Connection:
             allow_rsv1=bool(rsv1),
             max_rsv1_frame_size=self._rsv1_limit(),
         )
-        self._build_frame = codec.build_frame
-        self._utf8 = None  # codec.Utf8Validator, created for the first fragmented text
-        self._out = _NO_OUT  # queued automatic replies (bytes); a list once there is one
+        self._build_frame = codec.build_frame  # type: Callable[..., bytes]
+        self._utf8 = None  # type: Any  # codec.Utf8Validator, created for the first fragmented text
+        self._out = _NO_OUT  # type: Any  # queued automatic replies (bytes); a list once there is one
         # The close frame answering a received close, or failing the
         # connection, waits here until data_to_send(): the messages of the
         # same read came first, and their replies may still be sent (RFC 6455
         # §5.5.1: an endpoint "MAY delay sending a Close frame until its
         # current message is sent").
-        self._pending_close = None
+        self._pending_close = None  # type: Optional[bytes]
         # Payload bytes of the unfinished frame already checked as UTF-8.
         self._partial_checked = 0
         self._input_closed = False  # close received, failed, or EOF
@@ -132,7 +145,7 @@ class Connection:
         # fragment: memory is the payload's, however it is cut up), and it
         # may come in at most max_fragments frames (docs/DESIGN.md, "Limits").
         self._frag_opcode = 0
-        self._frag_buf = None  # a bytearray while a fragmented message arrives
+        self._frag_buf = None  # type: Optional[bytearray]  # while a fragmented message arrives
         self._frag_size = 0
         self._frag_count = 0
         # Payload bytes of its frames as received, while it is an encoded
@@ -151,18 +164,18 @@ class Connection:
         # deferred_pong() (RFC 6455 §5.5.3 lets a pong answer only the most
         # recent ping), so a peer flooding pings without reading grows nothing.
         self.defer_pongs = False
-        self._deferred_pong = None
+        self._deferred_pong = None  # type: Optional[bytes]
         # A fragmented message being sent (send_fragment): 1 text, 2 binary, 0 none.
         self._sending = 0
         # Receiving as Fragment events: _streaming for every message (the
         # ``streaming`` property), _stream for the current/next one.
         self._streaming = False
         self._stream = False
-        self._stream_decoder = None  # an incremental UTF-8 decoder, streamed text
+        self._stream_decoder = None  # type: Any  # an incremental UTF-8 decoder, streamed text
 
     # -- receiving -------------------------------------------------------------
 
-    def receive_data(self, data):
+    def receive_data(self, data: "Buffer") -> List[Event]:
         """Feed bytes read from the network; return the events they complete.
 
         Then call :meth:`data_to_send` and write what it returns (pongs, the
@@ -182,11 +195,11 @@ class Connection:
                 if events:
                     last = type(events[-1])
                     if last is not bytes and last is not str and self._handle_frames(events):
-                        return events  # a close arrived: nothing after it counts
+                        return events  # type: ignore[no-any-return]  # a close arrived: nothing after it counts
             else:
                 events = parser.feed(data)
                 if events and self._handle_frames(events):
-                    return events
+                    return events  # type: ignore[no-any-return]  # (the codec's list, now of events)
             # FrameParser stores a violation found after complete frames of
             # this read; they were processed above, now fail (RFC 6455 §7.1.7).
             if parser.error is not None:
@@ -200,7 +213,7 @@ class Connection:
             self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
         return [] if events is None else events
 
-    def read_window(self, minimum=1):
+    def read_window(self, minimum: int = 1) -> Optional[memoryview]:
         """Where to read the next bytes when they continue an unfinished
         frame with at least ``minimum`` bytes still missing: a writable
         memoryview (the codec's ``FrameParser.window``), then call
@@ -209,13 +222,13 @@ class Connection:
         :meth:`receive_data`. None otherwise: read into a buffer of your own
         and call :meth:`receive_data`."""
         if not self._input_closed:
-            window = self._parser.window(minimum)
+            window: Optional[memoryview] = self._parser.window(minimum)
             if window is not None:
                 return window
         self.in_frame = False
         return None
 
-    def receive_window(self, nbytes):
+    def receive_window(self, nbytes: int) -> List[Event]:
         """``nbytes`` were read into the buffer :meth:`read_window` returned:
         like :meth:`receive_data` with those bytes."""
         events = None
@@ -223,7 +236,7 @@ class Connection:
             parser = self._parser
             events = parser.commit(nbytes)
             if events and self._handle_frames(events):
-                return events
+                return events  # type: ignore[no-any-return]  # (the codec's list, now of events)
             if parser.buffered:
                 self.in_frame = True
                 self._check_partial_text()
@@ -233,7 +246,7 @@ class Connection:
             self._fail(InvalidUTF8(f"invalid UTF-8 at byte {exc.start}"))
         return [] if events is None else events
 
-    def _handle_frames(self, events):
+    def _handle_frames(self, events: List[Any]) -> bool:
         """Replace the Frames at the end of ``events`` (from the first one on)
         by the events they complete, in place. True when a close ended the input."""
         k = 0
@@ -260,7 +273,7 @@ class Connection:
             fast = self._fast
         return False
 
-    def _handle_frame(self, frame, append):
+    def _handle_frame(self, frame: Any, append: Callable[[Any], None]) -> bool:
         """Everything but a complete text/binary frame on the fast path.
         Returns True when a close frame ended the input."""
         op = frame.opcode
@@ -315,7 +328,7 @@ class Connection:
             # An encoded message, with a bound from its extension.
             if (frame.rsv1 or self._frag_wire >= 0) and self._encoded_bound is not None:
                 wire = len(frame.payload) + (self._frag_wire if op == 0 else 0)
-                if wire > self._rsv1_limit(count):  # a frame of at most 125 bytes
+                if wire > self._rsv1_limit(count):  # type: ignore[operator]  # (an RSV1 frame: a bound) a frame of at most 125 bytes
                     self._reset_fragments()
                     raise PayloadTooBig(
                         f"compressed message of at least {wire} bytes in {count} frames exceeds "
@@ -373,13 +386,13 @@ class Connection:
         # payload arrives (control frames are 125 bytes at most): the room
         # left in the message, or in the encoded bound of a compressed one.
         if wire >= 0:
-            left = self._rsv1_limit(count + 1) - wire
+            left = self._rsv1_limit(count + 1) - wire  # type: ignore[operator]  # (an RSV1 message: a bound)
         else:
             left = self.max_message_size - size
         self._parser.max_frame_size = max(left, 125)
         return False
 
-    def _stream_frame(self, frame, op, frag_opcode, append):
+    def _stream_frame(self, frame: Any, op: int, frag_opcode: int, append: Callable[[Any], None]) -> bool:
         """A data frame of a streamed message: its payload as a
         :class:`Fragment` event now. The limits apply per frame
         (``max_message_size`` after decompression, ``max_encoded_size`` of
@@ -428,11 +441,11 @@ class Connection:
         self._frag_buf = None
         self._frag_size = 0
         limit = self._rsv1_limit(1) if compressed and self._encoded_bound else self.max_message_size
-        self._parser.max_frame_size = max(limit, 125)
+        self._parser.max_frame_size = max(limit, 125)  # type: ignore[type-var]  # (compressed: a bound)
         return False
 
     @property
-    def streaming(self):
+    def streaming(self) -> bool:
         """False (the default): messages come whole, as ``str``/``bytes``
         events. True: every data frame comes as it arrives, as a
         :class:`Fragment` event (``data``: ``str`` for text, decoded
@@ -445,7 +458,7 @@ class Connection:
         return self._streaming
 
     @streaming.setter
-    def streaming(self, value):
+    def streaming(self, value: bool) -> None:
         value = bool(value)
         self._streaming = value
         self._fast_base = not self.extensions and self.max_message_size >= 125 and not value
@@ -458,19 +471,20 @@ class Connection:
         # else: the message in progress goes on as fragments; the next one not.
 
     @property
-    def reuse_buffer(self):
+    def reuse_buffer(self) -> bool:
         """The codec's ``FrameParser.reuse_buffer``: reuse the storage of the
         last large payload (≥ 1 MiB) for the next one once the application
         has dropped it (the compiled codec; the twin ignores it). The I/O
         adapter turns it on for a handler with ``zero_copy = True``, which
         gets binary messages as memoryviews valid during its call."""
-        return self._parser.reuse_buffer
+        reuse: bool = self._parser.reuse_buffer
+        return reuse
 
     @reuse_buffer.setter
-    def reuse_buffer(self, value):
+    def reuse_buffer(self, value: bool) -> None:
         self._parser.reuse_buffer = bool(value)
 
-    def stream_next(self):
+    def stream_next(self) -> None:
         """Deliver one message as :class:`Fragment` events (see
         :attr:`streaming`): the one arriving now (the part assembled so far
         comes first), or else the next one; then whole messages again.
@@ -478,16 +492,17 @@ class Connection:
         self._stream = True
         self._fast = False
 
-    def _rsv1_limit(self, frames=1):
+    def _rsv1_limit(self, frames: int = 1) -> Optional[int]:
         """The most payload bytes the ``frames`` frames of an encoded (RSV1)
         message may carry on the wire: the extension's bound for a message
         of ``max_message_size`` bytes; None without such an extension."""
         bound = self._encoded_bound
         if bound is None:
             return None
-        return max(bound(self.max_message_size, frames), 125)
+        limit: int = max(bound(self.max_message_size, frames), 125)
+        return limit
 
-    def _new_utf8(self):
+    def _new_utf8(self) -> Any:
         utf8 = self._utf8
         if utf8 is None:
             utf8 = self._utf8 = self.codec.Utf8Validator()
@@ -495,7 +510,7 @@ class Connection:
             utf8.reset()
         return utf8
 
-    def _check_partial_text(self):
+    def _check_partial_text(self) -> None:
         """RFC 6455 §8.1, fail fast: check the UTF-8 of a text frame that has
         not finished arriving, so a bad byte fails the connection in the read
         that brings it, not when the (possibly huge) frame ends."""
@@ -518,7 +533,7 @@ class Connection:
             self._utf8.feed(data)
             self._partial_checked = checked + len(data)
 
-    def _reset_fragments(self):
+    def _reset_fragments(self) -> None:
         if self._frag_opcode:
             self._frag_opcode = 0
             self._frag_buf = None
@@ -528,7 +543,7 @@ class Connection:
             self._fast = self._fast_base
             self._parser.max_frame_size = self._max_frame_size
 
-    def _decode_extensions(self, frame):
+    def _decode_extensions(self, frame: Any) -> Any:
         """Pass a received data frame through the extensions, last negotiated
         first (RFC 6455 §9.1). An extension provides::
 
@@ -551,7 +566,7 @@ class Connection:
             frame = ext.decode(frame, max_size=max_size)
         return frame
 
-    def receive_eof(self):
+    def receive_eof(self) -> None:
         """The peer closed TCP. The state becomes CLOSED; without a close frame
         received first, ``close_code`` is 1006 (RFC 6455 §7.1.5)."""
         self._input_closed = True
@@ -564,7 +579,7 @@ class Connection:
     # -- the close record --------------------------------------------------------
 
     @property
-    def close_code(self):
+    def close_code(self) -> Optional[int]:
         """What the application should see as the close code: the peer's code
         (1005 when its close had none); the code we failed the connection with
         (``failed.code``); 1006 when TCP closed without a close frame; None
@@ -578,7 +593,7 @@ class Connection:
         return None
 
     @property
-    def close_reason(self):
+    def close_reason(self) -> Optional[str]:
         """The reason going with :attr:`close_code` ("" if none; None while
         the connection is not closed)."""
         if self.close_received is not None:
@@ -589,18 +604,19 @@ class Connection:
             return ""
         return None
 
-    def _closed_error(self):
+    def _closed_error(self) -> ConnectionClosed:
         code = self.close_code
         reason = self.close_reason
-        if code is None:  # we sent a close, the peer has not answered yet
-            code = self.close_sent.code
-            reason = self.close_sent.reason
+        if code is None or reason is None:  # we sent a close, the peer has not answered yet
+            sent = self.close_sent
+            assert sent is not None  # (else the connection would be closed: a code)
+            code, reason = sent.code, sent.reason
         cls = ConnectionClosedOK if code in (1000, 1001) else ConnectionClosedError
         return cls(code, reason)
 
     # -- sending -------------------------------------------------------------
 
-    def _mask_key(self):
+    def _mask_key(self) -> bytes:
         # RFC 6455 §5.3: a fresh unpredictable key per frame; one os.urandom()
         # call per 1024 keys instead of one per frame.
         pos = self._mask_pos
@@ -610,12 +626,12 @@ class Connection:
         self._mask_pos = pos + 4
         return self._mask_pool[pos : pos + 4]
 
-    def _frame(self, opcode, payload):
+    def _frame(self, opcode: int, payload: Any) -> bytes:
         if self._client:
             return self._build_frame(opcode, payload, mask_key=self._mask_key())
         return self._build_frame(opcode, payload)
 
-    def _send_data(self, opcode, payload, compress=True):
+    def _send_data(self, opcode: int, payload: Any, compress: bool = True) -> bytes:
         # The slow path of send_text/send_binary: extensions.
         frame = self.codec.Frame(opcode, payload)
         if compress:
@@ -629,14 +645,14 @@ class Connection:
             frame.opcode, frame.payload, fin=frame.fin, rsv1=frame.rsv1, mask_key=mask_key
         )
 
-    def _queue(self, data):
+    def _queue(self, data: bytes) -> None:
         out = self._out
         if out:
             out.append(data)
         else:
             self._out = [data]
 
-    def _take_out(self, data):
+    def _take_out(self, data: bytes) -> bytes:
         out = self._out
         if out:
             out.append(data)
@@ -644,7 +660,7 @@ class Connection:
             self._out = _NO_OUT
         return data
 
-    def send_text(self, text, compress=True):
+    def send_text(self, text: str, compress: bool = True) -> bytes:
         """Return the bytes of a text message carrying ``text`` (a str).
         ``compress=False`` sends it uncompressed when permessage-deflate is
         on (no effect otherwise). Raises ``ConnectionClosed`` once a close
@@ -667,7 +683,7 @@ class Connection:
             return self._take_out(data)
         return data
 
-    def send_binary(self, data, compress=True):
+    def send_binary(self, data: "Buffer", compress: bool = True) -> bytes:
         """Return the bytes of a binary message carrying ``data`` (bytes-like).
         ``compress=False``: as for :meth:`send_text`. Raises
         ``ConnectionClosed`` once a close was sent or the connection ended."""
@@ -689,7 +705,7 @@ class Connection:
             return self._take_out(data)
         return data
 
-    def send_prepared(self, data):
+    def send_prepared(self, data: bytes) -> bytes:
         """Return ``data``, a complete frame built beforehand (the same bytes
         for many connections: :func:`wsfast.broadcast`), after checking that
         a data frame may be sent now; preceded by any queued reply, as for
@@ -706,7 +722,7 @@ class Connection:
             return self._take_out(data)
         return data
 
-    def send_binary_parts(self, data):
+    def send_binary_parts(self, data: "Buffer") -> Tuple[bytes, bytes]:
         """Return a binary message carrying ``data`` (``bytes``) as two parts
         to write in this order, ``(head, data)``: ``head`` holds any queued
         reply and the frame header, ``data`` is the payload itself, not
@@ -731,7 +747,7 @@ class Connection:
             head = self._take_out(head)
         return head, data
 
-    def send_fragment(self, data, fin=False, compress=True):
+    def send_fragment(self, data: Union[str, "Buffer"], fin: bool = False, compress: bool = True) -> bytes:
         """Send a message in pieces (RFC 6455 §5.4): return the bytes of the
         frame carrying ``data``, the next piece of it.
 
@@ -762,7 +778,7 @@ class Connection:
                 raise self._send_refused()
             opcode = 1 if type(data) is str else 2
             if opcode == 2:
-                memoryview(data)  # TypeError for what is not bytes-like, before any state changes
+                memoryview(data)  # type: ignore[arg-type]  # TypeError for what is not bytes-like, before any state changes
         if type(data) is str:
             data = data.encode("utf-8")
         if self.extensions:
@@ -786,12 +802,12 @@ class Connection:
         return self._take_out(out)
 
     @property
-    def sending_fragments(self):
+    def sending_fragments(self) -> bool:
         """True while a message started with :meth:`send_fragment` has not
         ended."""
         return self._sending != 0
 
-    def _data_allowed(self):
+    def _data_allowed(self) -> bool:
         # What _can_send would be without a fragmented message being sent:
         # no close sent, or one held until data_to_send() (see _fail), and
         # the connection not ended.
@@ -799,7 +815,7 @@ class Connection:
             self.close_sent is None and self.state is not State.CLOSED
         )
 
-    def _send_refused(self):
+    def _send_refused(self) -> Exception:
         """The exception for a data message that may not be sent now."""
         if self._sending and self._data_allowed():
             return RuntimeError(
@@ -807,7 +823,7 @@ class Connection:
             )
         return self._closed_error()
 
-    def _send_control(self, opcode, data):
+    def _send_control(self, opcode: int, data: Union[str, bytes]) -> bytes:
         # Control frames may follow our close frame (RFC 6455 §5.5.1 forbids
         # only data frames), not the end of the connection.
         if self.state is State.CLOSED:
@@ -818,18 +834,18 @@ class Connection:
             raise ValueError("a control frame payload is at most 125 bytes")
         return self._take_out(self._frame(opcode, data))
 
-    def send_ping(self, data=b""):
+    def send_ping(self, data: Union[str, bytes] = b"") -> bytes:
         """Return the bytes of a ping carrying ``data`` (≤ 125 bytes); the
         peer's pong arrives as a :class:`Pong` event. Allowed until the
         state is CLOSED (also after our close), then ``ConnectionClosed``."""
         return self._send_control(9, data)
 
-    def send_pong(self, data=b""):
+    def send_pong(self, data: Union[str, bytes] = b"") -> bytes:
         """Return the bytes of an unsolicited pong (a heartbeat, RFC 6455
         §5.5.3); pings are answered automatically."""
         return self._send_control(10, data)
 
-    def deferred_pong(self):
+    def deferred_pong(self) -> bytes:
         """The pong answering the latest ping received while
         :attr:`defer_pongs` was set (with any queued reply before it), or
         ``b""`` if none is owed; write it once the write buffer has room.
@@ -842,7 +858,7 @@ class Connection:
             return _EMPTY
         return self._take_out(self._frame(10, payload))
 
-    def send_close(self, code=1000, reason=""):
+    def send_close(self, code: int = 1000, reason: str = "") -> bytes:
         """Start (or finish) the closing handshake: return the bytes of a close
         frame with ``code`` and ``reason`` (truncated to 123 UTF-8 bytes;
         code 1005 sends a close without a status). Returns ``b""`` if a close
@@ -857,7 +873,7 @@ class Connection:
         self.state = State.CLOSING
         return self._take_out(self._frame(8, payload))
 
-    def fail(self, code, reason):
+    def fail(self, code: int, reason: str) -> bytes:
         """Fail the connection (RFC 6455 §7.1.7): return the bytes of a close
         frame with ``code`` (unless a close was sent already), set ``failed``,
         and go to CLOSED, ignoring further input. Close TCP once written."""
@@ -866,7 +882,7 @@ class Connection:
         self._fail(ProtocolError(code, reason))
         return self.data_to_send()
 
-    def _fail(self, exc):
+    def _fail(self, exc: ProtocolError) -> None:
         # Queue the close frame; the caller returns or flushes the queue.
         if self.close_sent is None:
             close, payload = _close_to_send(exc.code, exc.reason)
@@ -881,13 +897,13 @@ class Connection:
         self.state = State.CLOSED
 
     @property
-    def close_pending(self):
+    def close_pending(self) -> bool:
         """True while a close frame (the reply to the peer's close, or the one
         failing the connection) waits in :meth:`data_to_send`; until it is
         taken, the messages that came before it may still be answered."""
         return self._pending_close is not None
 
-    def data_to_send(self, hold_close=False):
+    def data_to_send(self, hold_close: bool = False) -> bytes:
         """Return the queued automatic replies (pongs, the close reply, the
         close frame failing the connection), ``b""`` if none. Write them
         right away. ``hold_close=True`` leaves a pending close frame queued
@@ -904,5 +920,5 @@ class Connection:
         self._out = _NO_OUT
         return _EMPTY.join(out) if len(out) > 1 else out[0]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Connection {self.side.name} {self.state.name}>"

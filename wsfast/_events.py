@@ -5,8 +5,11 @@ both of its builds (the pure-Python ``wsfast._connection_py`` and the compiled
 event types with ``is``. Import them from :mod:`wsfast.connection`."""
 
 from enum import Enum
+from typing import Tuple, Type, TypeVar, Union
 
 from .exceptions import InvalidUTF8, ProtocolError
+
+_C = TypeVar("_C", bound="Close")
 
 __all__ = ["Side", "State", "Ping", "Pong", "Close", "Fragment"]
 
@@ -34,17 +37,17 @@ class Ping:
 
     __slots__ = ("data",)
 
-    def __init__(self, data=b""):
+    def __init__(self, data: bytes = b"") -> None:
         self.data = data
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         return self.data == other.data
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable: compared by value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.data!r})"
 
 
@@ -62,18 +65,18 @@ class Fragment:
 
     __slots__ = ("data", "fin")
 
-    def __init__(self, data, fin=True):
+    def __init__(self, data: Union[str, bytes], fin: bool = True) -> None:
         self.data = data
         self.fin = fin
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not Fragment:
             return NotImplemented
         return self.data == other.data and self.fin == other.fin
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable: compared by value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Fragment({self.data!r}, fin={self.fin})"
 
 
@@ -89,11 +92,11 @@ class Fragment:
 _VALID_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014))
 
 
-def _is_valid_code(code):
+def _is_valid_code(code: int) -> bool:
     return code in _VALID_CODES or 3000 <= code <= 4999
 
 
-def _truncate_reason(reason, limit=123):
+def _truncate_reason(reason: str, limit: int = 123) -> bytes:
     """``reason`` as UTF-8, cut to ``limit`` bytes without splitting a
     character (a close payload is at most 125 bytes, RFC 6455 §5.5)."""
     data = reason.encode("utf-8")
@@ -110,12 +113,12 @@ class Close:
 
     __slots__ = ("code", "reason")
 
-    def __init__(self, code=1000, reason=""):
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
         self.code = code
         self.reason = reason
 
     @classmethod
-    def parse(cls, payload):
+    def parse(cls: Type[_C], payload: bytes) -> _C:
         """Decode a close frame's payload (RFC 6455 §5.5.1).
 
         Raises ``ProtocolError(1002)`` for a 1-byte payload or a code that may
@@ -136,7 +139,7 @@ class Close:
             raise InvalidUTF8(f"invalid UTF-8 in close reason at byte {exc.start}") from None
         return cls(code, reason)
 
-    def serialize(self):
+    def serialize(self) -> bytes:
         """The close frame's payload: code and reason, the reason truncated to
         123 bytes at a character boundary; ``b""`` for code 1005 (a close
         without a status). Raises ``ValueError`` for a code that may not be
@@ -150,18 +153,18 @@ class Close:
             raise ValueError(f"close code {code} may not be sent (RFC 6455 §7.4)")
         return code.to_bytes(2, "big") + _truncate_reason(self.reason)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not Close:
             return NotImplemented
         return self.code == other.code and self.reason == other.reason
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable: compared by value
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Close({self.code}, {self.reason!r})"
 
 
-def _close_to_send(code, reason):
+def _close_to_send(code: int, reason: str) -> Tuple["Close", bytes]:
     """The payload of a close frame to send, and its record as sent (the
     reason as truncated to fit, RFC 6455 §5.5). ValueError for a code that
     may not be sent."""

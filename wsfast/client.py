@@ -236,7 +236,7 @@ class ClientConnection:
                 raise protocol.closed_error()
             if not protocol._write_paused:
                 conn = protocol.connection
-                data = conn.send_binary(message) if kind is bytes else conn.send_text(message)
+                data = conn.send_binary(message) if kind is bytes else conn.send_text(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
                 batch = protocol._batch
                 if batch is None:
                     if not self._replying and len(data) < _UNCOPIED_MIN:
@@ -625,7 +625,7 @@ class ClientProtocol(WebSocketProtocol):
         else:
             data = self._slice = self._view[:nbytes]
             self._slice_len = nbytes
-        events = conn.receive_data(data)
+        events = conn.receive_data(data)  # type: ignore[arg-type]  # (the slice: set just above)
         if conn.state is not _OPEN or conn._out:  # a close, a failure, a pong to send
             return self._receive_ws(events)
         if not events:
@@ -636,7 +636,7 @@ class ClientProtocol(WebSocketProtocol):
                 return self._receive_ws(events)
         # ClientConnection.on_message for each, at once:
         messages = client._messages
-        messages.extend(events)
+        messages.extend(events)  # type: ignore[arg-type]  # (only str and bytes events here: checked above)
         waiter = client._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -60,7 +60,7 @@ are the same classes for both builds.
 import inspect
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from . import _connection_py, _frame_py
 from . import codec as _codec_module
@@ -72,14 +72,14 @@ __all__ = [
 ]
 
 
-def _flag(name):
+def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
 _compiled: Optional[ModuleType] = None
 _import_error: Optional[ImportError] = None
 try:
-    from . import _connection as _compiled
+    from . import _connection as _compiled  # type: ignore[attr-defined, no-redef]  # (compiled: no stub; its API is _connection_py's)
 except ImportError as exc:  # no compiler at install time, or a broken build
     _import_error = exc
 
@@ -94,14 +94,14 @@ AVAILABLE: "Dict[str, type[Connection]]" = {"python": _connection_py.Connection}
 
 if _compiled is not None:
 
-    class _CompiledConnection(_compiled.Connection):
+    class _CompiledConnection(_compiled.Connection):  # type: ignore[name-defined, misc]  # (as above)
         # A Python class over the extension type: like the pure-Python
         # class, it can be patched and subclassed as any class (methods
         # set on it, super() from an override).
         __slots__ = ()
         __doc__ = _connection_py.Connection.__doc__
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
 
         # An extension type's __init__ shows no signature (help(), the docs).

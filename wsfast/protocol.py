@@ -1279,11 +1279,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 if build is not None and conn._can_send and not conn._out:
                     data = build(2, message)
                 else:
-                    data = conn.send_binary(message)
+                    data = conn.send_binary(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
             elif build is None:  # a client masks, an extension transforms: a copy anyway
-                data = conn.send_binary(message)
+                data = conn.send_binary(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
             else:
-                self._send_parts(conn.send_binary_parts(message))
+                self._send_parts(conn.send_binary_parts(message))  # type: ignore[arg-type]  # (dispatched on the message's type)
                 return self.drained()
         elif not compress:  # rare: the opt-out keeps the common path unchanged
             data = self._encode_uncompressed(conn, message, kind, binary)
@@ -1293,11 +1293,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             elif build is not None and conn._can_send and not conn._out:
                 data = build(1, message)
             else:
-                data = conn.send_text(message)
+                data = conn.send_text(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
         elif kind is dict or kind is list:
             data = conn.send_text(json.dumps(message))
         else:
-            data = conn.send_binary(message)
+            data = conn.send_binary(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
         batch = self._batch
         if batch is not None:
             batch.append(data)
@@ -1542,7 +1542,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         if code is None:
             code, reason = 1006, ""
         cls = ConnectionClosedOK if code in (1000, 1001) else ConnectionClosedError
-        return cls(code, reason)
+        return cls(code, reason or "")  # (a reason comes with a code)
 
     def __repr__(self) -> str:
         mode = {_HTTP: "HTTP", _WS: "WebSocket", _DONE: "closed"}[self._mode]

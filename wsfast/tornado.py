@@ -962,7 +962,7 @@ class _ClientProtocol:
         conn = protocol.connection
         try:
             drained = protocol.drained()  # raises once the transport is closing
-            frame = conn.send_text(data) if type(data) is str else conn.send_binary(data)
+            frame = conn.send_text(data) if type(data) is str else conn.send_binary(data)  # type: ignore[arg-type]  # (dispatched on the message's type)
         except ConnectionClosed as exc:
             raise WebSocketClosedError(exc.code, exc.reason) from None
         self._message_bytes_out += len(data.encode("utf-8")) if type(data) is str else len(data)
