@@ -520,7 +520,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 else:
                     data = shared.slice = self._view[:nbytes]
                     shared.slice_len = nbytes
-                self._receive_ws(self.connection.receive_data(data))
+                self._receive_ws(self.connection.receive_data(data))  # type: ignore[arg-type]  # (the slice: set with its length)
         elif self._mode == _HTTP:
             if self._server:
                 self._receive_request(self._view[:nbytes])
