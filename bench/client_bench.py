@@ -20,8 +20,8 @@ Clients (all on uvloop): wsfast (``connect()``, ``send``/``recv``), picows
 (its callback ``WSListener``), websockets (``websockets.asyncio.client``),
 aiohttp (``ClientSession.ws_connect``), ``wsfast-callback``
 (``connect(uri, on_message=callback)``, the next send from the callback with
-``ws.write_message``: picows' structure behind wsfast's API; not in the
-default set until the callback is on main), and ``asyncio-floor``: an asyncio
+``ws.write_message``: picows' structure behind wsfast's API), and
+``asyncio-floor``: an asyncio
 client that does the same awaits as wsfast's loop with no WebSocket work at
 all (a ``Protocol`` that echoes nothing but wakes a future per reply, and
 writes the bytes of a masked frame built once), the floor of any
@@ -54,7 +54,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CLIENTS = ("wsfast", "picows", "websockets", "aiohttp", "asyncio-floor")
+CLIENTS = ("wsfast", "wsfast-callback", "picows", "websockets", "aiohttp", "asyncio-floor")
 
 
 # -- the client side (one process per case) ----------------------------------------------
