@@ -249,3 +249,31 @@ def test_write_message_sends_without_awaiting(run, codec):
                     ws.write_message(b"e")
 
     run(main())
+
+
+def test_callback_client_with_write_message(run, codec):
+    """connect(on_message=callback) answering with write_message: each
+    message (binary as a memoryview) in order, what it sends goes out; an
+    exception in it closes with 1011 and drops the rest."""
+    got = []
+
+    async def main():
+        done = asyncio.get_running_loop().create_future()
+        ws = None
+
+        def on_message(message):
+            got.append(bytes(message) if isinstance(message, memoryview) else message)
+            if len(got) == 5:
+                raise ValueError("a bug in the callback")
+            ws.write_message(message if isinstance(message, str) else bytes(message) + b"!")
+
+        async with serving([(r"/ws", Echo)]) as base:
+            ws = await wsfast.connect(base + "/ws", codec=codec, on_message=on_message)
+            assert ws.protocol._client is None  # the recv() fast path is off
+            ws.write_message(b"x")
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            done.cancel()
+            assert ws.close_code == 1011
+
+    run(main())
+    assert got == [b"x", b"x!", b"x!!", b"x!!!", b"x!!!!"]
