@@ -1176,3 +1176,22 @@ def test_read_window_respects_the_message_limit_across_fragments(codec, side):
     assert conn.read_window() is None  # the second fragment breaks the lowered limit
     conn.receive_data(second[20:30])
     assert isinstance(conn.failed, PayloadTooBig) and conn.failed.code == 1009
+
+
+def test_the_adapter_reads_slots_on_both_builds():
+    """The attributes the adapter reads per message are plain slots on both
+    builds (the interpreter specialises those reads); every other attribute
+    of the compiled build is a field of the extension type."""
+    import wsfast._connection_py as source
+    from wsfast import connection as module
+
+    assert set(source.ADAPTER_SLOTS) <= set(source.Connection.__slots__)
+    if "cython" not in module.AVAILABLE:
+        pytest.skip("the compiled Connection is not built")
+    import wsfast._connection as compiled
+
+    cls = module.AVAILABLE["cython"]
+    for name in source.Connection.__slots__:
+        owner = cls if name in source.ADAPTER_SLOTS else compiled.Connection
+        assert name in vars(owner), name
+        assert name not in vars(compiled.Connection if owner is cls else cls), name

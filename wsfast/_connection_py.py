@@ -40,6 +40,11 @@ __all__ = ["Connection"]
 #: What :meth:`Connection.receive_data` returns, in order.
 Event = Union[str, bytes, Ping, Pong, Close, Fragment]
 
+# Attributes the I/O adapter reads on every message: in the compiled build,
+# slots of the public subclass (wsfast/connection.py), not C fields
+# (wsfast/_connection.pxd says why). Keep the two lists in step.
+ADAPTER_SLOTS = ("state", "in_frame", "_out", "_pending_close", "_can_send")
+
 # -- the connection -------------------------------------------------------------
 
 _MASK_POOL_SIZE = 4096  # 1024 masking keys per os.urandom() call

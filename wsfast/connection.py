@@ -97,8 +97,10 @@ if _compiled is not None:
     class _CompiledConnection(_compiled.Connection):  # type: ignore[name-defined, misc]  # (as above)
         # A Python class over the extension type: like the pure-Python
         # class, it can be patched and subclassed as any class (methods
-        # set on it, super() from an override).
-        __slots__ = ()
+        # set on it, super() from an override). Its slots are the
+        # attributes the adapter reads from Python on every message
+        # (wsfast/_connection.pxd says why they are not C fields).
+        __slots__ = _compiled.ADAPTER_SLOTS
         __doc__ = _connection_py.Connection.__doc__
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
