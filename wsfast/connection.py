@@ -100,7 +100,7 @@ if _compiled is not None:
         # set on it, super() from an override). Its slots are the
         # attributes the adapter reads from Python on every message
         # (wsfast/_connection.pxd says why they are not C fields).
-        __slots__ = _compiled.ADAPTER_SLOTS
+        __slots__ = _connection_py.ADAPTER_SLOTS
         __doc__ = _connection_py.Connection.__doc__
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
