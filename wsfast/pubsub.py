@@ -324,8 +324,14 @@ class RedisHub(Hub):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
+            while not task.done():
+                # On Python 3.11 asyncio.wait_for() can swallow a cancellation that
+                # arrives as the awaited call completes (fixed in 3.12): ask again
+                # rather than wait forever for a task that went on retrying.
+                await asyncio.wait({task}, timeout=0.5)
+                task.cancel()
             try:
-                await task
+                task.result()
             except asyncio.CancelledError:
                 pass
         if self._outbox:
