@@ -264,7 +264,13 @@ class Page:
         finally:
             for _, proc, _ in self.servers:
                 kill(proc)
-            for proc in self.others:
+            for proc in self.others:  # SIGTERM first: nginx's master then stops its workers
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        pass
                 kill(proc)
             for f in self.cleanup:
                 f()
