@@ -359,15 +359,26 @@ class _Resume:
     from the start (a ``yield from`` by hand), until the driver reports the
     coroutine done."""
 
-    __slots__ = ("coro", "yielded")
+    __slots__ = ("coro", "yielded", "thrown")
 
     def __init__(self, coro: Any, yielded: Any) -> None:
         self.coro = coro
         self.yielded = yielded
+        #: A cancellation meant for the coroutine that reached the task
+        #: before the task took the coroutine over (_consume): thrown in
+        #: first, where the coroutine is suspended, as Task.cancel() would.
+        self.thrown: Optional[BaseException] = None
 
     def __await__(self) -> Generator[Any, Any, None]:
-        coro, value = self.coro, self.yielded
-        self.coro = self.yielded = None
+        coro, value, thrown = self.coro, self.yielded, self.thrown
+        self.coro = self.yielded = self.thrown = None
+        if thrown is not None:
+            cancel = getattr(value, "cancel", None)
+            if cancel is not None:  # what it waited on, as Task.cancel() cancels it
+                cancel()
+            value = coro.throw(thrown)
+            if value is _STEP_DONE:
+                return None
         while True:
             try:
                 sent = yield value
@@ -1219,7 +1230,19 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     break
                 self._backlog = None  # direct mode: the next coroutine runs in the read
                 idle = self._idle = self._loop.create_future()
-                await idle
+                try:
+                    await idle
+                except asyncio.CancelledError as exc:
+                    # A coroutine that suspended in a read ran as this task:
+                    # asyncio.timeout()/wait_for() inside it cancel this task.
+                    # When that lands after the coroutine was handed over but
+                    # before this task woke to take it, it is the coroutine's:
+                    # throw it in there (the timeout turns it into TimeoutError).
+                    backlog = self._backlog
+                    if backlog and type(backlog[0]) is _Resume:
+                        backlog[0].thrown = exc
+                        continue
+                    raise
         except asyncio.CancelledError:
             task = asyncio.current_task()
             cancelling = getattr(task, "cancelling", None)  # Python 3.11+
