@@ -1022,7 +1022,8 @@ def config_nginx(page, block, i):
     temp = "".join(f"{t}_temp_path {d}/{t};\n" for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     (d / "nginx.conf").write_text(
         ("user root;\n" if os.geteuid() == 0 else "")  # the workers must reach the chat's socket
-        + f"daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n"
+        # one process, no workers: nothing outlives the process the test stops
+        + f"daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n"
         f"events {{ worker_connections 64; }}\nhttp {{\naccess_log off;\n{temp}{conf}\n}}\n")
     proc = page.popen([nginx, "-c", str(d / "nginx.conf"), "-p", str(d), "-e", f"{d}/nginx-error.log"])
     page.others.append(proc)
