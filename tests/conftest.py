@@ -9,6 +9,8 @@ import pytest
 
 from wsfast import codec as _codec
 
+from interop_helpers import LOOP_KINDS, loop_factory, run_on
+
 
 def _implementations():
     names = sorted(_codec.AVAILABLE)
@@ -30,6 +32,29 @@ def impl(request):
 def codec(impl):
     """Alias of ``impl`` for layers above the codec (Connection(codec=...))."""
     return impl
+
+
+@pytest.fixture(params=LOOP_KINDS)
+def run(request):
+    """``run(coro, timeout=None)``: run ``coro`` on a fresh stdlib or uvloop
+    event loop (the fixture's two parameters), failing after ``timeout``
+    seconds. A module or test sets the defaults with
+    ``pytest.mark.run_loop(timeout=15, set_event_loop=True)``; without the
+    mark: 10 s, and the loop is not made the thread's current loop."""
+    factory = loop_factory(request.param)  # skips where uvloop is not installed
+    mark = request.node.get_closest_marker("run_loop")
+    options = dict(mark.kwargs) if mark else {}
+    default_timeout = options.pop("timeout", 10)
+    set_event_loop = options.pop("set_event_loop", False)
+    if options or (mark and mark.args):
+        raise TypeError(f"run_loop takes timeout= and set_event_loop= only, not {mark}")
+
+    def runner(coro, timeout=None):
+        return run_on(factory, coro, default_timeout if timeout is None else timeout,
+                      set_event_loop=set_event_loop)
+
+    runner.loop_name = request.param
+    return runner
 
 
 def pytest_report_header(config):

@@ -1,7 +1,8 @@
 """Helpers shared by the tests against real peers and the conformance suite.
 
 * event loops: ``LOOP_KINDS`` ("asyncio", "uvloop"), :func:`loop_factory`,
-  :func:`run_in_loop` (run a coroutine on a fresh loop of a given kind, bounded)
+  :func:`run_on` / :func:`run_in_loop` (run a coroutine on a fresh loop of a
+  given kind, bounded; the ``run`` fixture of conftest.py uses it)
   and :class:`LoopThread` (a loop of a given kind in a thread, for a server or
   client under test while the peer runs in the test's own loop);
 * codecs: ``CODEC_NAMES`` and :func:`require_codec`;
@@ -69,17 +70,29 @@ def _cancel_all(loop):
     loop.run_until_complete(loop.shutdown_asyncgens())
 
 
-def run_in_loop(kind, coro, timeout=30.0):
-    """Run ``coro`` on a fresh event loop of ``kind``, at most ``timeout`` s,
-    then cancel whatever is left and close the loop (like ``asyncio.run``)."""
-    loop = loop_factory(kind)()
+def run_on(factory, coro, timeout, set_event_loop=False):
+    """Run ``coro`` on a new loop from ``factory``, at most ``timeout`` s, then
+    cancel whatever is left, finish its async generators and close the loop
+    (like ``asyncio.run``). With ``set_event_loop`` the loop is also the
+    thread's current loop while it runs (Tornado's IOLoop.current() and
+    friends look it up there)."""
+    loop = factory()
     try:
+        if set_event_loop:
+            asyncio.set_event_loop(loop)
         return loop.run_until_complete(asyncio.wait_for(coro, timeout))
     finally:
         try:
             _cancel_all(loop)
         finally:
+            if set_event_loop:
+                asyncio.set_event_loop(None)
             loop.close()
+
+
+def run_in_loop(kind, coro, timeout=30.0):
+    """Run ``coro`` on a fresh event loop of ``kind`` (see :func:`run_on`)."""
+    return run_on(loop_factory(kind), coro, timeout)
 
 
 class LoopThread:

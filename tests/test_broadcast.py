@@ -11,7 +11,6 @@ import socket
 import zlib
 
 import pytest
-from test_server import run  # noqa: F401  (the asyncio/uvloop fixture)
 from test_server import handshake_bytes, serving, ws_url
 
 import wsfast
@@ -19,6 +18,8 @@ from wsfast import _frame_py
 from wsfast import codec as _codec_module
 from wsfast.broadcast import encode
 from wsfast.connection import Side, get_connection_class
+
+pytestmark = pytest.mark.run_loop(set_event_loop=True)  # as in test_server.py
 
 N_CLIENTS = 12
 

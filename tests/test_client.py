@@ -16,37 +16,6 @@ import wsfast
 from wsfast import _frame_py
 from wsfast.handshake import accept_key
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-# uvloop is always a parameter: where it is not installed its tests show as
-# skipped rather than vanish.
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop if uvloop else None}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    """``run(coro)``: run ``coro`` on a fresh stdlib or uvloop event loop."""
-    factory = LOOPS[request.param]
-    if factory is None:
-        pytest.skip("uvloop is not installed (pip install uvloop)")
-
-    def runner(coro, timeout=10):
-        loop = factory()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    return runner
-
 
 @contextlib.asynccontextmanager
 async def serving(handlers, **settings):

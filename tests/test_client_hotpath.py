@@ -17,7 +17,7 @@ from wsfast import _frame_py
 from wsfast.client import ClientConnection, ClientProtocol
 from wsfast.handshake import accept_key
 
-from test_client import Echo, key_of, run, serving  # noqa: F401 (run: the asyncio/uvloop fixture)
+from test_client import Echo, key_of, serving  # ``run`` (asyncio and uvloop) comes from conftest.py
 
 
 def frame(opcode, payload):

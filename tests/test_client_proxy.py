@@ -21,7 +21,10 @@ import pytest
 import wsfast
 from wsfast.codec import get_codec
 
-from test_client_redirect import run, serving  # noqa: F401 (run: the asyncio/uvloop fixture; tls_contexts comes from conftest)
+from test_client_redirect import serving
+
+# ``run`` (asyncio and uvloop) and tls_contexts come from conftest.py
+pytestmark = pytest.mark.run_loop(timeout=15)
 
 TINYPROXY = shutil.which("tinyproxy") or "/usr/bin/tinyproxy"
 DANTED = shutil.which("danted") or "/usr/sbin/danted"

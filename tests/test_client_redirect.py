@@ -20,33 +20,7 @@ import pytest
 import wsfast
 from wsfast.handshake import accept_key
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop if uvloop else None}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    factory = LOOPS[request.param]
-    if factory is None:
-        pytest.skip("uvloop is not installed (pip install uvloop)")
-
-    def runner(coro, timeout=15):
-        loop = factory()
-        try:
-            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    return runner
+pytestmark = pytest.mark.run_loop(timeout=15)
 
 
 class Info(wsfast.WebSocketHandler):

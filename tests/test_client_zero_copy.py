@@ -16,7 +16,10 @@ import pytest
 import wsfast
 from wsfast.codec import get_codec
 
-from test_client_redirect import run, serving  # noqa: F401 (run: the asyncio/uvloop fixture)
+from test_client_redirect import serving
+
+# ``run`` (asyncio and uvloop) and tls_contexts come from conftest.py
+pytestmark = pytest.mark.run_loop(timeout=15)
 
 rnd = random.Random(16)
 BIG = [rnd.randbytes(3 * 2**20) for _ in range(3)]  # > 1 MiB: the parser's reuse size

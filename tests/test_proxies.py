@@ -20,9 +20,10 @@ import time
 
 import pytest
 from interop_helpers import free_port
-from test_server import run  # noqa: F401 (asyncio and uvloop)
 
 import wsfast
+
+pytestmark = pytest.mark.run_loop(set_event_loop=True)  # as in test_server.py
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 READ_TIMEOUT = 2  # the proxies' idle timeout (nginx proxy_read_timeout, HAProxy timeout tunnel), s

@@ -16,48 +16,11 @@ import wsfast
 from wsfast import _frame_py
 from wsfast.protocol import WebSocketProtocol
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
+from interop_helpers import run_on
 
-# uvloop is always a parameter: where it is not installed its tests show as
-# skipped rather than vanish.
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop if uvloop else None}
-
-
-def run_on(factory, coro, timeout):
-    """Run ``coro`` on a new loop from ``factory`` (Python 3.9+)."""
-    loop = factory()
-    try:
-        asyncio.set_event_loop(loop)
-        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-    finally:
-        try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    """``run(coro)``: run ``coro`` on a fresh stdlib or uvloop event loop,
-    failing after 10 s."""
-    factory = LOOPS[request.param]
-    if factory is None:
-        pytest.skip("uvloop is not installed (pip install uvloop)")
-
-    def runner(coro, timeout=10):
-        return run_on(factory, coro, timeout)
-
-    runner.loop_name = request.param
-    return runner
+# ``run`` (asyncio and uvloop, conftest.py): the loop is the thread's current
+# loop while a test runs, as wsfast.web's users' code may look it up there.
+pytestmark = pytest.mark.run_loop(set_event_loop=True)
 
 
 @contextlib.asynccontextmanager

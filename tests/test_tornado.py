@@ -18,35 +18,7 @@ import tornado.web  # noqa: E402
 import wsfast.tornado as wt  # noqa: E402
 from wsfast import codec as wsfast_codec  # noqa: E402
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop if uvloop else None}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    factory = LOOPS[request.param]
-    if factory is None:
-        pytest.skip("uvloop is not installed")
-
-    def runner(coro, timeout=20):
-        loop = factory()
-        try:
-            asyncio.set_event_loop(loop)
-            return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-        finally:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            asyncio.set_event_loop(None)
-            loop.close()
-
-    return runner
+pytestmark = pytest.mark.run_loop(timeout=20, set_event_loop=True)
 
 
 class Echo(wt.WebSocketHandler):

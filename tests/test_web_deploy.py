@@ -12,9 +12,11 @@ import subprocess
 import sys
 
 import pytest
-from test_server import Echo, run  # noqa: F401
+from test_server import Echo
 
 import wsfast
+
+pytestmark = pytest.mark.run_loop(set_event_loop=True)  # as in test_server.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (examples/); the same dir as wsfast/ there
 

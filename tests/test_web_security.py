@@ -14,10 +14,12 @@ import subprocess
 import sys
 
 import pytest
-from test_server import Echo, handshake_bytes, raw_exchange, run, serving, status_of  # noqa: F401
+from test_server import Echo, handshake_bytes, raw_exchange, serving, status_of
 
 import wsfast
 from wsfast.http import redact_uri
+
+pytestmark = pytest.mark.run_loop(set_event_loop=True)  # as in test_server.py
 
 SECRET = "s3cr3t-VALUE-42"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))

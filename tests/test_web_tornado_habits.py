@@ -9,11 +9,13 @@ import asyncio
 import socket
 
 import pytest
-from test_server import Echo, handshake_bytes, raw_exchange, run, serving, status_of  # noqa: F401
+from test_server import Echo, handshake_bytes, raw_exchange, serving, status_of
 from test_web_security import head_of
 
 import wsfast
 from wsfast.web import SETTINGS
+
+pytestmark = pytest.mark.run_loop(set_event_loop=True)  # as in test_server.py
 
 # -- settings ---------------------------------------------------------------------------
 
