@@ -200,6 +200,7 @@ def test_cancelled_error_in_async_on_message_closes_1011(loop, impl, caplog):
             await ws.expect_close(1011, eof=False)
             await ws.send(ws.frame(CLOSE, close_payload(1011)))
             await ws.expect_eof()
+            ws.abort()  # (app.stop would wait for our side of TCP)
         finally:
             await app.stop(timeout=1)
 
@@ -641,12 +642,81 @@ def test_async_first_steps_one_message_per_read(loop, impl, caplog):
             await ws.expect_close(1011, eof=False)
             await ws.send(ws.frame(CLOSE, close_payload(1011)))
             await ws.expect_eof()
+            ws.abort()  # (app.stop would wait for our side of TCP)
         finally:
             await app.stop(timeout=1)
 
     with caplog.at_level("ERROR", logger="wsfast"):
         run_in_loop(loop, main())
     assert any("after a suspension" in str(r.exc_info and r.exc_info[1]) for r in caplog.records), caplog.text
+
+
+class CancelledBeforeTheConsumerStarted(wsfast.WebSocketHandler):
+    """The first async on_message of a connection runs its first step as a
+    consumer task that was created for it and has not run yet; a
+    cancellation of that task (a due timer, or the handler's own) lands
+    before the task's first step."""
+
+    async def on_message(self, message):
+        if message in ("timeout", "uncaught"):
+            # A blocking first step: the timer is due when the loop next
+            # looks, and uvloop runs due timers before call_soon callbacks
+            # (the new task's first step). The stdlib loop runs the task
+            # first, so it only checks the ordinary case.
+            try:
+                async with asyncio.timeout(0.001):
+                    time.sleep(0.005)
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                if message == "uncaught":
+                    raise
+                message += " timed out"
+        elif message == "cancel":  # deterministic on both loops
+            asyncio.current_task().cancel()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                message += " cancelled"
+        await self.write_message(message)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_first_step_cancelled_before_the_consumer_started(loop, impl, caplog):
+    """A cancellation meant for the connection's first suspended on_message
+    that reaches its consumer task before the task's first step is thrown
+    into the coroutine (asyncio.timeout turns it into TimeoutError, which
+    it may catch): the connection answers on, or closes with 1011 when the
+    TimeoutError is not caught. (It killed the task before its first line
+    and the connection went deaf.)"""
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is Python 3.11+")
+
+    async def main():
+        app = wsfast.Application([(r"/", CancelledBeforeTheConsumerStarted)], codec=impl)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            for first in (["timeout"], ["cancel"], ["at once", "timeout"], ["at once", "cancel"]):
+                # each on a new connection: the race is at its first coroutine
+                ws = await RawWebSocket.connect(server.port, timeout=2)
+                await ws.send(b"".join(ws.frame(TEXT, name.encode()) for name in first))  # one read
+                answers = {"timeout": b"timeout timed out", "cancel": b"cancel cancelled"}
+                await ws.expect(*[(TEXT, answers.get(name, name.encode())) for name in first])
+                for name in ("a", "timeout", "b"):  # not deaf, and the consumer task serves on
+                    await ws.send(ws.frame(TEXT, name.encode()))
+                    await ws.expect((TEXT, answers.get(name, name.encode())))
+                await ws.close()
+            ws = await RawWebSocket.connect(server.port, timeout=2)
+            await ws.send(ws.frame(TEXT, b"uncaught"))
+            await ws.expect_close(1011, eof=False)
+            await ws.send(ws.frame(CLOSE, close_payload(1011)))
+            await ws.expect_eof()
+            ws.abort()  # (app.stop would wait for our side of TCP)
+        finally:
+            await app.stop(timeout=1)
+
+    with caplog.at_level("ERROR", logger="wsfast"):
+        run_in_loop(loop, main(), timeout=30)
+    assert [type(r.exc_info and r.exc_info[1]) for r in caplog.records] == [TimeoutError], caplog.text
 
 
 class TaskWriter(wsfast.WebSocketHandler):

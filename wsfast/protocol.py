@@ -1181,8 +1181,39 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             task = self._loop.create_task(self._consume(), context=context)
         else:
             task = self._loop.create_task(self._consume())
+        task.add_done_callback(self._consumer_done)
         self._consumer = task
         return task
+
+    def _consumer_done(self, task: "asyncio.Task[None]") -> None:
+        """The consumer task ended. _consume's ``finally`` has let go of it
+        (self._consumer), unless the task was cancelled before its first
+        step: Task.cancel() on a task that has not started throws into
+        _consume() before its first line, none of which runs. The first
+        coroutine of a connection runs its first step as the consumer task
+        that _new_consumer has just created, so its asyncio.timeout() or
+        wait_for() can cancel that task before it ever ran (a timer shorter
+        than the suspension, due when the loop next looks: uvloop runs due
+        timers before call_soon callbacks). The cancellation is the
+        coroutine's, handed over at the head of the backlog: a new consumer
+        task throws it in there (see _consume's ``await idle``)."""
+        if self._consumer is not task:
+            return  # _consume ran (and ended); or a new task replaced it
+        self._consumer = None
+        backlog = self._backlog
+        if backlog and type(backlog[0]) is _Resume and task.cancelled():
+            head = backlog[0]
+            if head.thrown is None:
+                try:
+                    task.result()
+                except asyncio.CancelledError as exc:  # with the cancel() message
+                    head.thrown = exc
+            self._new_consumer()
+            return
+        # Cancelled from outside before it ran anything: nothing to take
+        # over; what _consume's finally does.
+        if self._ws_closed:
+            self._notify_closed()
 
     def _start_consumer(self, first: Any) -> None:
         """Queued mode: the consumer task awaits ``first`` (a suspended
@@ -1198,6 +1229,11 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._idle = None
             if not idle.done():
                 idle.set_result(None)
+        elif consumer.done():
+            # Not started, and no longer will be: cancelled before its
+            # first step, with nothing of ours to take over then
+            # (_consumer_done, due in this loop turn, lets it go).
+            self._new_consumer()
 
     async def _consume(self) -> None:
         """The consumer task of a connection whose handler is async: awaits,
