@@ -520,9 +520,27 @@ def check_params(block, func, params):
 
 # -- harnesses for the fragments ------------------------------------------------
 
-def harness_script(prelude, block_code, postlude, wrap=False):
+# Harness code shared by the auth examples' scripts (a postlude before theirs).
+EXPECT_REFUSED = """
+    async def expect_refused(url, *cases):
+        \"\"\"Each ``(headers, challenge)`` of ``cases`` is refused with 401 and a
+        WWW-Authenticate header that contains ``challenge``.\"\"\"
+        for headers, challenge in cases:
+            try:
+                await wsfast.connect(url, additional_headers=headers)
+            except wsfast.HandshakeError as exc:
+                assert exc.status == 401, exc
+                assert challenge in dict((k.lower(), v) for k, v in exc.headers)["www-authenticate"]
+            else:
+                raise AssertionError(f"{headers}: accepted")
+    """
+
+
+def harness_script(prelude, block_code, *postludes, wrap=False):
+    """A script: ``prelude``, the page's code (in a coroutine with ``wrap``),
+    then the ``postludes``, each dedented on its own."""
     body = as_coroutine(block_code) if wrap else block_code
-    return textwrap.dedent(prelude) + "\n" + body + "\n" + textwrap.dedent(postlude)
+    return "\n".join([textwrap.dedent(prelude), body] + [textwrap.dedent(p) for p in postludes])
 
 
 def h_until_shutdown(page, block, i):
@@ -787,7 +805,7 @@ def h_auth_mixin(page, block, i):
                         "old": SimpleNamespace(user="bob", expired=True)}.get(token)
 
         sessions = Sessions()
-        """, block.code, """
+        """, block.code, EXPECT_REFUSED, """
         async def main():
             app = wsfast.Application([(r"/chat", Chat)])
             server = await app.listen(0, host="127.0.0.1")
@@ -796,16 +814,9 @@ def h_auth_mixin(page, block, i):
                 assert await ws.recv() == "hello ada"
             async with wsfast.connect(url + "?access_token=good") as ws:
                 assert await ws.recv() == "hello ada"
-            for headers, status, challenge in (({}, 401, 'Bearer realm="chat"'),
-                                               ({"Authorization": "Bearer old"}, 401, 'error="invalid_token"'),
-                                               ({"Authorization": "Bearer nope"}, 401, 'error="invalid_token"')):
-                try:
-                    await wsfast.connect(url, additional_headers=headers)
-                except wsfast.HandshakeError as exc:
-                    assert exc.status == status, exc
-                    assert challenge in dict((k.lower(), v) for k, v in exc.headers)["www-authenticate"]
-                else:
-                    raise AssertionError(f"{headers}: accepted")
+            await expect_refused(url, ({}, 'Bearer realm="chat"'),
+                                 ({"Authorization": "Bearer old"}, 'error="invalid_token"'),
+                                 ({"Authorization": "Bearer nope"}, 'error="invalid_token"'))
             await app.stop()
 
         asyncio.run(main())
@@ -814,7 +825,7 @@ def h_auth_mixin(page, block, i):
 
 def h_auth_tornado(page, block, i):
     pytest.importorskip("tornado")
-    page.run_script(harness_script("", block.code, """
+    page.run_script(harness_script("", block.code, EXPECT_REFUSED, """
         import asyncio
         import tornado.web
         import wsfast
@@ -824,58 +835,59 @@ def h_auth_tornado(page, block, i):
             server = app.listen(0, address="127.0.0.1")
             port = next(iter(server._sockets.values())).getsockname()[1]
             url = f"ws://127.0.0.1:{port}/chat"
-            for headers, challenge in (({}, 'Bearer realm="chat"'),
-                                       ({"Authorization": "Bearer any"}, 'error="invalid_token"')):
-                try:  # the page's verify_token is `...`: it returns None, so every token is refused
-                    await wsfast.connect(url, additional_headers=headers)
-                except wsfast.HandshakeError as exc:
-                    assert exc.status == 401, exc
-                    assert challenge in dict((k.lower(), v) for k, v in exc.headers)["www-authenticate"]
-                else:
-                    raise AssertionError(f"{headers}: accepted")
+            # the page's verify_token is `...`: it returns None, so every token is refused
+            await expect_refused(url, ({}, 'Bearer realm="chat"'),
+                                 ({"Authorization": "Bearer any"}, 'error="invalid_token"'))
             server.stop()
 
         asyncio.run(main())
         """), f"example_{i}.py")
 
 
-def h_auth_asgi(page, block, i):
-    pytest.importorskip("fastapi")
-    page.run_script(harness_script("""
-        import asyncio
-        import uvicorn
-        import wsfast
-        from fastapi import FastAPI, WebSocket
-        from wsfast.asgi import WSFastProtocol
+def asgi_token_prelude(*imports):
+    """The top of a harness script for an ASGI token-auth example: FastAPI's
+    ``app``, a ``verify(token)`` that knows the token "good" (user "ada"), the
+    ``imports`` the example needs beyond those, and ``uvicorn_serving()``,
+    which serves ``app`` with wsfast's ASGI protocol on a free loopback port."""
+    return "\n".join(("import asyncio", "import contextlib", "import socket", "import uvicorn",
+                      "import wsfast", "from fastapi import FastAPI, WebSocket",
+                      "from wsfast.asgi import WSFastProtocol") + imports) + textwrap.dedent("""
 
         app = FastAPI()
 
         def verify(token):
             return "ada" if token == "good" else None
-        """, block.code, """
-        async def main():
-            import socket
+
+        @contextlib.asynccontextmanager
+        async def uvicorn_serving():
+            \"\"\"Serve ``app`` on 127.0.0.1; yields its ws:// base URL.\"\"\"
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
             server = uvicorn.Server(uvicorn.Config(app, ws=WSFastProtocol, log_level="warning"))
             task = asyncio.ensure_future(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.02)
-            url = f"ws://127.0.0.1:{port}/ws"
-            ws = await wsfast.connect(url, additional_headers={"Authorization": "Bearer good"})
-            await ws.close()  # accepted (the endpoint then returns)
-            for headers, challenge in (({}, 'Bearer realm="chat"'),
-                                       ({"Authorization": "Bearer bad"}, 'error="invalid_token"')):
-                try:
-                    await wsfast.connect(url, additional_headers=headers)
-                except wsfast.HandshakeError as exc:
-                    assert exc.status == 401, exc
-                    assert challenge in dict((k.lower(), v) for k, v in exc.headers)["www-authenticate"]
-                else:
-                    raise AssertionError(f"{headers}: accepted")
-            server.should_exit = True
-            await task
+            try:
+                while not server.started:
+                    if task.done():  # it failed to start: say why rather than wait out a timeout
+                        task.result()
+                        raise RuntimeError("uvicorn returned without starting")
+                    await asyncio.sleep(0.02)
+                yield f"ws://127.0.0.1:{sock.getsockname()[1]}"
+            finally:
+                server.should_exit = True
+                await task
+        """)
+
+
+def h_auth_asgi(page, block, i):
+    pytest.importorskip("fastapi")
+    page.run_script(harness_script(asgi_token_prelude(), block.code, EXPECT_REFUSED, """
+        async def main():
+            async with uvicorn_serving() as base:
+                url = base + "/ws"
+                ws = await wsfast.connect(url, additional_headers={"Authorization": "Bearer good"})
+                await ws.close()  # accepted (the endpoint then returns)
+                await expect_refused(url, ({}, 'Bearer realm="chat"'),
+                                     ({"Authorization": "Bearer bad"}, 'error="invalid_token"'))
 
         asyncio.run(main())
         """), f"example_{i}.py")
@@ -1269,39 +1281,19 @@ def d_asgi_authenticate(page, code, i):
     pytest.importorskip("fastapi")
     endpoint = ('@app.websocket("/ws")\nasync def chat(websocket: WebSocket):\n'
                 + textwrap.indent(code, "    "))
-    page.run_script(harness_script("""
-        import asyncio
-        import socket
-        import uvicorn
-        import wsfast
-        from fastapi import FastAPI, WebSocket
-        from wsfast.asgi import WSFastProtocol
-        from wsfast.auth import asgi_authenticate
-
-        app = FastAPI()
-
-        def verify(token):
-            return "ada" if token == "good" else None
-        """, endpoint, """
+    page.run_script(harness_script(asgi_token_prelude("from wsfast.auth import asgi_authenticate"),
+                                   endpoint, """
         async def main():
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            server = uvicorn.Server(uvicorn.Config(app, ws=WSFastProtocol, log_level="warning"))
-            task = asyncio.ensure_future(server.serve(sockets=[sock]))
-            while not server.started:
-                await asyncio.sleep(0.02)
-            url = f"ws://127.0.0.1:{port}/ws"
-            ws = await wsfast.connect(url + "?access_token=good")
-            await ws.close()
-            try:
-                await wsfast.connect(url + "?access_token=bad")
-            except wsfast.HandshakeError as exc:
-                assert exc.status == 401, exc
-            else:
-                raise AssertionError("a bad token was accepted")
-            server.should_exit = True
-            await task
+            async with uvicorn_serving() as base:
+                url = base + "/ws"
+                ws = await wsfast.connect(url + "?access_token=good")
+                await ws.close()
+                try:
+                    await wsfast.connect(url + "?access_token=bad")
+                except wsfast.HandshakeError as exc:
+                    assert exc.status == 401, exc
+                else:
+                    raise AssertionError("a bad token was accepted")
 
         asyncio.run(main())
         """), f"doc_{i}.py")
