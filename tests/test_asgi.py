@@ -630,3 +630,37 @@ def test_one_reply_is_written_at_once_a_burst_corked(run, protocol_cls):
         assert protocol.transport.writes == 6  # and the close reply
 
     run(main())
+
+
+def test_message_after_a_cancelled_receive(run):
+    """A receive() cancelled (a timeout) leaves its waiter behind, cancelled:
+    a message that comes before the next receive() is queued for it, not lost."""
+    seen = []
+
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(receive(), 0.05)
+            seen.append("received too early")
+        await send({"type": "websocket.send", "text": "ready"})
+        await asyncio.sleep(0.3)  # "one" arrives meanwhile, with no receive() waiting
+        protocol = next(iter(seen[0].server_state.connections))
+        seen.append(len(protocol.session._queue))
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+        message = await receive()  # and the next one, handed to a waiting receive() as usual
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    async def main():
+        async with serve(app) as (server, port):
+            seen.append(server)
+            async with connect(f"ws://127.0.0.1:{port}/") as ws:
+                assert await ws.recv() == "ready"
+                await ws.send("one")
+                assert await ws.recv() == "one"
+                await ws.send("two")
+                assert await ws.recv() == "two"
+        assert seen[1:] == [1]
+
+    run(main())

@@ -215,8 +215,7 @@ class WSFastProtocol(WebSocketProtocol):
     close reply, or None) and ``ping_timer``.
     """
 
-    __slots__ = ("config", "app_state", "session", "_connections", "_tasks", "_default_headers",
-                 "_write_now")
+    __slots__ = ("config", "app_state", "session", "_connections", "_tasks", "_default_headers")
 
     #: The frame codec: None for the fastest available, or "cython"/"python"
     #: (a subclass that sets it is a class to give uvicorn, like this one).
@@ -233,7 +232,6 @@ class WSFastProtocol(WebSocketProtocol):
         self._connections: Set[Any] = server_state.connections
         self._tasks: Set["asyncio.Task[None]"] = server_state.tasks
         self._default_headers: List[Tuple[bytes, bytes]] = server_state.default_headers
-        self._write_now = False  # ASGISession.send(): write_message writes at once (see _cork)
 
     # -- what uvicorn (and its tests) read and set ------------------------------
 
@@ -287,16 +285,6 @@ class WSFastProtocol(WebSocketProtocol):
         else:
             session._shutdown_before_accept()
 
-    def _cork(self, data: Optional[bytes]) -> None:
-        # write_message outside a read corks its frame to the end of the loop
-        # turn (several sends, one write); the answer to a message the
-        # application waited for goes at once instead (ASGISession.send()).
-        if self._write_now and data is not None:
-            self._write_now = False
-            self.transport.write(data)
-        else:
-            WebSocketProtocol._cork(self, data)
-
     def _pong_timed_out(self) -> None:
         # No pong within ws_ping_timeout: the peer is gone or stuck, so fail
         # the connection (close frame 1011, then TCP) as uvicorn's own classes
@@ -343,7 +331,7 @@ class ASGISession:
 
     __slots__ = (
         "protocol", "scope", "_key", "_request", "_state", "_app_closed", "_queue", "_waiter",
-        "_handed", "_disconnect", "_response", "_chunked", "_direct", "_new_future",
+        "_handed", "_disconnect", "_response", "_chunked", "_new_future",
     )
 
     def __init__(self, protocol: WSFastProtocol, request: Request, key: str) -> None:
@@ -362,7 +350,6 @@ class ASGISession:
         # (status, headers) of a denial response not started yet
         self._response: Optional[Tuple[int, List[Tuple[str, str]]]] = None
         self._chunked = False
-        self._direct = False  # the next send may write at once (see send())
         self._new_future = protocol._loop.create_future
         config = protocol.config
         transport = protocol.transport
@@ -438,16 +425,22 @@ class ASGISession:
     async def receive(self) -> Event:
         """The next event: websocket.connect, websocket.receive (text or
         bytes), then websocket.disconnect (again on every later call)."""
-        self._direct = True
+        protocol = self.protocol
+        # The first send after this answers what it returns: written at once
+        # (one message in flight), not corked to the end of the loop turn,
+        # which would cost another loop iteration (an epoll_wait) per
+        # message; later sends before the next receive() are corked (a
+        # burst: one write). See WebSocketProtocol._write_now.
+        protocol._write_now = True
         if self._handed:  # the message handed over last time has had its turn
             self._handed = False
-            if self.protocol._close_held:  # (the test of consumed(), saving a call per message)
-                self.protocol.consumed()
+            if protocol._close_held:  # (the test of consumed(), saving a call per message)
+                protocol.consumed()
         queue = self._queue
         if queue:
             event = queue.popleft()
             if not queue and self._state is _ACCEPTED:
-                self.protocol.resume_reading()
+                protocol.resume_reading()
                 # A close held behind these messages goes once the
                 # application comes back for more (it has answered this one).
                 self._handed = True
@@ -472,11 +465,15 @@ class ASGISession:
         else:
             event = {"type": "websocket.receive", "bytes": message}
         waiter = self._waiter
-        if waiter is not None and not waiter.done() and not self._queue:
+        if waiter is not None:  # (then nothing is queued: receive() waits only on an empty queue)
             self._waiter = None
-            waiter.set_result(event)
-            self._handed = True
-            return
+            try:
+                waiter.set_result(event)
+            except asyncio.InvalidStateError:
+                pass  # cancelled (so was that receive()): queued for the next one
+            else:
+                self._handed = True
+                return
         queue = self._queue
         queue.append(event)
         # Leave the rest in the kernel while the application is not receiving
@@ -543,8 +540,7 @@ class ASGISession:
             else:
                 await drained  # backpressure: the buffer is above its high-water mark
         kind = message["type"]
-        state = self._state
-        if state is _ACCEPTED:
+        if self._state is _ACCEPTED:
             if kind == "websocket.send":
                 data = message.get("bytes")
                 if data is None:
@@ -555,22 +551,12 @@ class ASGISession:
                     # More messages to answer in this loop turn (a pipelining
                     # peer): their replies go out in one write at its end.
                     protocol.cork()
-                elif self._direct:
-                    # The first send since a receive() with nothing queued
-                    # behind it (one message in flight: the answer): written
-                    # now (unless a batch is open). Corked, it would cost a
-                    # callback at the turn's end and so another loop
-                    # iteration (an epoll_wait) per message. Further sends
-                    # before the next receive() are corked (a burst: one
-                    # write).
-                    self._direct = False
-                    protocol._write_now = True
+                # (else the first send since receive() is written at once:
+                # see there)
                 try:
                     protocol.write_message(data)
                 except WebSocketError:
                     raise ClientDisconnected() from None
-                finally:
-                    protocol._write_now = False
             elif kind == "websocket.close":
                 code = message.get("code") or 1000
                 reason = message.get("reason") or ""
@@ -581,7 +567,7 @@ class ASGISession:
                 raise RuntimeError(
                     f"Expected ASGI message 'websocket.send' or 'websocket.close', but got {kind!r}."
                 )
-        elif state is _CONNECTING:
+        elif self._state is _CONNECTING:
             if kind == "websocket.accept":
                 self._accept(message)
             elif kind == "websocket.close":
@@ -593,7 +579,7 @@ class ASGISession:
                     "Expected ASGI message 'websocket.accept', 'websocket.close' "
                     f"or 'websocket.http.response.start' but got {kind!r}."
                 )
-        elif state is _RESPONDING:
+        elif self._state is _RESPONDING:
             if kind != "websocket.http.response.body":
                 raise RuntimeError(
                     f"Expected ASGI message 'websocket.http.response.body' but got '{kind}'."

@@ -420,7 +420,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         "_consumer", "_idle", "_ws_closed", "_notified", "_lost", "_write_paused",
         "_drain", "_batch", "_close_timer", "_ping_timer", "_pong_timer",
         "_close_held", "_hold_timer", "_bare_build", "_windowed", "_write_cap", "_shared",
-        "_consumer_context", "_step",
+        "_consumer_context", "_step", "_write_now",
     )  # many connections: no per-instance dict
 
     def __init__(self, side: Side, options: Options, owner: Any) -> None:
@@ -473,6 +473,12 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         self._drain: Optional["asyncio.Future[None]"] = None
         # a list while a read's messages are handled
         self._batch: Optional[List[bytes]] = None
+        # The next frame write_message writes outside a batch goes to the
+        # transport at once instead of being corked: set by a front-end whose
+        # application is about to answer a message it waited for (wsfast.asgi:
+        # one message in flight; corked, the answer would cost another loop
+        # iteration, an epoll_wait, per message).
+        self._write_now = False
         self._close_timer: Optional[asyncio.TimerHandle] = None
         self._ping_timer: Optional[asyncio.TimerHandle] = None
         self._pong_timer: Optional[asyncio.TimerHandle] = None
@@ -1342,6 +1348,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             elif build is None:  # a client masks, an extension transforms: a copy anyway
                 data = conn.send_binary(message)  # type: ignore[arg-type]  # (dispatched on the message's type)
             else:
+                self._write_now = False  # (written now in any case)
                 self._send_parts(conn.send_binary_parts(message))  # type: ignore[arg-type]  # (dispatched on the message's type)
                 return self.drained()
         elif not compress:  # rare: the opt-out keeps the common path unchanged
@@ -1368,6 +1375,9 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 # the water marks and the cap apply (a loop awaiting
                 # write_message gets its back pressure, never the cap).
                 self._write_batch()
+        elif self._write_now:  # the answer a peer waits for (see __init__)
+            self._write_now = False
+            self.transport.write(data)
         elif self._write_paused or len(data) >= _UNCOPIED_MIN:
             self.transport.write(data)  # a large frame gains nothing from waiting
         else:
