@@ -5,6 +5,7 @@ keepalive, backpressure and ordering. uvicorn's own WebSocket tests run in
 tests/test_uvicorn_suite.py; Chromium in tests/test_asgi_browser.py."""
 
 import asyncio
+import collections
 import contextlib
 import functools
 import os
@@ -508,6 +509,51 @@ def test_wss(run, protocol_cls, certificate):
                     await ws.send(message)
                     assert await ws.recv() == message
         assert schemes == ["wss"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+def test_reads_go_through_get_buffer(run, certificate, tls):
+    """Once uvicorn has handed the connection over (one data_received with
+    the request head), every read lands in the protocol's own buffer
+    (get_buffer/buffer_updated) on both loops, over TCP and over TLS. asyncio
+    reads so into any asyncio.BufferedProtocol; uvloop only into one that is
+    not also an asyncio.Protocol, so WSFastProtocol is an asyncio.Protocol
+    for type checkers only (wsfast/asgi.py)."""
+    import ssl
+
+    assert not issubclass(WSFastProtocol, asyncio.Protocol)
+    calls = collections.Counter()
+
+    class Counting(WSFastProtocol):
+        def get_buffer(self, sizehint):
+            calls["get_buffer"] += 1
+            return super().get_buffer(sizehint)
+
+        def buffer_updated(self, nbytes):
+            calls["buffer_updated"] += 1
+            super().buffer_updated(nbytes)
+
+        def data_received(self, data):
+            calls["data_received"] += 1
+            super().data_received(data)
+
+    cert, key = certificate
+    settings = {"ssl_certfile": cert, "ssl_keyfile": key} if tls else {}
+
+    async def main():
+        async with serve(_echo, Counting, **settings) as (_, port):
+            context = ssl.create_default_context(cafile=cert) if tls else None
+            async with connect(f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/", ssl=context,
+                               compression=None) as ws:
+                for i in range(20):  # one message a read: the next waits for the echo
+                    await ws.send(f"m{i}")
+                    assert await ws.recv() == f"m{i}"
+                await ws.send(b"\x00" * 300_000)  # larger than a buffer: several reads
+                assert await ws.recv() == b"\x00" * 300_000
+        assert calls["data_received"] == 1, calls
+        assert calls["buffer_updated"] >= 21 and calls["get_buffer"] >= calls["buffer_updated"], calls
 
     run(main())
 

@@ -75,7 +75,10 @@ from typing import Awaitable, List, Optional, Union
 
 from typing_extensions import assert_type
 
+import uvicorn
+
 import wsfast
+from wsfast.asgi import WSFastProtocol
 from wsfast.http import Headers, Request
 from wsfast.pubsub import Hub, PublishResult
 
@@ -129,6 +132,13 @@ async def main() -> None:
         async for chunk in ws.recv_streaming():
             assert_type(chunk, Union[str, bytes])
     await server.stop()
+
+
+def serve_asgi() -> None:
+    # uvicorn's ws= takes the class (typed as an asyncio.Protocol subclass)
+    config = uvicorn.Config("app:app", ws=WSFastProtocol, port=8000)
+    uvicorn.Server(config).run()
+    uvicorn.run("app:app", ws=WSFastProtocol)
 '''
 
 

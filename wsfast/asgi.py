@@ -204,7 +204,24 @@ class _Owner:
 _OWNER = _Owner()
 
 
-class WSFastProtocol(WebSocketProtocol):
+if TYPE_CHECKING:
+    # uvicorn annotates Config(ws=...) and run(ws=...) as type[asyncio.Protocol]
+    # (or an import string), and WebSocketProtocol is an asyncio.BufferedProtocol.
+    # It implements asyncio.Protocol's methods as well (data_received is how
+    # uvicorn hands over the request head), so for type checkers it is one,
+    # and `ws=WSFastProtocol` checks. Not at run time: uvloop reads into a
+    # protocol's own buffer (get_buffer/buffer_updated) only when it is NOT
+    # an asyncio.Protocol (uvloop/handles/stream.pyx and sslproto.pyx,
+    # _set_protocol), and a protocol fed by data_received copies every read
+    # into a new bytes and loses the zero-copy window for large frames.
+    # tests/test_asgi.py test_reads_go_through_get_buffer keeps it so.
+    class _ProtocolBase(WebSocketProtocol, asyncio.Protocol):
+        __slots__ = ()
+else:
+    _ProtocolBase = WebSocketProtocol
+
+
+class WSFastProtocol(_ProtocolBase):
     """The protocol class to give uvicorn (``--ws wsfast.asgi:WSFastProtocol``).
 
     uvicorn builds one per upgrade request with its ``config``,
