@@ -719,6 +719,42 @@ def test_async_first_step_cancelled_before_the_consumer_started(loop, impl, capl
     assert [type(r.exc_info and r.exc_info[1]) for r in caplog.records] == [TimeoutError], caplog.text
 
 
+class CancelsItsTask(wsfast.WebSocketHandler):
+    async def on_message(self, message):
+        if message == "sleep":
+            await asyncio.sleep(0.001)
+        elif message == "cancel":  # its own task, not caught
+            asyncio.current_task().cancel()
+            await asyncio.sleep(5)
+        await self.write_message(message)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_async_on_message_cancelling_its_task_closes_1011(loop, impl):
+    """A cancellation of the consumer task that on_message does not catch
+    ends that task; the connection closes with 1011 (it waited for the gone
+    task: deaf), whether the task had run before or was new."""
+
+    async def main():
+        app = wsfast.Application([(r"/", CancelsItsTask)], codec=impl)
+        server = await app.listen(0, host="127.0.0.1")
+        try:
+            for before in (["sleep"], []):
+                ws = await RawWebSocket.connect(server.port, timeout=2)
+                for name in before:
+                    await ws.send(ws.frame(TEXT, name.encode()))
+                    await ws.expect((TEXT, name.encode()))
+                await ws.send(ws.frame(TEXT, b"cancel"), ws.frame(TEXT, b"after"))
+                await ws.expect_close(1011, eof=False)
+                await ws.send(ws.frame(CLOSE, close_payload(1011)))
+                await ws.expect_eof()
+                ws.abort()
+        finally:
+            await app.stop(timeout=1)
+
+    run_in_loop(loop, main(), timeout=30)
+
+
 class TaskWriter(wsfast.WebSocketHandler):
     def open(self):
         asyncio.get_running_loop().create_task(self.burst())

@@ -6,6 +6,7 @@ uvloop, and the ``@authenticated get()`` guard."""
 import asyncio
 import socket
 import ssl
+import time
 
 import pytest
 
@@ -554,3 +555,51 @@ def test_error_in_on_close_is_logged_like_tornado(run, caplog):
     (record,) = [r for r in caplog.records if "boom" in str(r.exc_info)]
     assert record.name == "tornado.application"
     assert record.getMessage().startswith("Uncaught exception")
+
+
+class CancelledFirstStep(wt.WebSocketHandler):
+    """Its first coroutine runs its first step as the connection's consumer
+    task, just created and not yet run; a cancellation of that task lands
+    before the task's first step (a timer due when the loop next looks:
+    uvloop runs due timers first; or the handler's own cancel())."""
+
+    async def on_message(self, message):
+        if message == "timeout":
+            try:
+                async with asyncio.timeout(0.001):
+                    time.sleep(0.005)  # a blocking first step: the timer is due
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                message += " timed out"
+        elif message == "cancel":
+            asyncio.current_task().cancel()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                message += " cancelled"
+        await self.write_message(message)
+
+
+def test_cancellation_before_the_consumer_task_started_goes_to_on_message(run, impl):
+    """The cancellation is thrown into on_message, where it was suspended
+    (it killed the consumer task before its first step: the connection
+    went deaf)."""
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout is Python 3.11+")
+
+    async def main():
+        app = tornado.web.Application([(r"/", CancelledFirstStep)], wsfast_codec=impl)
+        server, port = await serve(app)
+        try:
+            for first in ("timeout", "cancel"):  # each on a new connection
+                ws = await wt.websocket_connect(f"ws://127.0.0.1:{port}/")
+                answers = {"timeout": "timeout timed out", "cancel": "cancel cancelled"}
+                for message in (first, "a", "timeout", "b"):
+                    ws.write_message(message)
+                    answer = await asyncio.wait_for(ws.read_message(), 2)
+                    assert answer == answers.get(message, message)
+                ws.close()
+        finally:
+            server.stop()
+
+    run(main())

@@ -1216,8 +1216,10 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                     head.thrown = exc
             self._new_consumer()
             return
-        # Cancelled from outside before it ran anything: nothing to take
-        # over; what _consume's finally does.
+        # Cancelled from outside before it ran anything, with nothing of
+        # the coroutine's to take over: as if _consume had been cancelled.
+        if backlog is not None:
+            self._consumer_gone()
         if self._ws_closed:
             self._notify_closed()
 
@@ -1288,17 +1290,44 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         except asyncio.CancelledError:
             task = asyncio.current_task()
             cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-            if cancelling is None or cancelling():
-                raise  # this task was cancelled (the loop is shutting down)
-            # on_message raised it: a handler bug like any other exception,
-            # which would otherwise leave the connection open and deaf.
-            self._handler_failed("on_message")
+            if cancelling is not None and not cancelling():
+                # on_message raised it: a handler bug like any other exception,
+                # which would otherwise leave the connection open and deaf.
+                self._handler_failed("on_message")
+                return
+            # This task was cancelled: the loop shuts down, or someone (the
+            # handler itself) cancelled it. Before 3.11 that cannot be told
+            # from a CancelledError that on_message raised: logged as its
+            # failure too. Idle (direct mode), the next coroutine gets a new
+            # task; a backlog would wait for this one forever: closed (1011).
+            if self._backlog is not None:
+                if cancelling is None:
+                    self._handler_failed("on_message")
+                else:
+                    self._consumer_gone()
+            raise
         except Exception:
             self._handler_failed("on_message")
         finally:
             self._consumer = None
             if self._ws_closed:
                 self._notify_closed()
+
+    def _consumer_gone(self) -> None:
+        """The consumer task was cancelled with messages (or an on_message,
+        an ``async def open``, a write) waiting for it: close (1011) rather
+        than leave them, and the connection, waiting for a task that is
+        gone. Not logged: a cancellation is no handler error."""
+        self._on_message = _drop
+        backlog = self._backlog
+        if backlog is not None:
+            self._backlog = None
+            for item in backlog:
+                close = getattr(item, "close", None)
+                if close is not None and inspect.iscoroutine(item):
+                    close()  # never started: no "never awaited" warning
+            backlog.clear()
+        self.close(1011, "internal error")
 
     def _handler_failed(self, where: str) -> None:
         log.exception("error in %s of %r; closing the connection with 1011", where, self.handler)
