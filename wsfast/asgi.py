@@ -101,6 +101,11 @@ CLOSE_TIMEOUT = 10.0
 # per connection: 2**12-byte windows, zlib memLevel 5).
 _DEFLATE = DeflateOptions(server_max_window_bits=12, client_max_window_bits=12, mem_level=5)
 
+# receive()'s waiter: a future of the running loop (the application's task
+# runs in the protocol's loop). Made by the class, it costs less than
+# loop.create_future() (uvloop's passes the loop as a keyword argument).
+_Future = asyncio.Future
+
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
 
@@ -348,7 +353,7 @@ class ASGISession:
 
     __slots__ = (
         "protocol", "scope", "_key", "_request", "_state", "_app_closed", "_queue", "_waiter",
-        "_handed", "_disconnect", "_response", "_chunked", "_new_future",
+        "_handed", "_disconnect", "_response", "_chunked",
     )
 
     def __init__(self, protocol: WSFastProtocol, request: Request, key: str) -> None:
@@ -367,7 +372,6 @@ class ASGISession:
         # (status, headers) of a denial response not started yet
         self._response: Optional[Tuple[int, List[Tuple[str, str]]]] = None
         self._chunked = False
-        self._new_future = protocol._loop.create_future
         config = protocol.config
         transport = protocol.transport
         root_path = config.root_path
@@ -449,10 +453,12 @@ class ASGISession:
         # message; later sends before the next receive() are corked (a
         # burst: one write). See WebSocketProtocol._write_now.
         protocol._write_now = True
-        if self._handed:  # the message handed over last time has had its turn
-            self._handed = False
-            if protocol._close_held:  # (the test of consumed(), saving a call per message)
-                protocol.consumed()
+        # The message handed over last time has had its turn: a close held
+        # behind it may go ("protocol._close_held": consumed()'s test, saving
+        # a call per message).
+        if protocol._close_held and self._handed:
+            protocol.consumed()
+        self._handed = False
         queue = self._queue
         if queue:
             event = queue.popleft()
@@ -470,7 +476,7 @@ class ASGISession:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             raise RuntimeError("receive() called while another receive() of this connection waits")
-        waiter = self._waiter = self._new_future()
+        waiter = self._waiter = _Future()
         return await waiter
 
     def on_message(self, message: Union[str, bytes]) -> None:

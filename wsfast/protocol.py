@@ -915,14 +915,13 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             # transport write (one syscall for a read full of messages).
             if batch is None:
                 batch = self._batch = []
-            host: Any = None  # the consumer task, entered for on_message coroutines
-            run_in_host: Any = None  # its context's run()
-            coroutine = _COROUTINE
+            # the consumer task, entered for on_message coroutines (then
+            # run_in_host is its context's run())
+            host: Any = None
             try:
                 # on_message while messages go straight to it (no consumer
                 # task), else None; read again whenever that may change.
                 on_message = self._on_message if self._backlog is None else None
-                done = self._done
                 for event in events:
                     kind = type(event)
                     if kind is str or kind is bytes:
@@ -938,8 +937,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                                 self._handler_failed("on_message")
                                 on_message = self._on_message if self._backlog is None else None
                                 continue
-                            if result is not None and result is not done:
-                                if type(result) is coroutine:  # async def on_message
+                            if result is not None and result is not self._done:
+                                if type(result) is _COROUTINE:  # async def on_message
                                     # Its first step now, as the consumer task
                                     # (the section "async def on_message" below).
                                     if host is None:
