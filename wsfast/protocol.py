@@ -344,6 +344,16 @@ def _step_driver() -> Generator[Any, Any, None]:
         coro = yield _STEP_DONE
 
 
+@types.coroutine
+def _primed() -> Generator[None, None, None]:
+    """Where a consumer task's coroutine waits for the task's first step:
+    _new_consumer runs _consume() to this yield before it makes the task,
+    so that a Task.cancel() landing before that step is thrown in here,
+    inside _consume's try (into a coroutine that has not started it would
+    end it before its first line: no except, no finally)."""
+    yield
+
+
 def _new_step() -> Any:
     """A primed step driver's ``send``."""
     driver = _step_driver()
@@ -1181,46 +1191,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         return host
 
     def _new_consumer(self) -> "asyncio.Task[None]":
+        consume = self._consume()
+        consume.send(None)  # to its _primed() yield: see there
         if _TASK_CONTEXT:
             context = self._consumer_context = contextvars.copy_context()
-            task = self._loop.create_task(self._consume(), context=context)
+            task = self._loop.create_task(consume, context=context)
         else:
-            task = self._loop.create_task(self._consume())
-        task.add_done_callback(self._consumer_done)
+            task = self._loop.create_task(consume)
         self._consumer = task
         return task
-
-    def _consumer_done(self, task: "asyncio.Task[None]") -> None:
-        """The consumer task ended. _consume's ``finally`` has let go of it
-        (self._consumer), unless the task was cancelled before its first
-        step: Task.cancel() on a task that has not started throws into
-        _consume() before its first line, none of which runs. The first
-        coroutine of a connection runs its first step as the consumer task
-        that _new_consumer has just created, so its asyncio.timeout() or
-        wait_for() can cancel that task before it ever ran (a timer shorter
-        than the suspension, due when the loop next looks: uvloop runs due
-        timers before call_soon callbacks). The cancellation is the
-        coroutine's, handed over at the head of the backlog: a new consumer
-        task throws it in there (see _consume's ``await idle``)."""
-        if self._consumer is not task:
-            return  # _consume ran (and ended); or a new task replaced it
-        self._consumer = None
-        backlog = self._backlog
-        if backlog and type(backlog[0]) is _Resume and task.cancelled():
-            head = backlog[0]
-            if head.thrown is None:
-                try:
-                    task.result()
-                except asyncio.CancelledError as exc:  # with the cancel() message
-                    head.thrown = exc
-            self._new_consumer()
-            return
-        # Cancelled from outside before it ran anything, with nothing of
-        # the coroutine's to take over: as if _consume had been cancelled.
-        if backlog is not None:
-            self._consumer_gone()
-        if self._ws_closed:
-            self._notify_closed()
 
     def _start_consumer(self, first: Any) -> None:
         """Queued mode: the consumer task awaits ``first`` (a suspended
@@ -1236,11 +1215,6 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._idle = None
             if not idle.done():
                 idle.set_result(None)
-        elif consumer.done():
-            # Not started, and no longer will be: cancelled before its
-            # first step, with nothing of ours to take over then
-            # (_consumer_done, due in this loop turn, lets it go).
-            self._new_consumer()
 
     async def _consume(self) -> None:
         """The consumer task of a connection whose handler is async: awaits,
@@ -1248,6 +1222,15 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
         low = max(self.options.max_queue // 2, 0)
         done = self._done
         try:
+            try:
+                await _primed()  # _new_consumer ran us to here; the task goes on
+            except asyncio.CancelledError as exc:
+                # Cancelled before its first step: the first coroutine of a
+                # connection ran its first step as this task, just created
+                # (a timer of its asyncio.timeout() due when the loop next
+                # looks: uvloop runs due timers before call_soon callbacks).
+                if not self._to_coroutine(exc):
+                    raise
             while True:
                 backlog = self._backlog
                 if backlog:
@@ -1276,16 +1259,8 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 try:
                     await idle
                 except asyncio.CancelledError as exc:
-                    # A coroutine that suspended in a read ran as this task:
-                    # asyncio.timeout()/wait_for() inside it cancel this task.
-                    # When that lands after the coroutine was handed over but
-                    # before this task woke to take it, it is the coroutine's:
-                    # throw it in there (the timeout turns it into TimeoutError).
-                    backlog = self._backlog
-                    if backlog and type(backlog[0]) is _Resume:
-                        backlog[0].thrown = exc
-                        continue
-                    raise
+                    if not self._to_coroutine(exc):
+                        raise
         except asyncio.CancelledError:
             task = asyncio.current_task()
             cancelling = getattr(task, "cancelling", None)  # Python 3.11+
@@ -1311,6 +1286,20 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             self._consumer = None
             if self._ws_closed:
                 self._notify_closed()
+
+    def _to_coroutine(self, exc: BaseException) -> bool:
+        """A cancellation that reached the consumer task while it waited
+        (idle, or for its first step): a coroutine that suspended in a read
+        ran as this task, and asyncio.timeout()/wait_for() inside it cancel
+        this task. When that lands after the coroutine was handed over but
+        before the task woke to take it, it is the coroutine's: thrown in
+        there (the timeout turns it into TimeoutError). False: not the
+        coroutine's (none waits at the head of the backlog)."""
+        backlog = self._backlog
+        if backlog and type(backlog[0]) is _Resume:
+            backlog[0].thrown = exc
+            return True
+        return False
 
     def _consumer_gone(self) -> None:
         """The consumer task was cancelled with messages (or an on_message,
