@@ -139,6 +139,33 @@ def test_echo(loop_thread, codec, server):
         ws.send("late")
 
 
+def test_max_fragments(loop_thread, codec):
+    """connect(max_fragments=N) as the async client's: N frames pass, N + 1
+    fail the connection with 1009, which the server receives."""
+    seen = []
+
+    async def fragments(ws):
+        await ws.send(["a"] * 3)  # 4 frames: the items, then an empty one with FIN
+        await ws.send(["a"] * 4)  # 5 frames
+        try:
+            await ws.recv()
+        except websockets.ConnectionClosed as exc:
+            seen.append(exc.rcvd.code if exc.rcvd else None)
+
+    address, _ = websockets_server(loop_thread, fragments)
+    with wsfast.sync.connect(f"ws://{address}/ws", codec=codec, max_fragments=4) as ws:
+        assert ws.recv() == "aaa"
+        with pytest.raises(wsfast.ConnectionClosedError) as info:
+            ws.recv()
+        assert info.value.code == 1009
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [1009]
+    with pytest.raises(ValueError):
+        wsfast.sync.connect(f"ws://{address}/ws", max_fragments=0)
+
+
 def test_iteration_ends_on_normal_close(loop_thread, codec):
     address, _ = wsfast_server(loop_thread, [(r"/ws", Countdown)], codec=codec)
     with wsfast.sync.connect(f"ws://{address}/ws", codec=codec) as ws:

@@ -100,6 +100,10 @@ class Small(Recorder):
     max_message_size = 1024
 
 
+class FewFragments(Recorder):
+    max_fragments = 2  # a class attribute overrides the websocket_max_fragments setting
+
+
 class Guarded(Recorder):
     def prepare(self):
         if self.get_argument("token", None) != "secret":
@@ -130,7 +134,8 @@ class Log:
 
 class wsfast_server:
     """``async with wsfast_server(codec) as (uri, log)``: an Application with
-    the Recorder at /ws, Small at /small, Guarded at /guarded."""
+    the Recorder at /ws, Small at /small, FewFragments at /few, Guarded at
+    /guarded."""
 
     def __init__(self, codec, **settings):
         self.codec = codec
@@ -139,7 +144,7 @@ class wsfast_server:
     async def __aenter__(self):
         self.log = Log()
         routes = [(r"/ws", Recorder, {"log": self.log}), (r"/small", Small, {"log": self.log}),
-                  (r"/guarded", Guarded, {"log": self.log})]
+                  (r"/few", FewFragments, {"log": self.log}), (r"/guarded", Guarded, {"log": self.log})]
         app = wsfast.Application(routes, codec=self.codec, **self.settings)
         self.server = await app.listen(0, host="127.0.0.1")
         return f"ws://127.0.0.1:{self.server.port}", self.log
@@ -303,6 +308,34 @@ class TestServer:
                         await ws.recv()
                     assert info.value.rcvd.code == 1009
                     await log.on_close()
+
+        run(main())
+
+    @pytest.mark.parametrize("kind", ["text", "binary"])
+    def test_max_fragments(self, run, codec, kind):
+        """websocket_max_fragments: a message in that many frames passes, one
+        in a frame more fails the connection with 1009 (too big), whatever
+        the bytes (8 empty frames, then 9 of at most one byte). websockets
+        sends an iterable's items as frames, then an empty one with FIN."""
+        async def main():
+            async with wsfast_server(codec, websocket_max_fragments=8) as (uri, log):
+                async with ws_connect(uri + "/ws", **WS_CLIENT) as ws:
+                    await ws.send([payload(kind, 0)] * 7)  # 8 frames
+                    assert await ws.recv() == payload(kind, 0)
+                    await ws.send([payload(kind, 1)] * 8)  # 9 frames
+                    with pytest.raises(websockets.ConnectionClosedError) as info:
+                        await ws.recv()
+                    assert info.value.rcvd.code == 1009
+                    assert info.value.rcvd.reason == "message in more than 8 fragments"
+                    assert await log.on_close() == (None, None)  # the server closed, 1009 sent
+                assert [e[0] for e in log.events] == ["open", "message", "close"]
+                async with ws_connect(uri + "/few", **WS_CLIENT) as ws:
+                    await ws.send([payload(kind, 1)])  # 2 frames
+                    assert await ws.recv() == payload(kind, 1)
+                    await ws.send([payload(kind, 1)] * 2)  # 3 frames
+                    with pytest.raises(websockets.ConnectionClosedError) as info:
+                        await ws.recv()
+                    assert info.value.rcvd.code == 1009
 
         run(main())
 
@@ -569,12 +602,19 @@ class TestClient:
 
         run(main())
 
-    def test_oversize(self, run, codec):
+    # websockets sends an iterable's items as frames, then an empty one with FIN
+    @pytest.mark.parametrize("limit, fits, too_much", [
+        ({"max_message_size": 1024}, b"y" * 1024, b"y" * 1025),
+        ({"max_fragments": 8}, [b"y"] * 7, [b""] * 8),  # 8 frames, then 9
+    ], ids=["max_message_size", "max_fragments"])
+    def test_oversize(self, run, codec, limit, fits, too_much):
+        """A message within connect()'s limit passes; past it the client fails
+        the connection with 1009, which the server receives."""
         seen = {}
 
         async def handler(ws):
-            await ws.send(b"y" * 1024)
-            await ws.send(b"y" * 1025)
+            await ws.send(fits)
+            await ws.send(too_much)
             try:
                 await ws.recv()
             except websockets.ConnectionClosed as exc:
@@ -582,8 +622,8 @@ class TestClient:
 
         async def main():
             async with websockets_server(handler) as uri:
-                async with connect(uri, codec, max_message_size=1024) as ws:
-                    assert await ws.recv() == b"y" * 1024
+                async with connect(uri, codec, **limit) as ws:
+                    assert await ws.recv() == (fits if isinstance(fits, bytes) else b"".join(fits))
                     with pytest.raises(wsfast.ConnectionClosedError) as info:
                         await ws.recv()
                     assert info.value.code == 1009

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import wsfast
+import wsfast.sync
 from interop_helpers import (
     CLOSE,
     TEXT,
@@ -489,6 +490,20 @@ def test_max_write_buffer_below_the_high_mark_is_an_error():
         wsfast.Application([], websocket_max_write_buffer=1000)
     with pytest.raises(ValueError, match="max_write_buffer"):
         wsfast.connect("ws://127.0.0.1:1/", max_write_buffer=1000)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8"])
+def test_a_bad_max_fragments_is_an_error_where_it_is_given(bad):
+    with pytest.raises(ValueError, match="max_fragments"):
+        wsfast.protocol.Options(max_fragments=bad)
+    with pytest.raises(ValueError, match="max_fragments"):
+        wsfast.protocol.Options().replace(max_fragments=bad)
+    with pytest.raises(ValueError, match="max_fragments"):
+        wsfast.Application([], websocket_max_fragments=bad)
+    with pytest.raises(ValueError, match="max_fragments"):
+        wsfast.connect("ws://127.0.0.1:1/", max_fragments=bad)
+    with pytest.raises(ValueError, match="max_fragments"):
+        wsfast.sync.connect("ws://127.0.0.1:1/", max_fragments=bad)
 
 
 def test_deferred_pongs_keep_only_the_latest(impl):

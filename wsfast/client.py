@@ -662,7 +662,9 @@ class connect:
     pauses), ``write_buffer_high``/``write_buffer_low``,
     ``max_write_buffer`` (None: 4 × the high mark; a ``send()`` while more
     is unsent closes with 1008 "slow consumer", see
-    :class:`~wsfast.protocol.Options`); ``codec``:
+    :class:`~wsfast.protocol.Options`), ``max_fragments`` (the most frames
+    one message may come in, else 1009; None: ``max(1024,
+    max_message_size // 64)``); ``codec``:
     "cython"/"python"/None. ``host``/``port``/``sock`` connect somewhere else
     than the URI says (the URI still gives ``Host`` and the path).
     ``compression``: None (the default: offer nothing), ``"deflate"`` (offer
@@ -745,6 +747,7 @@ class connect:
         write_buffer_high: int = 256 * 1024,
         write_buffer_low: int = 64 * 1024,
         max_write_buffer: Optional[int] = None,
+        max_fragments: Optional[int] = None,
         codec: Union[str, ModuleType, None] = None,
         compression: Compression = None,
         user_agent: Optional[str] = USER_AGENT,
@@ -807,6 +810,7 @@ class connect:
             write_buffer_low=write_buffer_low,
             max_write_buffer=max_write_buffer,
             codec=codec,
+            max_fragments=max_fragments,
         )
         self._proxy: Union[str, bool]
         if proxy is True or proxy is None or proxy is False:

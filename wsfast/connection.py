@@ -125,6 +125,15 @@ else:
     Connection = AVAILABLE[IMPLEMENTATION]
 
 
+def check_max_fragments(value: Optional[int]) -> None:
+    """Raise ``ValueError`` unless ``value`` is None or an int >= 1: a
+    ``max_fragments`` as ``Connection`` takes it, checked by the settings
+    that pass it on (``Options``, ``wsfast.sync.connect``) when they are
+    given rather than at a connection's first message."""
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"max_fragments must be None or an int >= 1, not {value!r}")
+
+
 def get_connection_class(codec: Union[str, ModuleType, None] = None) -> "type[Connection]":
     """The :class:`Connection` build that goes with a frame codec (a module
     or its name, as ``Connection(codec=...)`` takes): the pure-Python one

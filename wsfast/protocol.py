@@ -63,7 +63,9 @@ from typing import (
     Sequence, Union, cast,
 )
 
-from .connection import Connection, Fragment, Ping, Pong, Side, State, get_connection_class
+from .connection import (
+    Connection, Fragment, Ping, Pong, Side, State, check_max_fragments, get_connection_class,
+)
 from .exceptions import (
     ConnectionClosed,
     ConnectionClosedError,
@@ -131,7 +133,13 @@ class Options:
     broadcast or timer can make one peer that does not read cost unbounded
     memory; a producer that awaits ``write_message`` never meets the cap.
     ``max_header_size`` and ``max_body_size`` for HTTP requests; ``codec``:
-    a frame codec or its name.
+    a frame codec or its name; ``max_fragments``: the most frames one
+    message may come in (None: ``max(1024, max_message_size // 64)``, so a
+    message at the size limit in 64-byte fragments passes); the frame after
+    that fails the connection with 1009, as a message too big does: it
+    bounds the CPU a peer's endless message of tiny or empty fragments
+    costs, which the size limit cannot see (docs/DESIGN.md, "Limits on a
+    message in progress").
     """
 
     __slots__ = (
@@ -147,6 +155,7 @@ class Options:
         "max_header_size",
         "max_body_size",
         "codec",
+        "max_fragments",
     )
 
     def __init__(
@@ -163,6 +172,7 @@ class Options:
         max_header_size: int = 64 * 1024,
         max_body_size: int = 1024 * 1024,
         codec: Union[str, "types.ModuleType", None] = None,
+        max_fragments: Optional[int] = None,
     ) -> None:
         self.max_message_size = max_message_size
         self.ping_interval = ping_interval
@@ -176,9 +186,11 @@ class Options:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.codec = codec
+        self.max_fragments = max_fragments
         self._check()
 
     def _check(self) -> None:
+        check_max_fragments(self.max_fragments)
         cap = self.max_write_buffer
         if cap is not None and cap < self.write_buffer_high:
             raise ValueError(
@@ -884,6 +896,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             max_message_size=opts.max_message_size,
             codec=opts.codec,
             extensions=extensions,
+            max_fragments=opts.max_fragments,
         )
         if self._server and not extensions:
             self._bare_build = self.connection.codec.build_frame

@@ -41,7 +41,9 @@ from .client import (
     parse_uri,
     redirect_target,
 )
-from .connection import Close, Connection, Fragment, Ping, Pong, Side, State, get_connection_class
+from .connection import (
+    Close, Connection, Fragment, Ping, Pong, Side, State, check_max_fragments, get_connection_class,
+)
 from .exceptions import ConnectionClosedError, ConnectionClosedOK, HandshakeError, InvalidRedirect
 from .http import HeadersLike, Response, ResponseParser, _header_pairs, redact_uri
 from .proxy import (
@@ -286,6 +288,7 @@ def connect(
     open_timeout: Optional[float] = 10.0,
     close_timeout: Optional[float] = 5.0,
     codec: Union[str, ModuleType, None] = None,
+    max_fragments: Optional[int] = None,
     user_agent: Optional[str] = USER_AGENT,
     max_redirects: int = 10,
     sock: Optional[socket.socket] = None,
@@ -300,6 +303,7 @@ def connect(
     :class:`~wsfast.InvalidRedirect`, ``TimeoutError`` past ``open_timeout``,
     ``OSError`` if TCP fails."""
     parse_uri(uri)
+    check_max_fragments(max_fragments)
     if proxy is not True and proxy is not None and proxy is not False:
         _check_proxy(check_proxy(proxy), proxy_ssl, proxy_server_hostname)
     offered = list(subprotocols or ())
@@ -314,7 +318,7 @@ def connect(
     while True:
         try:
             return _open(uri, sock if redirects == 0 else None, offered, headers, auth, origin, ssl,
-                         server_hostname if redirects == 0 else None, max_message_size,
+                         server_hostname if redirects == 0 else None, max_message_size, max_fragments,
                          deadline, close_timeout, codec, proxy, proxy_ssl, proxy_server_hostname)
         except HandshakeError as exc:
             if exc.status not in REDIRECT_STATUSES or not max_redirects:
@@ -363,7 +367,7 @@ def _check_proxy(proxy: str, proxy_ssl: Optional[_ssl.SSLContext],
 def _open(uri: str, given: Optional[socket.socket], subprotocols: List[str],
           headers: List[Tuple[str, str]], auth: Optional[str], origin: Optional[str],
           ssl: Union[_ssl.SSLContext, bool, None], server_hostname: Optional[str],
-          max_message_size: int, deadline: Optional[float], close_timeout: Optional[float],
+          max_message_size: int, max_fragments: Optional[int], deadline: Optional[float], close_timeout: Optional[float],
           codec: Union[str, ModuleType, None], proxy: Union[str, bool, None],
           proxy_ssl: Optional[_ssl.SSLContext],
           proxy_server_hostname: Optional[str]) -> ClientConnection:
@@ -405,7 +409,8 @@ def _open(uri: str, given: Optional[socket.socket], subprotocols: List[str],
                 raise ConnectionClosedError(1006, "connection lost during the opening handshake")
             response = parser.feed(data)
         subprotocol = _hs.check_response(response, key, subprotocols, False)
-        connection = get_connection_class(codec)(Side.CLIENT, max_message_size=max_message_size, codec=codec)
+        connection = get_connection_class(codec)(Side.CLIENT, max_message_size=max_message_size, codec=codec,
+                                                 max_fragments=max_fragments)
         sock.settimeout(None)
         return ClientConnection(sock, connection, response, subprotocol, close_timeout,
                                 parser.trailing)

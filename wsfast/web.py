@@ -44,7 +44,9 @@ on_message`` before reading pauses), ``websocket_write_buffer_high`` /
 ``websocket_write_buffer_low`` (256 KiB / 64 KiB), ``websocket_max_write_buffer``
 (the hard cap on one connection's unsent bytes, None: 4 × the high mark;
 past it the peer is a slow consumer, closed with 1008 and counted in
-``app.stats["slow_consumers"]``; see :class:`~wsfast.protocol.Options`); per connection:
+``app.stats["slow_consumers"]``; see :class:`~wsfast.protocol.Options`),
+``websocket_max_fragments`` (the most frames one message may come in, else
+1009; None: ``max(1024, max_message_size // 64)``); per connection:
 ``handshake_timeout`` (10 s for a request head), ``max_header_size``
 (64 KiB, else 431), ``max_body_size`` (1 MiB, else 413); ``codec``
 ("cython", "python" or None for the fastest available); ``static_path`` /
@@ -713,6 +715,7 @@ class WebSocketHandler(RequestHandler):
     write_buffer_high: Optional[int] = None
     write_buffer_low: Optional[int] = None
     max_write_buffer: Optional[int] = None
+    max_fragments: Optional[int] = None
 
     def __init__(self, application: "Application", request: Request, **kwargs: Any) -> None:
         self.ws_connection: Optional[WebSocketProtocol] = None
@@ -924,7 +927,8 @@ class WebSocketHandler(RequestHandler):
         return (options,) if options is not None else ()
 
     _OPTION_NAMES = ("max_message_size", "ping_interval", "ping_timeout", "close_timeout",
-                     "max_queue", "write_buffer_high", "write_buffer_low", "max_write_buffer")
+                     "max_queue", "write_buffer_high", "write_buffer_low", "max_write_buffer",
+                     "max_fragments")
 
     def _websocket_options(self) -> Options:
         get = self.get_websocket_option
@@ -976,6 +980,7 @@ SETTINGS = {
     "websocket_write_buffer_high": 256 * 1024,
     "websocket_write_buffer_low": 64 * 1024,
     "websocket_max_write_buffer": None,
+    "websocket_max_fragments": None,
     "websocket_compression": None,
     "compression": None,
     "websocket_close_wait": None,
@@ -1083,6 +1088,7 @@ class Application:
             write_buffer_high=settings.get("websocket_write_buffer_high", 256 * 1024),
             write_buffer_low=settings.get("websocket_write_buffer_low", 64 * 1024),
             max_write_buffer=settings.get("websocket_max_write_buffer"),
+            max_fragments=settings.get("websocket_max_fragments"),
             max_header_size=settings.get("max_header_size", 64 * 1024),
             max_body_size=settings.get("max_body_size", 1024 * 1024),
             codec=settings.get("codec"),
