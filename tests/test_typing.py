@@ -155,6 +155,17 @@ def test_a_strictly_typed_program_checks(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_a_user_module_importing_wsfast_asgi_checks_from_a_cold_cache(tmp_path):
+    """mypy run on a program's ``import wsfast.asgi`` reaches wsfast's import
+    cycle from that side: protocol.WebSocketProtocol.__slots__ (read by
+    broadcast.py at import) was "Cannot determine type" there, which the
+    checks above, whose caches had it from an earlier order, did not see."""
+    (tmp_path / "user.py").write_text("import wsfast.asgi\n")
+    out = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", os.devnull, str(tmp_path / "user.py")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_stub_matches_the_compiled_module():
     if "cython" not in codec.AVAILABLE:
         pytest.skip("the Cython extension is not built")

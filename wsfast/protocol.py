@@ -434,7 +434,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
     #: with the pure-Python codec).
     connection_class: Optional[Callable[..., Connection]] = None
 
-    __slots__ = (
+    __slots__: "tuple[str, ...]" = (
         "side", "options", "owner", "transport", "connection", "handler",
         "remote_address", "local_address", "_loop", "_view", "_done", "_mode",
         "_server", "_parser", "_requests", "_busy", "_eof", "_shutting_down",
