@@ -105,6 +105,11 @@ _DEFLATE = DeflateOptions(server_max_window_bits=12, client_max_window_bits=12, 
 # runs in the protocol's loop). Made by the class, it costs less than
 # loop.create_future() (uvloop's passes the loop as a keyword argument).
 _Future = asyncio.Future
+# Called unbound: a C future's method lookup is not specialised by the
+# interpreter (its instance dict slot is empty), the call of the method
+# descriptor is (callgrind, a loop of Future() and set_result: 133
+# instructions less per call).
+_set_result = _Future.set_result
 
 _OPEN = State.OPEN
 _CLOSING = State.CLOSING
@@ -480,23 +485,27 @@ class ASGISession:
         return await waiter
 
     def on_message(self, message: Union[str, bytes]) -> None:
-        if self._state is not _ACCEPTED:
-            return  # the application sent its close: what crosses it is dropped
         event: Event
         if type(message) is str:
             event = {"type": "websocket.receive", "text": message}
         else:
             event = {"type": "websocket.receive", "bytes": message}
         waiter = self._waiter
-        if waiter is not None:  # (then nothing is queued: receive() waits only on an empty queue)
+        if waiter is not None:
+            # A receive() waits: then nothing is queued (it waits only on an
+            # empty queue) and the state is _ACCEPTED (whatever ends it
+            # resolves the waiter with the disconnect, _set_disconnect),
+            # unless that receive() was cancelled.
             self._waiter = None
             try:
-                waiter.set_result(event)
+                _set_result(waiter, event)
             except asyncio.InvalidStateError:
                 pass  # cancelled (so was that receive()): queued for the next one
             else:
                 self._handed = True
                 return
+        if self._state is not _ACCEPTED:
+            return  # the application sent its close: what crosses it is dropped
         queue = self._queue
         queue.append(event)
         # Leave the rest in the kernel while the application is not receiving
