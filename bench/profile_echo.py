@@ -6,6 +6,7 @@ in one run, with a cheap pipelined load client in another process.
     python bench/profile_echo.py serve wsfast --port 9001      # one server, for py-spy/perf
     python bench/profile_echo.py load --port 9001 --size 64    # one load run
     python bench/profile_echo.py mem --servers wsfast,picows --conns 10000
+    python bench/profile_echo.py --commit HEAD --base HEAD~1 --servers wsfast-base,wsfast  # an A/B
 
 Servers (each in its own process, pinned with ``taskset -c 0``; the client on
 ``-c 1``): ``wsfast`` (the compiled build), ``wsfast-py``
@@ -13,6 +14,14 @@ Servers (each in its own process, pinned with ``taskset -c 0``; the client on
 ``ceiling``: an ``asyncio.BufferedProtocol`` that completes the upgrade,
 then for each client frame reads only the header and writes back a pre-built
 unmasked frame of the same length (one write per read). All on uvloop.
+
+Which wsfast: ``--commit REV`` runs the ``wsfast``/``wsfast-py`` servers on
+wsfast as committed at REV, exported with ``git archive`` and built outside
+the checkout (``bench/at_commit.py``, as every bench script that starts
+wsfast servers); without it, this checkout's in-place build. ``--base REV``
+does the same for the ``wsfast-base``/``wsfast-py-base`` servers, so one
+interleaved run compares two commits (without ``--base``, those servers take
+a tree put in ``WSFAST_BASE_TREE`` by hand).
 
 The load client opens ``--conns`` connections and keeps ``--inflight``
 masked frames (pre-built, binary unless ``--text``) in flight on each; as
@@ -30,12 +39,16 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+
+import at_commit  # bench/at_commit.py (this script's directory is first on sys.path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -52,8 +65,8 @@ def _uvloop():
 
 
 def serve_wsfast(port, text):
-    # WSFAST_TREE: another checkout (a "before" build) for the *-base kinds
-    sys.path.insert(0, os.environ.get("WSFAST_TREE") or ROOT)
+    # WSFAST_TREE (at_commit.prepare's): wsfast exported at --commit / --base
+    sys.path.insert(0, at_commit.tree())
     import wsfast
 
     class Echo(wsfast.WebSocketHandler):
@@ -63,7 +76,8 @@ def serve_wsfast(port, text):
     app = wsfast.Application([(r"/", Echo)])
 
     def started(server):
-        print(f"ready wsfast {wsfast.IMPLEMENTATION}", flush=True)
+        where = os.path.dirname(os.path.dirname(os.path.abspath(wsfast.__file__)))
+        print(f"ready wsfast {wsfast.IMPLEMENTATION} {where}", flush=True)
 
     wsfast.run(app, host="127.0.0.1", port=port, use_uvloop=True, on_start=started)
 
@@ -196,7 +210,7 @@ def serve_ceiling(port, text):
 SERVERS = {
     "wsfast": serve_wsfast,
     "wsfast-py": serve_wsfast,
-    "wsfast-base": serve_wsfast,  # WSFAST_BASE_TREE, e.g. a git archive of the commit before
+    "wsfast-base": serve_wsfast,  # wsfast at --base (or in WSFAST_BASE_TREE)
     "wsfast-py-base": serve_wsfast,
     "picows": serve_picows,
     "ceiling": serve_ceiling,
@@ -331,15 +345,32 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(kind, port, text, cpu="0"):
-    env = dict(os.environ)
+def server_envs(args, kinds, workdir):
+    """The server processes' environments, ``{"": ..., "base": ...}``, and
+    one line each saying which wsfast they run (at_commit.describe)."""
+    env, info = at_commit.prepare(args.commit, workdir)
+    envs, said = {"": env}, {"wsfast": at_commit.describe(info)}
+    if any(k.endswith("-base") for k in kinds):
+        if args.base:
+            base_dir = os.path.join(workdir, "base")
+            os.makedirs(base_dir)
+            envs["base"], base = at_commit.prepare(args.base, base_dir)
+        elif os.environ.get("WSFAST_BASE_TREE"):
+            envs["base"], base = at_commit.prepare(
+                None, workdir, dict(os.environ, WSFAST_TREE=os.environ["WSFAST_BASE_TREE"]))
+        else:
+            raise SystemExit("the *-base servers need --base REV (or a wsfast tree in WSFAST_BASE_TREE)")
+        said["wsfast-base"] = at_commit.describe(base)
+    return envs, said
+
+
+def start_server(kind, port, text, envs, cpu="0"):
+    env = dict(envs["base"] if kind.endswith("-base") else envs[""])
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     if kind.startswith("wsfast-py"):
         env["WSFAST_NO_EXTENSIONS"] = "1"
     else:
         env.pop("WSFAST_NO_EXTENSIONS", None)
-    if kind.endswith("-base"):
-        env["WSFAST_TREE"] = os.environ["WSFAST_BASE_TREE"]
     cmd = [sys.executable, os.path.abspath(__file__), "serve", kind, "--port", str(port)]
     if text:
         cmd.append("--text")
@@ -350,6 +381,12 @@ def start_server(kind, port, text, cpu="0"):
     if not line.startswith("ready"):
         proc.kill()
         raise RuntimeError(f"{kind} did not start: {line!r}")
+    if kind.startswith("wsfast"):  # "ready wsfast CODEC DIR": the tree it was meant to import
+        where = line.split(None, 3)[3].strip()
+        if os.path.realpath(where) != os.path.realpath(at_commit.tree(env)):
+            proc.kill()
+            raise RuntimeError(f"{kind} imported wsfast from {where}, not {at_commit.tree(env)}")
+        line = line.replace(" " + where, "")
     return proc, line.strip()
 
 
@@ -405,7 +442,7 @@ async def hold_idle(port, conns):
     return protocols
 
 
-def measure_memory(args):
+def measure_memory(args, envs):
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -413,7 +450,7 @@ def measure_memory(args):
     results = {}
     for kind in args.servers.split(","):
         port = free_port()
-        proc, banner = start_server(kind, port, False, cpu=None)
+        proc, banner = start_server(kind, port, False, envs, cpu=None)
         try:
             _uvloop()
 
@@ -451,13 +488,26 @@ def main():
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole table, interleaved")
     parser.add_argument("--text", action="store_true", help="text frames instead of binary")
     parser.add_argument("--json", help="also write the results here")
+    at_commit.add_option(parser)
+    parser.add_argument("--base", default=None, metavar="REV",
+                        help="the wsfast-base/wsfast-py-base servers run wsfast at REV, exported and built "
+                             "as --commit is (an A/B in one interleaved run)")
     args = parser.parse_args()
 
     if args.mode == "serve":
+        workdir = None
+        if args.commit:  # by hand (py-spy, perf); the orchestrator's children get WSFAST_TREE
+            workdir = tempfile.mkdtemp(prefix="wsfast-profile-echo-")
+            env, info = at_commit.prepare(args.commit, workdir)
+            print(at_commit.describe(info), file=sys.stderr, flush=True)
+            os.environ.update(env)
         try:
             SERVERS[args.kind](args.port, args.text)
         except KeyboardInterrupt:  # how the orchestrator stops it
             pass
+        finally:
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
         return
     if args.mode == "load":
         _uvloop()
@@ -465,23 +515,33 @@ def main():
                                         args.seconds, args.warmup, args.text, args.server_pid))
         print(rate, cpu_us)
         return
-    if args.mode == "mem":
-        args.conns = args.conns or 10000
-        results = measure_memory(args)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(results, f, indent=1)
-        return
-
-    args.conns = args.conns or 16
     kinds = args.servers.split(",")
+    workdir = tempfile.mkdtemp(prefix="wsfast-profile-echo-")
+    try:
+        envs, said = server_envs(args, kinds, workdir)
+        for name, line in said.items():
+            print(f"{name}: {line}", flush=True)
+        if args.mode == "mem":
+            args.conns = args.conns or 10000
+            results = measure_memory(args, envs)
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"wsfast": said, "kib_per_connection": results}, f, indent=1)
+            return
+        compare(args, kinds, envs, said)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def compare(args, kinds, envs, said):
+    args.conns = args.conns or 16
     sizes = [int(s) for s in args.sizes.split(",")]
     table = {k: {s: [] for s in sizes} for k in kinds}
     cpu = {k: {s: [] for s in sizes} for k in kinds}
     for _ in range(args.rounds):
         for kind in kinds:
             port = free_port()
-            proc, banner = start_server(kind, port, args.text)
+            proc, banner = start_server(kind, port, args.text, envs)
             try:
                 for size in sizes:
                     rate, cpu_us = run_load(port, size, args, proc.pid)
@@ -511,7 +571,7 @@ def main():
                         for s in sizes))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "median": med, "cpu_us": medcpu,
+            json.dump({"args": vars(args), "wsfast": said, "median": med, "cpu_us": medcpu,
                        "all": table, "all_cpu": cpu}, f, indent=1)
 
 
