@@ -105,7 +105,8 @@ def describe(info):
     if info["exported"]:
         return (f"wsfast `{info['commit'][:12]}` (exported with `git archive` and built outside the checkout; "
                 f"codec {info['codec']})")
-    if os.path.realpath(info["tree"]) != os.path.realpath(ROOT):
+    by_hand = info["commit"].startswith("unknown (WSFAST_TREE=")  # prepare() claims no commit for it
+    if by_hand or os.path.realpath(info["tree"]) != os.path.realpath(ROOT):
         return f"wsfast from {info['tree']} (codec {info['codec']})"
     dirty = ", with uncommitted changes" if info["dirty"] else ""
     return f"wsfast `{info['commit'][:12]}` (this checkout's in-place build{dirty}; codec {info['codec']})"

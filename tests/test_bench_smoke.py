@@ -136,3 +136,24 @@ def test_floor_server_builds_and_echoes():
         (runs,) = results[case].values()
         assert runs and "error" not in runs[0], (case, runs)
         assert runs[0]["round_trips"] > 0, case
+
+
+PROFILE_ECHO = os.path.join(ROOT, "bench", "profile_echo.py")
+
+
+def test_profile_echo_a_b_smoke():
+    """bench/profile_echo.py's A/B still runs: the base servers from the tree
+    WSFAST_BASE_TREE names (here this checkout: --base REV builds an export,
+    which takes too long here), each server checked to import wsfast from
+    the tree it was given, and which wsfast each side ran is said."""
+    argv = [sys.executable, PROFILE_ECHO, "--servers", "wsfast-base,wsfast", "--sizes", "64",
+            "--seconds", "0.3", "--warmup", "0.1"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+                         env=dict(os.environ, WSFAST_BASE_TREE=ROOT))
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert "wsfast: wsfast `" in out.stdout and f"wsfast-base: wsfast from {ROOT}" in out.stdout, out.stdout
+    rows = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("wsfast")}
+    assert "k (" in rows["wsfast-base"] and "k (" in rows["wsfast"], out.stdout
+    env = {k: v for k, v in os.environ.items() if k != "WSFAST_BASE_TREE"}
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False, env=env)
+    assert out.returncode != 0 and "need --base REV" in out.stderr, out.stderr[-2000:]
