@@ -384,6 +384,29 @@ def test_run_on_a_unix_socket_says_where(tmp_path):
         assert proc.wait(10) == 0
 
 
+@pytest.mark.parametrize("use_uvloop", [False, True])
+@pytest.mark.parametrize("serve", ["wsfast.run", "chat.serve"])
+def test_a_sigterm_right_after_the_server_says_it_listens_stops_it_gracefully(serve, use_uvloop):
+    """A process manager may stop a server as soon as it is ready (the chat
+    supervisor's rolling restart does): wsfast.run() and chat.serve() take
+    SIGINT/SIGTERM over before they announce themselves (here on_start sends
+    the SIGTERM), so that one is a graceful stop too, not Python's default
+    death by the signal (the announcement went first, and a SIGTERM landing
+    in between killed the process; test_doc_examples' server examples met
+    it once under load)."""
+    kill = "on_start=lambda server: os.kill(os.getpid(), signal.SIGTERM)"
+    if serve == "wsfast.run":
+        body = f"wsfast.run(wsfast.Application([]), host='127.0.0.1', port=0, use_uvloop={use_uvloop!r}, {kill})\n"
+    else:
+        body = ("from wsfast import chat\n"
+                + ("import uvloop; uvloop.install()\n" if use_uvloop else "")
+                + f"asyncio.run(chat.serve(chat.ChatServer(), host='127.0.0.1', port=0, {kill}))\n")
+    script = "import asyncio, os, signal, wsfast\n" + body + "print('stopped gracefully')\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0 and out.stdout == "stopped gracefully\n", (out.returncode, out.stderr)
+
+
 # -- the PROXY protocol ---------------------------------------------------------------------
 
 

@@ -543,8 +543,9 @@ async def serve(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int =
     try:
         server = await app.listen(port, host=host, reuse_port=reuse_port, ssl=ssl, path=path,
                                   sock=sock)
-        if on_start is not None:
-            on_start(server)
+        # The signals first, then the news (as wsfast.run): a SIGTERM sent
+        # as soon as we are ready (a supervisor's rolling restart) is a
+        # graceful stop, not Python's default death.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -552,6 +553,8 @@ async def serve(chat: ChatServer, host: Optional[str] = "127.0.0.1", port: int =
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
                 pass
+        if on_start is not None:
+            on_start(server)
         await stop.wait()
         await app.stop(shutdown_timeout)
         await asyncio.sleep(0.05)  # let the leave events go out

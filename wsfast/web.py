@@ -1696,13 +1696,8 @@ def run(app: Application, host: Optional[str] = None, port: int = 8888,
     async def main() -> None:
         server = await app.listen(
 port, host=host, ssl=ssl, **listen_kwargs)
-        scheme = "https" if ssl is not None else "http"
-        where = ", ".join(_url(scheme, s.getsockname()) for s in server.sockets)
-        log.info("wsfast serving on %s", where)
-        if on_start is not None:
-            on_start(server)
-        else:
-            print(f"wsfast: listening on {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        # The signals are ours before anyone is told we listen: a SIGTERM
+        # sent on that news is a graceful stop, not Python's default death.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -1710,6 +1705,13 @@ port, host=host, ssl=ssl, **listen_kwargs)
                 loop.add_signal_handler(sig, stop.set)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
+        scheme = "https" if ssl is not None else "http"
+        where = ", ".join(_url(scheme, s.getsockname()) for s in server.sockets)
+        log.info("wsfast serving on %s", where)
+        if on_start is not None:
+            on_start(server)
+        else:
+            print(f"wsfast: listening on {where} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         try:
             await stop.wait()
         finally:
