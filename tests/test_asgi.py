@@ -7,7 +7,6 @@ tests/test_uvicorn_suite.py; Chromium in tests/test_asgi_browser.py."""
 import asyncio
 import collections
 import contextlib
-import functools
 import os
 import subprocess
 import sys
@@ -32,9 +31,8 @@ from wsfast.asgi import WSFastProtocol  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    return functools.partial(run_in_loop, request.param, timeout=30)
+# run: conftest.py's asyncio/uvloop fixture
+pytestmark = pytest.mark.run_loop(timeout=30)
 
 
 @pytest.fixture(params=["cython", "python"])

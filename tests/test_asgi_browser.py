@@ -6,10 +6,9 @@ uvloop), with both codecs."""
 
 import asyncio
 import contextlib
-import functools
 
 import pytest
-from interop_helpers import require_codec, run_in_loop
+from interop_helpers import require_codec
 from test_asgi import serve
 from test_browser import PAGE, Browser, _browser_missing, _PageProxy
 
@@ -22,7 +21,7 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from wsfast.asgi import WSFastProtocol  # noqa: E402
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.run_loop(timeout=30)]  # run: conftest.py's asyncio/uvloop fixture
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,6 @@ def browser():
         yield b
     finally:
         b.close()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    return functools.partial(run_in_loop, request.param, timeout=30)
 
 
 @pytest.fixture(params=["cython", "python"])

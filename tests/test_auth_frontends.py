@@ -6,12 +6,10 @@ uvicorn with wsfast.asgi. Real servers on 127.0.0.1, a real client
 wrong, expired, cross-origin, and no log line shows a token. wsfast.web's
 own path is tested in tests/test_web_deploy.py."""
 
-import functools
 import logging
 import time
 
 import pytest
-from interop_helpers import run_in_loop
 
 pytest.importorskip("tornado")
 pytest.importorskip("uvicorn")
@@ -54,9 +52,8 @@ async def averify(token):
     return verify(token)
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    return functools.partial(run_in_loop, request.param, timeout=30)
+# run: conftest.py's asyncio/uvloop fixture
+pytestmark = pytest.mark.run_loop(timeout=30)
 
 
 async def refused(url, **kwargs):

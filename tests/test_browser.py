@@ -10,15 +10,14 @@ with both codecs.
 """
 
 import asyncio
-import functools
 import os
 
 import pytest
-from interop_helpers import LoopThread, require_codec, run_in_loop
+from interop_helpers import LoopThread, require_codec
 
 import wsfast
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.run_loop(timeout=30)]  # run: conftest.py's asyncio/uvloop fixture
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -129,11 +128,6 @@ def browser():
         yield b
     finally:
         b.close()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    return functools.partial(run_in_loop, request.param, timeout=30)
 
 
 @pytest.fixture(params=["cython", "python"])

@@ -8,15 +8,13 @@ extension was negotiated and that compressed frames went both ways.
 The browser launch and page helpers are tests/test_browser.py's.
 """
 
-import functools
 
 import pytest
-from interop_helpers import run_in_loop
 from test_browser import _PageProxy, browser, codec  # noqa: F401 (fixtures shared with test_browser)
 
 import wsfast
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.run_loop(timeout=40)]  # run: conftest.py's asyncio/uvloop fixture
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>wsfast deflate test</title></head>
@@ -33,11 +31,6 @@ ws.onmessage = (event) => { const r = waiting.shift(); if (r) r(event.data); };
 ws.onclose = (e) => { document.getElementById("status").textContent = "closed " + e.code; };
 </script></body></html>
 """
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    return functools.partial(run_in_loop, request.param, timeout=40)
 
 
 class MainPage(wsfast.RequestHandler):

@@ -11,12 +11,11 @@ pings both ways, every close path, subprotocols, refusals.
 """
 
 import asyncio
-import functools
 from http import HTTPStatus
 
 import pytest
 import websockets
-from interop_helpers import TEXT, frame, require_codec, run_in_loop
+from interop_helpers import TEXT, frame, require_codec
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve as ws_serve
 
@@ -33,10 +32,8 @@ WS_SERVER = {"max_size": None, "compression": None, "ping_interval": None, "open
              "close_timeout": 2}
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """``run(coro)``: run the test body on a fresh loop of the given kind, bounded."""
-    return functools.partial(run_in_loop, request.param, timeout=30)
+# run: conftest.py's asyncio/uvloop fixture
+pytestmark = pytest.mark.run_loop(timeout=30)
 
 
 @pytest.fixture(params=["cython", "python"])
