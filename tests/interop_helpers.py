@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 
@@ -157,6 +158,34 @@ class EchoHandler(wsfast.WebSocketHandler):
 
 def echo_app(**settings):
     return wsfast.Application([(r"/.*", EchoHandler)], **settings)
+
+
+async def cancelled_first_step(message):
+    """The body of an ``async def on_message`` whose first step runs as the
+    connection's consumer task, just created and not run yet, and whose
+    task is cancelled before that task's first step: ``"timeout"``, a timer
+    due when the loop next looks (a blocking first step; uvloop runs due
+    timers before call_soon callbacks, the stdlib loop runs the task first),
+    answered ``"timeout timed out"``; ``"uncaught"``, the same, the
+    TimeoutError not caught; ``"cancel"``, the handler's own cancel()
+    (deterministic on both loops), answered ``"cancel cancelled"``. Returns
+    the answer (the handler writes it)."""
+    if message in ("timeout", "uncaught"):
+        try:
+            async with asyncio.timeout(0.001):
+                time.sleep(0.005)
+                await asyncio.sleep(5)
+        except TimeoutError:
+            if message == "uncaught":
+                raise
+            message += " timed out"
+    elif message == "cancel":
+        asyncio.current_task().cancel()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            message += " cancelled"
+    return message
 
 
 # -- frames -------------------------------------------------------------------------

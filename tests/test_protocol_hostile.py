@@ -6,7 +6,6 @@ import asyncio
 import socket
 import struct
 import sys
-import time
 
 import pytest
 
@@ -16,12 +15,22 @@ from interop_helpers import (
     CLOSE,
     TEXT,
     RawWebSocket,
+    cancelled_first_step,
     close_payload,
     free_port,
     run_in_loop,
 )
 
 LOOPS = ["asyncio", "uvloop"]
+
+
+async def closed_1011(ws):
+    """The server closes with 1011 (a handler failed): answer the close,
+    see TCP end, and drop our side (app.stop would wait for it)."""
+    await ws.expect_close(1011, eof=False)
+    await ws.send(ws.frame(CLOSE, close_payload(1011)))
+    await ws.expect_eof()
+    ws.abort()
 
 
 def reset(writer):
@@ -198,10 +207,7 @@ def test_cancelled_error_in_async_on_message_closes_1011(loop, impl, caplog):
             await ws.send(ws.frame(TEXT, b"before"))
             await ws.expect((TEXT, b"before"))
             await ws.send(ws.frame(TEXT, b"cancel"), ws.frame(TEXT, b"after"))
-            await ws.expect_close(1011, eof=False)
-            await ws.send(ws.frame(CLOSE, close_payload(1011)))
-            await ws.expect_eof()
-            ws.abort()  # (app.stop would wait for our side of TCP)
+            await closed_1011(ws)
         finally:
             await app.stop(timeout=1)
 
@@ -654,10 +660,7 @@ def test_async_first_steps_one_message_per_read(loop, impl, caplog):
             (protocol,) = await ws_protocols(server, 1)
             assert protocol._backlog is None  # back in direct mode
             await ws.send(ws.frame(TEXT, b"fail"))
-            await ws.expect_close(1011, eof=False)
-            await ws.send(ws.frame(CLOSE, close_payload(1011)))
-            await ws.expect_eof()
-            ws.abort()  # (app.stop would wait for our side of TCP)
+            await closed_1011(ws)
         finally:
             await app.stop(timeout=1)
 
@@ -670,29 +673,10 @@ class CancelledBeforeTheConsumerStarted(wsfast.WebSocketHandler):
     """The first async on_message of a connection runs its first step as a
     consumer task that was created for it and has not run yet; a
     cancellation of that task (a due timer, or the handler's own) lands
-    before the task's first step."""
+    before the task's first step (interop_helpers.cancelled_first_step)."""
 
     async def on_message(self, message):
-        if message in ("timeout", "uncaught"):
-            # A blocking first step: the timer is due when the loop next
-            # looks, and uvloop runs due timers before call_soon callbacks
-            # (the new task's first step). The stdlib loop runs the task
-            # first, so it only checks the ordinary case.
-            try:
-                async with asyncio.timeout(0.001):
-                    time.sleep(0.005)
-                    await asyncio.sleep(5)
-            except TimeoutError:
-                if message == "uncaught":
-                    raise
-                message += " timed out"
-        elif message == "cancel":  # deterministic on both loops
-            asyncio.current_task().cancel()
-            try:
-                await asyncio.sleep(5)
-            except asyncio.CancelledError:
-                message += " cancelled"
-        await self.write_message(message)
+        await self.write_message(await cancelled_first_step(message))
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -722,10 +706,7 @@ def test_async_first_step_cancelled_before_the_consumer_started(loop, impl, capl
                 await ws.close()
             ws = await RawWebSocket.connect(server.port, timeout=2)
             await ws.send(ws.frame(TEXT, b"uncaught"))
-            await ws.expect_close(1011, eof=False)
-            await ws.send(ws.frame(CLOSE, close_payload(1011)))
-            await ws.expect_eof()
-            ws.abort()  # (app.stop would wait for our side of TCP)
+            await closed_1011(ws)
         finally:
             await app.stop(timeout=1)
 
@@ -760,10 +741,7 @@ def test_async_on_message_cancelling_its_task_closes_1011(loop, impl):
                     await ws.send(ws.frame(TEXT, name.encode()))
                     await ws.expect((TEXT, name.encode()))
                 await ws.send(ws.frame(TEXT, b"cancel"), ws.frame(TEXT, b"after"))
-                await ws.expect_close(1011, eof=False)
-                await ws.send(ws.frame(CLOSE, close_payload(1011)))
-                await ws.expect_eof()
-                ws.abort()
+                await closed_1011(ws)
         finally:
             await app.stop(timeout=1)
 

@@ -6,7 +6,6 @@ uvloop, and the ``@authenticated get()`` guard."""
 import asyncio
 import socket
 import ssl
-import time
 
 import pytest
 
@@ -17,6 +16,7 @@ import tornado.httpserver  # noqa: E402
 import tornado.web  # noqa: E402
 
 import wsfast.tornado as wt  # noqa: E402
+from interop_helpers import cancelled_first_step  # noqa: E402
 from wsfast import codec as wsfast_codec  # noqa: E402
 
 pytestmark = pytest.mark.run_loop(timeout=20, set_event_loop=True)
@@ -560,24 +560,10 @@ def test_error_in_on_close_is_logged_like_tornado(run, caplog):
 class CancelledFirstStep(wt.WebSocketHandler):
     """Its first coroutine runs its first step as the connection's consumer
     task, just created and not yet run; a cancellation of that task lands
-    before the task's first step (a timer due when the loop next looks:
-    uvloop runs due timers first; or the handler's own cancel())."""
+    before the task's first step (interop_helpers.cancelled_first_step)."""
 
     async def on_message(self, message):
-        if message == "timeout":
-            try:
-                async with asyncio.timeout(0.001):
-                    time.sleep(0.005)  # a blocking first step: the timer is due
-                    await asyncio.sleep(5)
-            except TimeoutError:
-                message += " timed out"
-        elif message == "cancel":
-            asyncio.current_task().cancel()
-            try:
-                await asyncio.sleep(5)
-            except asyncio.CancelledError:
-                message += " cancelled"
-        await self.write_message(message)
+        await self.write_message(await cancelled_first_step(message))
 
 
 def test_cancellation_before_the_consumer_task_started_goes_to_on_message(run, impl):
