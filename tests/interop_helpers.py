@@ -168,7 +168,8 @@ async def cancelled_first_step(message):
     timers before call_soon callbacks, the stdlib loop runs the task first),
     answered ``"timeout timed out"``; ``"uncaught"``, the same, the
     TimeoutError not caught; ``"cancel"``, the handler's own cancel()
-    (deterministic on both loops), answered ``"cancel cancelled"``. Returns
+    (deterministic on both loops), answered ``"cancel cancelled"``. Python
+    3.11+ (asyncio.timeout, Task.uncancel). Returns
     the answer (the handler writes it)."""
     if message in ("timeout", "uncaught"):
         try:
@@ -184,6 +185,12 @@ async def cancelled_first_step(message):
         try:
             await asyncio.sleep(5)
         except asyncio.CancelledError:
+            # Swallowing a cancellation, as asyncio asks: take it back, or
+            # the task's cancel count stays up and a later asyncio.timeout()
+            # in this task (the next messages' handler runs in it too)
+            # raises CancelledError instead of TimeoutError (3.11.0-3.11.x
+            # before the fix that compares with the count at entry).
+            asyncio.current_task().uncancel()
             message += " cancelled"
     return message
 
