@@ -9,9 +9,10 @@ Everything above the codec takes a ``codec=`` module argument; ``get_codec()``
 returns one by name, and the tests run every codec test on ``AVAILABLE``.
 """
 
+import importlib
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Dict, Optional, Protocol, Tuple, Union
 
 from . import _frame_py
 
@@ -46,20 +47,24 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
 
 
-_cython: Optional[ModuleType] = None
-_import_error: Optional[ImportError] = None
-try:
-    from . import _frame
+def _import_extension(name: str) -> Tuple[Optional[ModuleType], Optional[ImportError]]:
+    """The Cython extension ``wsfast.<name>`` and None, or None and why it
+    cannot be imported (no compiler at install time, or a broken build);
+    with ``WSFAST_REQUIRE_EXTENSIONS`` set, that is an ImportError. The
+    codec's (``_frame``) and the Connection's (``_connection``, see
+    :mod:`wsfast.connection`)."""
+    try:
+        return importlib.import_module(f"{__package__}.{name}"), None
+    except ImportError as exc:
+        if _flag("WSFAST_REQUIRE_EXTENSIONS"):
+            raise ImportError(
+                f"WSFAST_REQUIRE_EXTENSIONS is set but the Cython extension wsfast.{name} "
+                f"cannot be imported: {exc}"
+            ) from exc
+        return None, exc
 
-    _cython = _frame
-except ImportError as exc:  # no compiler at install time, or a broken build
-    _import_error = exc
 
-if _cython is None and _flag("WSFAST_REQUIRE_EXTENSIONS"):
-    raise ImportError(
-        "WSFAST_REQUIRE_EXTENSIONS is set but the Cython extension wsfast._frame "
-        f"cannot be imported: {_import_error}"
-    )
+_cython, _import_error = _import_extension("_frame")
 
 #: The importable codecs, by name.
 AVAILABLE: Dict[str, ModuleType] = {"python": _frame_py}

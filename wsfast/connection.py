@@ -58,7 +58,6 @@ are the same classes for both builds.
 """
 
 import inspect
-import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
@@ -72,22 +71,8 @@ __all__ = [
 ]
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
-
-
-_compiled: Optional[ModuleType] = None
-_import_error: Optional[ImportError] = None
-try:
-    from . import _connection as _compiled  # type: ignore[attr-defined, no-redef]  # (compiled: no stub; its API is _connection_py's)
-except ImportError as exc:  # no compiler at install time, or a broken build
-    _import_error = exc
-
-if _compiled is None and _flag("WSFAST_REQUIRE_EXTENSIONS"):
-    raise ImportError(
-        "WSFAST_REQUIRE_EXTENSIONS is set but the Cython extension wsfast._connection "
-        f"cannot be imported: {_import_error}"
-    )
+_flag = _codec_module._flag
+_compiled, _import_error = _codec_module._import_extension("_connection")
 
 #: The importable builds of :class:`Connection`, by name ("cython", "python").
 AVAILABLE: "Dict[str, type[Connection]]" = {"python": _connection_py.Connection}
