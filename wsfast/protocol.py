@@ -1291,7 +1291,7 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
                 if cancelling is None:
                     self._handler_failed("on_message")
                 else:
-                    self._consumer_gone()
+                    self._give_up()
             raise
         except Exception:
             self._handler_failed("on_message")
@@ -1314,28 +1314,26 @@ class WebSocketProtocol(asyncio.BufferedProtocol):
             return True
         return False
 
-    def _consumer_gone(self) -> None:
-        """The consumer task was cancelled with messages (or an on_message,
-        an ``async def open``, a write) waiting for it: close (1011) rather
-        than leave them, and the connection, waiting for a task that is
-        gone. Not logged: a cancellation is no handler error."""
+    def _handler_failed(self, where: str) -> None:
+        log.exception("error in %s of %r; closing the connection with 1011", where, self.handler)
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Close (1011) a connection whose handler cannot go on: it failed
+        (_handler_failed, logged), or its consumer task was cancelled with
+        messages (or an on_message, an ``async def open``, a write) waiting
+        for it, which would otherwise wait, and the connection with them,
+        for a task that is gone (not logged: a cancellation is no handler
+        error). Later messages go to _drop; what waits is dropped."""
         self._on_message = _drop
         backlog = self._backlog
         if backlog is not None:
-            self._backlog = None
+            self._backlog = None  # later messages go to _drop directly
             for item in backlog:
                 close = getattr(item, "close", None)
                 if close is not None and inspect.iscoroutine(item):
                     close()  # never started: no "never awaited" warning
             backlog.clear()
-        self.close(1011, "internal error")
-
-    def _handler_failed(self, where: str) -> None:
-        log.exception("error in %s of %r; closing the connection with 1011", where, self.handler)
-        self._on_message = _drop
-        if self._backlog is not None:
-            self._backlog.clear()
-            self._backlog = None  # later messages go to _drop directly
         self.close(1011, "internal error")
 
     # -- WebSocket: sending --------------------------------------------------------
