@@ -26,3 +26,7 @@ cdef class Connection:
     cdef public object max_fragments, _frag_count, _frag_wire, _encoded_bound
     cdef public object _fast_base, _fast, defer_pongs, _deferred_pong
     cdef public object _sending, _stream, _streaming, _stream_decoder
+
+    # Called per message by a client's send_text/send_binary: a C call in
+    # this build (the twin pays a method call).
+    cdef inline bytes _mask_key(self)

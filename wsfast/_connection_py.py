@@ -675,13 +675,7 @@ class Connection:
         if self.extensions:
             data = self._send_data(1, text.encode("utf-8"), compress)
         elif self._client:
-            # self._mask_key(), inlined: the client's hot path.
-            pos = self._mask_pos
-            if pos >= _MASK_POOL_SIZE:
-                self._mask_pool = os.urandom(_MASK_POOL_SIZE)
-                pos = 0
-            self._mask_pos = pos + 4
-            data = self._build_frame(1, text, mask_key=self._mask_pool[pos : pos + 4])
+            data = self._build_frame(1, text, mask_key=self._mask_key())
         else:
             data = self._build_frame(1, text)
         if self._out:
@@ -697,13 +691,7 @@ class Connection:
         if self.extensions:
             data = self._send_data(2, data, compress)
         elif self._client:
-            # self._mask_key(), inlined: the client's hot path.
-            pos = self._mask_pos
-            if pos >= _MASK_POOL_SIZE:
-                self._mask_pool = os.urandom(_MASK_POOL_SIZE)
-                pos = 0
-            self._mask_pos = pos + 4
-            data = self._build_frame(2, data, mask_key=self._mask_pool[pos : pos + 4])
+            data = self._build_frame(2, data, mask_key=self._mask_key())
         else:
             data = self._build_frame(2, data)
         if self._out:
